@@ -1,0 +1,3 @@
+from rivetkit.cli import main
+
+main()

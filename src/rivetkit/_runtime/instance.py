@@ -1,0 +1,341 @@
+"""One awake actor: lifecycle, action dispatch, durable state saves.
+
+Ordering invariants (carried over from RivetKit's lifecycle):
+
+* create: ``create_state`` -> ``on_create`` -> initial state committed -> ``create_vars`` ->
+  ``on_wake``; wake: ``create_vars`` -> ``on_wake``. No action runs before ``start`` finishes.
+* A state change made by an action is committed before that action's response leaves the
+  process. Saves requested in the same event-loop tick share one commit.
+* A failing action still commits the state changes it made before failing (roll-forward).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import cbor2
+
+from .. import errors
+from .._log import ActorLogger, actor_logger
+from .conn import Conn
+from .context import ActionContext, ActorContext
+from .state import StateCodec
+
+if TYPE_CHECKING:
+    from ..definition import ActorDefinition
+    from .storage import ActorStore
+
+__all__ = ["ActorInstance", "decode_input"]
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def _run_hook(what: str, seconds: float | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a hook, awaiting it within ``seconds`` when it is async."""
+    result = fn(*args)
+    if not inspect.isawaitable(result):
+        return result
+    if seconds is None:
+        return await result
+    try:
+        async with asyncio.timeout(seconds):
+            return await result
+    except TimeoutError:
+        raise errors.RivetError(
+            "actor", "hook_timed_out", f"{what} timed out after {seconds:g} s", status=500
+        ) from None
+
+
+def decode_input(data: bytes | None) -> Any:
+    """Creation input as stored: CBOR of the JSON-compat form (client-protocol §3.4)."""
+    if data is None:
+        return None
+    from .._protocol.values import from_compat
+
+    return from_compat(cbor2.loads(data))
+
+
+def _invalid_args(name: str, got: int, lo: int, hi: int | None) -> errors.RivetError:
+    if hi is None:
+        wanted = f"at least {lo}"
+    elif lo == hi:
+        wanted = str(lo)
+    else:
+        wanted = f"{lo} to {hi}"
+    return errors.RivetError(
+        "actor",
+        "invalid_arguments",
+        f"Action `{name}` takes {wanted} argument(s), got {got}.",
+        metadata={"action": name, "received": got},
+        status=400,
+    )
+
+
+class ActorInstance:
+    """An awake actor and everything it holds in memory."""
+
+    def __init__(
+        self,
+        definition: ActorDefinition,
+        *,
+        actor_id: str,
+        key: tuple[str, ...],
+        generation: int,
+        store: ActorStore,
+        codec: StateCodec,
+    ) -> None:
+        self.definition = definition
+        self.name = definition.name
+        self.actor_id = actor_id
+        self.key = key
+        self.generation = generation
+        self.store = store
+        self.codec = codec
+        self.state: Any = None
+        self.vars: Any = None
+        self.conns: dict[str, Conn] = {}
+        self.subscribers: dict[str, set[Conn]] = {}
+        self.log = ActorLogger(
+            actor_logger, {"actor": self.name, "actor_key": list(key), "actor_id": actor_id}
+        )
+        self._committed: bytes | None = None
+        self._save_future: asyncio.Future[None] | None = None
+        self._save_interval = definition.options.state_save_interval
+        self._action_timeout = definition.options.action_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stopped = False
+
+    def __repr__(self) -> str:
+        return f"<ActorInstance {self.name} {self.key!r} {self.actor_id}>"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the actor from storage, running the create hooks the first time."""
+        self._loop = asyncio.get_running_loop()
+        definition = self.definition
+        hooks = definition.hooks
+        opts = definition.options
+        ctx = ActorContext(self)
+        has_initialized, input_bytes, state_bytes = self.store.load()
+        if not has_initialized:
+            input_value = decode_input(input_bytes)
+            create_state = hooks.get("create_state")
+            if create_state is not None:
+                state = await _maybe_await(create_state(ctx, input_value))
+                if self.codec.kind == "plain" and StateCodec.for_type(type(state)).kind != "plain":
+                    raise TypeError(
+                        f"create_state of actor {self.name!r} returned a "
+                        f"{type(state).__name__}; annotate its return type "
+                        f"(`-> {type(state).__name__}`) so the state can be restored after a "
+                        "restart"
+                    )
+                self.codec.to_builtin(state)  # type check with a clear message
+            elif definition.state is not None:
+                state = self.codec.copy(definition.state)
+            else:
+                state = None
+            self.state = state
+            on_create = hooks.get("on_create")
+            if on_create is not None:
+                await _maybe_await(on_create(ctx, input_value))
+            encoded = self.codec.encode(self.state) if definition.has_state else None
+            self.store.initialize(encoded)
+            self._committed = encoded
+        else:
+            self._committed = state_bytes
+            self.state = self.codec.decode(state_bytes) if state_bytes is not None else None
+        create_vars = hooks.get("create_vars")
+        if create_vars is not None:
+            self.vars = await _run_hook("create_vars", opts.create_vars_timeout, create_vars, ctx)
+        elif definition.vars is not None:
+            self.vars = copy.deepcopy(definition.vars)
+        on_wake = hooks.get("on_wake")
+        if on_wake is not None:
+            await _maybe_await(on_wake(ctx))
+        self.log.debug("actor started generation=%s", self.generation)
+
+    async def stop(self) -> None:
+        """Commit pending state and release the database."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            self._commit_now()
+        finally:
+            self.store.close()
+
+    # -- state -----------------------------------------------------------------------------
+
+    def set_state(self, value: Any) -> None:
+        if not self.definition.has_state:
+            raise errors.RivetError(
+                "actor",
+                "state_not_enabled",
+                f"actor {self.name!r} has no state: give it state=... or @create_state",
+                status=500,
+                public=False,
+            )
+        self.codec.to_builtin(value)
+        self.state = value
+
+    def _commit_now(self) -> None:
+        """Encode the state and commit it if it changed since the last commit."""
+        if not self.definition.has_state:
+            return
+        data = self.codec.encode(self.state)
+        if data == self._committed:
+            return
+        self.store.save_state(data)
+        self._committed = data
+        hook = self.definition.hooks.get("on_state_change")
+        if hook is not None:
+            try:
+                hook(ActorContext(self), self.state)
+            except Exception:
+                self.log.exception("on_state_change raised")
+
+    def _save_tick(self) -> None:
+        future = self._save_future
+        self._save_future = None
+        if future is None:
+            return
+        try:
+            self._commit_now()
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(None)
+
+    def save_state(self) -> Awaitable[None]:
+        """Commit the state at the end of this loop tick; saves in one tick share a commit.
+
+        With ``state_save_interval`` set, schedules a deferred save and returns at once.
+        """
+        future = self._save_future
+        if future is None:
+            loop = self._loop or asyncio.get_running_loop()
+            future = loop.create_future()
+            self._save_future = future
+            if self._save_interval is None:
+                loop.call_soon(self._save_tick)
+            else:
+                loop.call_later(self._save_interval, self._save_tick)
+        if self._save_interval is not None:
+            return _DONE
+        return future
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def open_conn(self, params: Any, sender: Callable[[str, list[Any]], None] | None) -> Conn:
+        """Run the connect hooks and register a connection (transient when no ``sender``)."""
+        definition = self.definition
+        hooks = definition.hooks
+        opts = definition.options
+        conn = Conn(self, params, sender=sender)
+        ctx = ActionContext(self, conn)
+        before = hooks.get("on_before_connect")
+        if before is not None:
+            await _run_hook("on_before_connect", opts.on_before_connect_timeout, before, ctx, params)
+        create_conn_state = hooks.get("create_conn_state")
+        if create_conn_state is not None:
+            conn.state = await _run_hook(
+                "create_conn_state", opts.create_conn_state_timeout, create_conn_state, ctx, params
+            )
+        elif definition.conn_state is not None:
+            conn.state = copy.deepcopy(definition.conn_state)
+        self.conns[conn.id] = conn
+        return conn
+
+    def close_conn(self, conn: Conn) -> None:
+        self.conns.pop(conn.id, None)
+        for name in conn.subscriptions:
+            subs = self.subscribers.get(name)
+            if subs is not None:
+                subs.discard(conn)
+                if not subs:
+                    del self.subscribers[name]
+        conn.subscriptions.clear()
+
+    # -- events ----------------------------------------------------------------------------
+
+    def check_event_name(self, name: str) -> None:
+        events = self.definition.events
+        if events is not None and name not in events:
+            raise errors.RivetError(
+                "actor",
+                "event_not_declared",
+                f"event {name!r} is not declared in actor {self.name!r}'s events",
+                status=500,
+                public=False,
+            )
+
+    def broadcast(self, name: str, args: list[Any]) -> None:
+        self.check_event_name(name)
+        subs = self.subscribers.get(name)
+        if not subs:
+            return
+        for conn in list(subs):
+            conn.send(name, *args)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def call_action(self, name: str, args: list[Any], conn: Conn | None) -> Any:
+        """Run action ``name``, commit the state it changed, and return its output.
+
+        Raises:
+            RivetError: ``actor.action_not_found``, ``actor.invalid_arguments``,
+                ``actor.action_timed_out``, or whatever the action raised.
+        """
+        spec = self.definition.actions.get(name)
+        if spec is None:
+            raise errors.action_not_found(name)
+        count = len(args)
+        if count < spec.min_args or (spec.max_args is not None and count > spec.max_args):
+            raise _invalid_args(name, count, spec.min_args, spec.max_args)
+        ctx = ActionContext(self, conn)
+        try:
+            output = spec.fn(ctx, *args)
+            if spec.is_async or inspect.isawaitable(output):
+                timeout = asyncio.timeout(self._action_timeout)
+                try:
+                    async with timeout:
+                        output = await output
+                except TimeoutError:
+                    if timeout.expired():
+                        raise errors.action_timed_out(name, self._action_timeout) from None
+                    raise
+            hook = self.definition.hooks.get("on_before_action_response")
+            if hook is not None:
+                output = await _maybe_await(hook(ctx, name, args, output))
+        except BaseException:
+            if self.definition.has_state and not self.stopped:
+                await self.save_state()
+            raise
+        if self.definition.has_state:
+            await self.save_state()
+        return output
+
+
+class _Done:
+    def __await__(self) -> Any:
+        return
+        yield  # pragma: no cover
+
+
+_DONE = _Done()
+
+
+def log_exception(logger: logging.Logger | logging.LoggerAdapter[Any], exc: BaseException) -> None:
+    logger.error("unhandled error in actor code", exc_info=exc)

@@ -1,0 +1,205 @@
+"""The actor router's HTTP routes, reached after the gateway resolved the actor (§5, §7).
+
+``POST /action/{name}`` is the hot path: read the body, decode the arguments, open a transient
+connection with the ``x-rivet-conn-params`` params, run the action (which commits the state it
+changed), encode the output. Errors are encoded in the request's encoding.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import orjson
+
+from .. import __version__, errors
+from .._log import server_logger
+from .._protocol import CONTENT_TYPES, DecodeError, get_codec
+from .._protocol.encoding import encoding_from_header
+from .._protocol.messages import ActorSpecifier
+from .._runtime.keys import serialize_key
+from .http import (
+    TEXT_CONTENT_TYPE,
+    BodyTooLarge,
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    error_envelope,
+    header,
+    public_error,
+    read_body,
+    send_json,
+    send_response,
+)
+
+if TYPE_CHECKING:
+    from .._runtime.instance import ActorInstance
+    from ..config import RegistryConfig
+
+__all__ = ["handle_actor_http", "actor_headers", "decode_conn_params", "MAX_CONN_PARAMS_BYTES"]
+
+MAX_CONN_PARAMS_BYTES = 4096
+
+_ROOT_TEXT = "This is a RivetKit actor (rivetkit for Python).\n\nLearn more at https://rivet.dev"
+
+
+def bad_request(message: str) -> errors.RivetError:
+    """Undecodable input: ``400 core.internal_error`` as the official runtime, with a message."""
+    return errors.RivetError("core", "internal_error", message, status=400)
+
+
+def actor_headers(instance: ActorInstance) -> list[tuple[bytes, bytes]]:
+    """``x-rivet-actor*`` response headers (§4.5); the key is omitted if it has CR or LF."""
+    cached: list[tuple[bytes, bytes]] | None = getattr(instance, "_http_headers", None)
+    if cached is not None and cached[1][1] == str(instance.generation).encode():
+        return cached
+    headers = [
+        (b"x-rivet-actor", instance.actor_id.encode()),
+        (b"x-rivet-actor-generation", str(instance.generation).encode()),
+    ]
+    serialized = serialize_key(list(instance.key)) if instance.key else ""
+    if "\r" not in serialized and "\n" not in serialized:
+        headers.append((b"x-rivet-actor-key", serialized.encode()))
+    instance._http_headers = headers  # type: ignore[attr-defined]
+    return headers
+
+
+def actor_specifier(instance: ActorInstance) -> ActorSpecifier:
+    return ActorSpecifier(
+        actor_id=instance.actor_id,
+        generation=instance.generation,
+        key=serialize_key(list(instance.key)),
+    )
+
+
+def decode_conn_params(raw: bytes | str | None) -> Any:
+    """Connection params: plain JSON (never the compat layer), at most 4 KiB."""
+    if raw is None:
+        return None
+    if len(raw) > MAX_CONN_PARAMS_BYTES:
+        raise bad_request(
+            f"connection params are {len(raw)} bytes; the limit is {MAX_CONN_PARAMS_BYTES}"
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"connection params are not valid JSON: {exc}") from None
+
+
+async def send_actor_error(
+    scope: Scope,
+    send: Send,
+    exc: BaseException,
+    *,
+    encoding: str,
+    instance: ActorInstance | None,
+    config: RegistryConfig,
+    log: logging.Logger | logging.LoggerAdapter[Any] = server_logger,
+) -> None:
+    """Answer with the error envelope in the request's encoding."""
+    err = public_error(exc, expose=config.expose_errors)
+    if not (isinstance(exc, errors.RivetError) and exc.public):
+        log.error("error while handling request path=%s", scope.get("path"), exc_info=exc)
+    codec = get_codec(encoding)  # type: ignore[arg-type]
+    spec = actor_specifier(instance) if instance is not None else None
+    body = codec.encode_http_error(error_envelope(err, spec))
+    headers = [(b"content-type", CONTENT_TYPES[encoding].encode())]  # type: ignore[index]
+    if instance is not None:
+        headers.extend(actor_headers(instance))
+    await send_response(scope, send, err.status, body, headers)
+
+
+async def handle_actor_http(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    instance: ActorInstance,
+    path: str,
+    config: RegistryConfig,
+) -> None:
+    """Serve one HTTP request on the actor router. ``path`` is the raw actor path."""
+    encoding = encoding_from_header(
+        (header(scope, b"x-rivet-encoding") or b"").decode("latin-1") or None
+    )
+    method = scope["method"]
+    try:
+        if path.startswith("/action/"):
+            raw_name = path[len("/action/") :]
+            if not raw_name or "/" in raw_name:
+                raise errors.route_not_found(path)
+            if method != "POST":
+                raise errors.method_not_allowed(method, path)
+            await _action(scope, receive, send, instance, unquote(raw_name), encoding, config)
+            return
+        if path.startswith("/queue/"):
+            if method != "POST":
+                raise errors.method_not_allowed(method, path)
+            raise errors.RivetError(
+                "actor",
+                "queues_not_enabled",
+                "Queues are not available on this server version yet.",
+                status=404,
+            )
+        if path == "/health" and method == "GET":
+            await send_response(scope, send, 200, b"ok", [TEXT_CONTENT_TYPE])
+            return
+        if path == "/metadata" and method == "GET":
+            await send_json(
+                scope, send, 200, {"runtime": "rivetkit", "type": "local", "version": __version__}
+            )
+            return
+        if path == "/" and method == "GET":
+            await send_response(scope, send, 200, _ROOT_TEXT.encode(), [TEXT_CONTENT_TYPE])
+            return
+        raise errors.route_not_found(path)
+    except ClientDisconnected:
+        return
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes an envelope
+        if not isinstance(exc, Exception):
+            raise
+        await send_actor_error(
+            scope, send, exc, encoding=encoding, instance=instance, config=config, log=instance.log
+        )
+
+
+async def _action(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    instance: ActorInstance,
+    name: str,
+    encoding: str,
+    config: RegistryConfig,
+) -> None:
+    codec = get_codec(encoding)  # type: ignore[arg-type]
+    try:
+        body = await read_body(receive, config.max_incoming_message_size)
+    except BodyTooLarge as exc:
+        raise errors.incoming_too_long(exc.size, exc.limit) from None
+    try:
+        args = codec.decode_action_request(body)
+    except DecodeError as exc:
+        raise bad_request(f"invalid action request body ({encoding}): {exc}") from None
+    params = decode_conn_params(header(scope, b"x-rivet-conn-params"))
+    conn = await instance.open_conn(params, None)
+    try:
+        output = await instance.call_action(name, args, conn)
+    finally:
+        instance.close_conn(conn)
+    try:
+        payload = codec.encode_action_response(output)
+    except (TypeError, ValueError) as exc:
+        raise errors.RivetError(
+            "actor",
+            "invalid_output",
+            f"Action `{name}` returned a value that cannot be encoded: {exc}",
+            status=500,
+            public=False,
+        ) from None
+    if len(payload) > config.max_outgoing_message_size:
+        raise errors.outgoing_too_long(len(payload), config.max_outgoing_message_size)
+    headers = [(b"content-type", CONTENT_TYPES[encoding].encode())]  # type: ignore[index]
+    headers.extend(actor_headers(instance))
+    await send_response(scope, send, 200, payload, headers)

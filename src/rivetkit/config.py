@@ -1,0 +1,110 @@
+"""Configuration: per-actor options and registry settings.
+
+Durations are seconds (floats), mapped one to one from RivetKit's millisecond options
+(``actionTimeout: 60000`` becomes ``action_timeout=60.0``). Defaults are RivetKit's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ActorOptions", "RegistryConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorOptions:
+    """Per-actor options with RivetKit's defaults.
+
+    Attributes:
+        action_timeout: longest an action may run before the caller gets
+            ``actor.action_timed_out`` (60 s).
+        create_vars_timeout: bound on ``create_vars`` (5 s).
+        create_conn_state_timeout: bound on ``create_conn_state`` (5 s).
+        on_before_connect_timeout: bound on ``on_before_connect`` (5 s).
+        on_connect_timeout: bound on ``on_connect`` (5 s).
+        on_migrate_timeout: bound on ``on_migrate`` (30 s).
+        sleep_timeout: idle time before an actor sleeps (30 s).
+        sleep_grace_period: window for graceful sleep or destroy (15 s).
+        state_save_interval: ``None`` (default) commits every state change before the action's
+            response is sent; a number of seconds batches saves instead, trading durability of
+            the last interval for throughput (RivetKit's behaviour with 1.0).
+        connection_liveness_timeout: 2.5 s. connection_liveness_interval: 5 s.
+        max_queue_size: 1000 messages. max_queue_message_size: 64 KiB.
+        max_schedules: 1000.
+    """
+
+    action_timeout: float = 60.0
+    create_vars_timeout: float = 5.0
+    create_conn_state_timeout: float = 5.0
+    on_before_connect_timeout: float = 5.0
+    on_connect_timeout: float = 5.0
+    on_migrate_timeout: float = 30.0
+    sleep_timeout: float = 30.0
+    sleep_grace_period: float = 15.0
+    state_save_interval: float | None = None
+    connection_liveness_timeout: float = 2.5
+    connection_liveness_interval: float = 5.0
+    max_queue_size: int = 1000
+    max_queue_message_size: int = 64 * 1024
+    max_schedules: int = 1000
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(
+                    f"ActorOptions.{field.name} must be a number, got {type(value).__name__}"
+                )
+            if value <= 0:
+                raise ValueError(f"ActorOptions.{field.name} must be positive, got {value!r}")
+
+
+def _env_path() -> Path:
+    return Path(os.environ.get("RIVETKIT_STORAGE_PATH", ".rivetkit"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryConfig:
+    """Settings of a registry and its embedded server.
+
+    Attributes:
+        host: interface to bind (``127.0.0.1``).
+        port: TCP port (6420, the port the official client uses by default).
+        storage_path: directory for actor databases; ``RIVETKIT_STORAGE_PATH`` or ``.rivetkit``.
+        namespaces: namespaces this server answers; others get ``namespace.not_found``.
+        max_incoming_message_size: request body / frame limit in bytes (64 KiB).
+        max_outgoing_message_size: response / frame limit in bytes (1 MiB).
+        max_input_size: actor input limit in bytes (4 MiB).
+        expose_errors: send internal error messages to clients (``RIVET_EXPOSE_ERRORS=1``).
+        sqlite_synchronous: SQLite ``synchronous`` pragma for actor files. ``NORMAL`` (default)
+            survives a process crash (``kill -9``); ``FULL`` also survives power loss.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 6420
+    storage_path: Path = dataclasses.field(default_factory=_env_path)
+    namespaces: tuple[str, ...] = ("default",)
+    max_incoming_message_size: int = 64 * 1024
+    max_outgoing_message_size: int = 1024 * 1024
+    max_input_size: int = 4 * 1024 * 1024
+    expose_errors: bool = dataclasses.field(
+        default_factory=lambda: os.environ.get("RIVET_EXPOSE_ERRORS", "") in ("1", "true")
+    )
+    sqlite_synchronous: str = "NORMAL"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "storage_path", Path(self.storage_path))
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+        for name in ("max_incoming_message_size", "max_outgoing_message_size", "max_input_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not self.namespaces:
+            raise ValueError("namespaces must name at least one namespace")

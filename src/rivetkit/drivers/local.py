@@ -1,0 +1,353 @@
+"""The local host: actors in this process, one SQLite file each, a directory in ``registry.db``.
+
+``registry.db`` maps actor ids to (namespace, name, key) and records lifecycle timestamps.
+Keys are stored as CBOR arrays of strings (never as joined strings), so every key maps to
+exactly one row. Every directory operation is a short synchronous transaction, so a lookup and the
+insert that follows it cannot interleave with another request on the event loop: two concurrent
+``get_or_create`` calls for a new key create one actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apsw
+import cbor2
+
+from .. import errors
+from .._log import storage_logger
+from .._runtime.instance import ActorInstance
+from .._runtime.storage import ActorStore, actor_db_path, remove_if_exists
+from ..config import RegistryConfig
+from ..definition import ActorDefinition
+
+__all__ = ["ActorRecord", "LocalDriver", "new_actor_id"]
+
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+MAX_KEY_PART_BYTES = 128
+MAX_KEY_BYTES = 1024
+
+_DIRECTORY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS actors (
+  actor_id TEXT PRIMARY KEY,
+  namespace TEXT NOT NULL,
+  name TEXT NOT NULL,
+  key BLOB NOT NULL,
+  generation INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  started_at INTEGER,
+  slept_at INTEGER,
+  destroyed_at INTEGER
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS actors_by_key ON actors (namespace, name, key)
+  WHERE destroyed_at IS NULL;
+CREATE INDEX IF NOT EXISTS actors_by_name ON actors (namespace, name, created_at);
+"""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_actor_id() -> str:
+    """30 lowercase base36 characters: URL-path safe, no ``@``, ``/`` or ``,``."""
+    n = secrets.randbits(155)
+    out = []
+    for _ in range(30):
+        n, r = divmod(n, 36)
+        out.append(_BASE36[r])
+    return "".join(out)
+
+
+def validate_key(key: Iterable[str]) -> tuple[str, ...]:
+    """Check a key against RivetKit's limits (128 bytes a part, 1024 in all)."""
+    parts = tuple(key)
+    total = 0
+    for part in parts:
+        if not isinstance(part, str):
+            raise errors.RivetError(
+                "actor", "invalid_key", "Actor key parts must be strings.", status=400
+            )
+        size = len(part.encode())
+        total += size
+        if size > MAX_KEY_PART_BYTES:
+            raise errors.RivetError(
+                "actor",
+                "key_too_large",
+                f"Key label too large (max {MAX_KEY_PART_BYTES} bytes): {part[:32]!r}",
+                metadata={"max_size": MAX_KEY_PART_BYTES},
+                status=400,
+            )
+    if total > MAX_KEY_BYTES:
+        raise errors.RivetError(
+            "actor",
+            "key_too_large",
+            f"Key too large (max {MAX_KEY_BYTES} bytes in all).",
+            metadata={"max_size": MAX_KEY_BYTES},
+            status=400,
+        )
+    return parts
+
+
+@dataclass(slots=True)
+class ActorRecord:
+    """One row of the actor directory. Timestamps are epoch milliseconds."""
+
+    actor_id: str
+    namespace: str
+    name: str
+    key: tuple[str, ...]
+    generation: int
+    created_at: int
+    started_at: int | None = None
+    slept_at: int | None = None
+    destroyed_at: int | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> ActorRecord:
+        actor_id, namespace, name, key, generation, created, started, slept, destroyed = row
+        return cls(
+            actor_id, namespace, name, tuple(cbor2.loads(key)), generation, created, started,
+            slept, destroyed,
+        )
+
+
+_COLUMNS = (
+    "actor_id, namespace, name, key, generation, created_at, started_at, slept_at, destroyed_at"
+)
+
+
+class LocalDriver:
+    """Hosts actors in this process with local SQLite storage.
+
+    Args:
+        definitions: actor definitions by name.
+        config: registry settings (storage path, SQLite durability).
+    """
+
+    def __init__(self, definitions: Mapping[str, ActorDefinition], config: RegistryConfig) -> None:
+        self.definitions = definitions
+        self.config = config
+        self.root = Path(config.storage_path)
+        self._db: apsw.Connection | None = None
+        self.awake: dict[str, ActorInstance] = {}
+        self._by_key: dict[tuple[str, str, tuple[str, ...]], ActorInstance] = {}
+        self._starting: dict[str, asyncio.Future[ActorInstance]] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (creating if needed) the storage directory and ``registry.db``."""
+        if self._db is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        db = apsw.Connection(str(self.root / "registry.db"))
+        list(db.execute("PRAGMA journal_mode=WAL"))
+        list(db.execute(f"PRAGMA synchronous={self.config.sqlite_synchronous}"))
+        db.set_busy_timeout(5000)
+        with db:
+            list(db.execute(_DIRECTORY_SCHEMA))
+        self._db = db
+        storage_logger.info("storage opened path=%s", self.root)
+
+    async def close(self) -> None:
+        """Stop every awake actor (committing state) and close ``registry.db``."""
+        for instance in list(self.awake.values()):
+            try:
+                await instance.stop()
+            except Exception:
+                instance.log.exception("actor failed to stop cleanly")
+        self.awake.clear()
+        self._by_key.clear()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> apsw.Connection:
+        if self._db is None:
+            raise RuntimeError("the local driver is not open; start the registry first")
+        return self._db
+
+    # -- directory -------------------------------------------------------------------------
+
+    def definition(self, name: str) -> ActorDefinition:
+        definition = self.definitions.get(name)
+        if definition is None:
+            raise errors.RivetError(
+                "actor",
+                "name_not_found",
+                f"No actor named {name!r} is defined on this server.",
+                metadata={"name": name},
+                status=404,
+            )
+        return definition
+
+    def lookup(self, namespace: str, name: str, key: tuple[str, ...]) -> ActorRecord | None:
+        rows = list(
+            self.db.execute(
+                f"SELECT {_COLUMNS} FROM actors WHERE namespace = ? AND name = ? AND key = ? "
+                "AND destroyed_at IS NULL",
+                (namespace, name, cbor2.dumps(list(key))),
+            )
+        )
+        return ActorRecord.from_row(rows[0]) if rows else None
+
+    def get_record(self, actor_id: str) -> ActorRecord | None:
+        """The live record for ``actor_id``; ``None`` if unknown or destroyed."""
+        rows = list(
+            self.db.execute(
+                f"SELECT {_COLUMNS} FROM actors WHERE actor_id = ? AND destroyed_at IS NULL",
+                (actor_id,),
+            )
+        )
+        return ActorRecord.from_row(rows[0]) if rows else None
+
+    def list_by_name(
+        self, namespace: str, name: str, *, limit: int = 100, after_created_at: int | None = None
+    ) -> list[ActorRecord]:
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM actors WHERE namespace = ? AND name = ? "
+            "AND destroyed_at IS NULL AND created_at > ? ORDER BY created_at LIMIT ?",
+            (namespace, name, after_created_at if after_created_at is not None else -1, limit),
+        )
+        return [ActorRecord.from_row(row) for row in rows]
+
+    def create(
+        self, namespace: str, name: str, key: Iterable[str], input: bytes | None
+    ) -> ActorRecord:
+        """Create a new actor; ``actor.duplicate_key`` if the key is taken."""
+        definition = self.definition(name)
+        parts = validate_key(key)
+        if input is not None and len(input) > self.config.max_input_size:
+            raise errors.RivetError(
+                "actor",
+                "input_too_large",
+                f"Input too large (max {self.config.max_input_size}).",
+                metadata={"max_size": self.config.max_input_size},
+                status=400,
+            )
+        existing = self.lookup(namespace, name, parts)
+        if existing is not None:
+            from .._runtime.keys import serialize_key
+
+            serialized = serialize_key(list(parts))
+            raise errors.RivetError(
+                "actor",
+                "duplicate_key",
+                f"Actor key '{serialized}' already in use for actor '{existing.actor_id}'",
+                metadata={"existing_actor_id": existing.actor_id, "key": serialized},
+                status=400,
+            )
+        actor_id = new_actor_id()
+        path = actor_db_path(self.root, actor_id)
+        store = ActorStore.create(path, input=input, synchronous=self.config.sqlite_synchronous)
+        store.close()
+        record = ActorRecord(actor_id, namespace, definition.name, parts, 1, now_ms())
+        try:
+            with self.db:
+                self.db.execute(
+                    f"INSERT INTO actors ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+                    (actor_id, namespace, name, cbor2.dumps(list(parts)), 1, record.created_at),
+                )
+        except BaseException:
+            remove_if_exists(path)
+            raise
+        return record
+
+    def get_or_create(
+        self, namespace: str, name: str, key: Iterable[str], input: bytes | None
+    ) -> tuple[ActorRecord, bool]:
+        self.definition(name)
+        parts = validate_key(key)
+        existing = self.lookup(namespace, name, parts)
+        if existing is not None:
+            return existing, False
+        return self.create(namespace, name, parts, input), True
+
+    def names(self) -> list[str]:
+        return sorted(self.definitions)
+
+    # -- instances -------------------------------------------------------------------------
+
+    def awake_by_key(self, namespace: str, name: str, key: tuple[str, ...]) -> ActorInstance | None:
+        return self._by_key.get((namespace, name, key))
+
+    async def instance(self, record: ActorRecord) -> ActorInstance:
+        """The awake instance of ``record``, starting it if needed (once, however many ask)."""
+        instance = self.awake.get(record.actor_id)
+        if instance is not None:
+            return instance
+        pending = self._starting.get(record.actor_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[ActorInstance] = asyncio.get_running_loop().create_future()
+        self._starting[record.actor_id] = future
+        try:
+            instance = await self._start(record)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: the caller re-raises it
+            raise
+        finally:
+            del self._starting[record.actor_id]
+        future.set_result(instance)
+        return instance
+
+    async def _start(self, record: ActorRecord) -> ActorInstance:
+        definition = self.definition(record.name)
+        store = ActorStore(
+            actor_db_path(self.root, record.actor_id), synchronous=self.config.sqlite_synchronous
+        )
+        generation = record.generation
+        if record.started_at is not None:
+            generation += 1
+        started_at = now_ms()
+        instance = ActorInstance(
+            definition,
+            actor_id=record.actor_id,
+            key=record.key,
+            generation=generation,
+            store=store,
+            codec=definition.state_codec,
+        )
+        try:
+            await instance.start()
+        except BaseException:
+            store.close()
+            raise
+        with self.db:
+            self.db.execute(
+                "UPDATE actors SET generation = ?, started_at = ?, slept_at = NULL "
+                "WHERE actor_id = ?",
+                (generation, started_at, record.actor_id),
+            )
+        record.generation = generation
+        record.started_at = started_at
+        self.awake[record.actor_id] = instance
+        self._by_key[(record.namespace, record.name, record.key)] = instance
+        return instance
+
+    async def destroy(self, actor_id: str) -> bool:
+        """Destroy an actor: stop it, delete its storage, free its key. False if unknown."""
+        record = self.get_record(actor_id)
+        if record is None:
+            return False
+        instance = self.awake.pop(actor_id, None)
+        if instance is not None:
+            self._by_key.pop((record.namespace, record.name, record.key), None)
+            instance.stopped = True
+            instance.store.close()
+        with self.db:
+            self.db.execute(
+                "UPDATE actors SET destroyed_at = ? WHERE actor_id = ?", (now_ms(), actor_id)
+            )
+        remove_if_exists(actor_db_path(self.root, actor_id))
+        return True

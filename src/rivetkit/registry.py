@@ -1,0 +1,168 @@
+"""The registry: a set of actor definitions and the server that hosts them.
+
+``setup(...)`` builds one; ``run()`` serves it (blocking, uvicorn), ``serve()`` is the async form,
+``asgi()`` returns the ASGI app to mount in another application and ``lifespan()`` the context
+manager that application's lifespan must enter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .config import RegistryConfig
+from .definition import ActorDefinition, DefinitionError
+from .drivers.local import LocalDriver
+
+__all__ = ["Registry", "setup"]
+
+
+class Registry:
+    """Actor definitions plus the host that runs them.
+
+    Args:
+        definitions: the actor definitions, each with a distinct name.
+        config: settings of the embedded server and storage.
+    """
+
+    def __init__(self, definitions: list[ActorDefinition], config: RegistryConfig) -> None:
+        by_name: dict[str, ActorDefinition] = {}
+        for definition in definitions:
+            if not isinstance(definition, ActorDefinition):
+                raise DefinitionError(
+                    f"setup() takes actor definitions made with rivetkit.actor(...), "
+                    f"got {definition!r}"
+                )
+            if definition.name in by_name:
+                raise DefinitionError(
+                    f"two actor definitions are named {definition.name!r}; names must be unique"
+                )
+            definition.freeze()
+            by_name[definition.name] = definition
+        self.definitions = by_name
+        self.config = config
+        self.driver = LocalDriver(by_name, config)
+        self._app: Any = None
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"<Registry actors={sorted(self.definitions)}>"
+
+    def metadata(self) -> dict[str, Any]:
+        """The ``GET /metadata`` answer: no ``clientEndpoint``, so clients stay on this origin."""
+        from . import __version__
+
+        return {
+            "runtime": "rivetkit",
+            "version": __version__,
+            "actorNames": {name: {"metadata": {}} for name in sorted(self.definitions)},
+        }
+
+    def set_storage_path(self, path: Any) -> None:
+        """Use another storage directory (before the registry starts)."""
+        if self._started:
+            raise RuntimeError("cannot change the storage path of a running registry")
+        self.config = dataclasses.replace(self.config, storage_path=path)
+        self.driver = LocalDriver(self.definitions, self.config)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open storage. Idempotent."""
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            self.driver.open()
+            self._started = True
+
+    async def ensure_started(self) -> LocalDriver:
+        if not self._started:
+            await self.start()
+        return self.driver
+
+    async def stop(self) -> None:
+        """Stop every actor (committing its state) and close storage. Idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        await self.driver.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """Start and stop the registry inside a host application's lifespan.
+
+        Example::
+
+            registry = rivetkit.setup(counter)
+            app = Starlette(routes=[Mount("/api/rivet", registry.asgi())],
+                            lifespan=registry.lifespan)
+        """
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def asgi(self) -> Any:
+        """The ASGI application serving this registry (the same object on every call)."""
+        if self._app is None:
+            from ._server.app import RivetApp
+
+            self._app = RivetApp(self)
+        return self._app
+
+    def _uvicorn_config(self, host: str | None, port: int | None, **kwargs: Any) -> Any:
+        import uvicorn
+
+        options: dict[str, Any] = {
+            "host": host or self.config.host,
+            "port": self.config.port if port is None else port,
+            "lifespan": "on",
+            "log_level": "warning",
+            "access_log": False,
+            "server_header": False,
+        }
+        options.update(kwargs)
+        return uvicorn.Config(self.asgi(), **options)
+
+    async def serve(self, *, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
+        """Serve on ``host:port`` until cancelled (uvicorn; extra keyword args go to it)."""
+        import uvicorn
+
+        server = uvicorn.Server(self._uvicorn_config(host, port, **kwargs))
+        await server.serve()
+
+    def run(self, *, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
+        """Serve on ``host:port`` (default ``127.0.0.1:6420``), blocking until interrupted."""
+        import uvicorn
+
+        server = uvicorn.Server(self._uvicorn_config(host, port, **kwargs))
+        server.run()
+
+
+def setup(*definitions: ActorDefinition, **config: Any) -> Registry:
+    """Create a registry of actor definitions.
+
+    Args:
+        *definitions: actor definitions from :func:`rivetkit.actor`.
+        **config: :class:`~rivetkit.config.RegistryConfig` fields (``host``, ``port``,
+            ``storage_path``, ``max_incoming_message_size``, ...).
+
+    Example::
+
+        registry = rivetkit.setup(counter, chat_room, port=6420)
+        registry.run()
+    """
+    try:
+        cfg = RegistryConfig(**config)
+    except TypeError as exc:
+        raise TypeError(f"setup(): {exc}") from None
+    return Registry(list(definitions), cfg)
