@@ -124,6 +124,23 @@ def _arity(fn: Callable[..., Any]) -> tuple[int, int | None]:
     return required, None if has_var else len(rest)
 
 
+def _return_type(fn: Callable[..., Any]) -> Any:
+    """The resolved return annotation of ``fn``, or ``None``.
+
+    Classes local to a function are resolved through the closure (``from __future__ import
+    annotations`` leaves them as strings that ``get_type_hints`` cannot see).
+    """
+    try:
+        return typing.get_type_hints(fn).get("return")
+    except Exception:
+        pass
+    try:
+        localns = dict(inspect.getclosurevars(fn).nonlocals)
+        return typing.get_type_hints(fn, localns=localns).get("return")
+    except Exception:
+        return None
+
+
 class ActorDefinition:
     """The definition of one kind of actor. Create it with :func:`actor`.
 
@@ -207,11 +224,7 @@ class ActorDefinition:
         create_state = self.hooks.get("create_state")
         if create_state is None:
             return StateCodec("plain")
-        try:
-            hints = typing.get_type_hints(create_state)
-        except Exception:
-            hints = {}
-        return StateCodec.for_type(hints.get("return"))
+        return StateCodec.for_type(_return_type(create_state))
 
     # -- actions ---------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ Every decoder raises :class:`~rivetkit._protocol.DecodeError` for malformed inpu
 
 from __future__ import annotations
 
-import json as _stdjson
 import math
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -194,22 +193,13 @@ def _body(envelope: Any, what: str) -> tuple[str, dict[str, Any]]:
 
 
 def _json_loads(data: bytes | bytearray | memoryview | str) -> Any:
+    # orjson reads integers beyond 64 bits as floats, which is what JavaScript holds anyway.
     if isinstance(data, memoryview):
         data = data.tobytes()
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        error = exc
-    # orjson rejects integers wider than 64 bits, which JavaScript can print
-    # (JSON.stringify(2 ** 64) is "18446744073709552000"); the stdlib parser does not.
-    try:
-        return _stdjson.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise DecodeError(f"invalid JSON: {error}") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"invalid JSON constant {name}")
+        raise DecodeError(f"invalid JSON: {exc}") from None
 
 
 def _may_have_tags(data: bytes | bytearray | memoryview | str) -> bool:

@@ -99,18 +99,22 @@ def _compat(value: Any, wide_as_float: bool) -> Any:
 
 
 def _compat_list(value: list[Any] | tuple[Any, ...], wide_as_float: bool) -> list[Any]:
-    # Fast path: scan for anything that needs a change; most arrays hold plain scalars.
+    # Copy on first change: most arrays need no change and are returned as they are.
     lo, hi = (-_U32, _U32) if wide_as_float else (-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER + 1)
-    out: list[Any]
-    for item in value:
+    out: list[Any] | None = None
+    for i, item in enumerate(value):
         t = type(item)
-        if t is str or t is float or t is bool or item is None:
+        if t is str or t is float or t is bool or item is None or (t is int and lo <= item < hi):
+            if out is not None:
+                out.append(item)
             continue
-        if t is int and lo <= item < hi:
-            continue
-        out = [_compat(item2, wide_as_float) for item2 in value]
-        break
-    else:
+        new = _compat(item, wide_as_float)
+        if out is None:
+            if new is item:
+                continue
+            out = list(value[:i])
+        out.append(new)
+    if out is None:
         out = value if type(value) is list else list(value)
     if len(out) == 2:
         head = out[0]
@@ -129,18 +133,19 @@ def _check_key(key: Any) -> str:
 
 def _compat_dict(value: dict[Any, Any], wide_as_float: bool) -> dict[str, Any]:
     lo, hi = (-_U32, _U32) if wide_as_float else (-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER + 1)
+    out: dict[str, Any] | None = None
     for key, item in value.items():
         if type(key) is not str:
-            break
+            return {_check_key(k): _compat(v, wide_as_float) for k, v in value.items()}
         t = type(item)
-        if t is str or t is float or t is bool or item is None:
+        if t is str or t is float or t is bool or item is None or (t is int and lo <= item < hi):
             continue
-        if t is int and lo <= item < hi:
-            continue
-        break
-    else:
-        return value
-    return {_check_key(k): _compat(v, wide_as_float) for k, v in value.items()}
+        new = _compat(item, wide_as_float)
+        if new is not item:
+            if out is None:
+                out = dict(value)
+            out[key] = new
+    return value if out is None else out
 
 
 def _object_fields(value: Any) -> dict[str, Any] | None:
@@ -333,13 +338,6 @@ _NATIVE_ENCODERS: Final[dict[type, Callable[[cbor2.CBOREncoder, Any], None]]] = 
 }
 
 
-def _native_plain(item: Any) -> bool:
-    t = type(item)
-    if t is str or t is float or t is bool or item is None or t is bytes or t is BigInt:
-        return True
-    return t is int and -_U32 <= item < _U32
-
-
 def _native(value: Any) -> Any:
     t = type(value)
     if t is str or t is float or t is bool or value is None or t is bytes or t is BigInt:
@@ -351,17 +349,26 @@ def _native(value: Any) -> Any:
             return float(value)
         return BigInt(value)
     if t is dict:
+        dout: dict[str, Any] | None = None
         for key, item in value.items():
-            if type(key) is not str or not _native_plain(item):
+            if type(key) is not str:
                 return {_check_key(k): _native(v) for k, v in value.items()}
-        return value
+            new = _native(item)
+            if new is not item:
+                if dout is None:
+                    dout = dict(value)
+                dout[key] = new
+        return value if dout is None else dout
     if t is list or t is tuple:
-        out: list[Any]
-        for item in value:
-            if not _native_plain(item):
-                out = [_native(item2) for item2 in value]
-                break
-        else:
+        out: list[Any] | None = None
+        for i, item in enumerate(value):
+            new = _native(item)
+            if out is None:
+                if new is item:
+                    continue
+                out = list(value[:i])
+            out.append(new)
+        if out is None:
             out = value if t is list else list(value)
         if len(out) == 2:
             head = out[0]
