@@ -140,6 +140,7 @@ class LocalDriver:
         self.awake: dict[str, ActorInstance] = {}
         self._by_key: dict[tuple[str, str, tuple[str, ...]], ActorInstance] = {}
         self._starting: dict[str, asyncio.Future[ActorInstance]] = {}
+        self._fresh: dict[str, ActorStore] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -166,6 +167,9 @@ class LocalDriver:
                 instance.log.exception("actor failed to stop cleanly")
         self.awake.clear()
         self._by_key.clear()
+        for store in self._fresh.values():
+            store.close()
+        self._fresh.clear()
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -249,7 +253,6 @@ class LocalDriver:
         actor_id = new_actor_id()
         path = actor_db_path(self.root, actor_id)
         store = ActorStore.create(path, input=input, synchronous=self.config.sqlite_synchronous)
-        store.close()
         record = ActorRecord(actor_id, namespace, definition.name, parts, 1, now_ms())
         try:
             with self.db:
@@ -258,8 +261,11 @@ class LocalDriver:
                     (actor_id, namespace, name, cbor2.dumps(list(parts)), 1, record.created_at),
                 )
         except BaseException:
-            remove_if_exists(path)
+            store.delete()
             raise
+        # Keep the new file open for the start that almost always follows: closing a WAL
+        # database checkpoints and syncs it, which would double the cost of a cold start.
+        self._fresh[actor_id] = store
         return record
 
     def get_or_create(
@@ -303,7 +309,7 @@ class LocalDriver:
 
     async def _start(self, record: ActorRecord) -> ActorInstance:
         definition = self.definition(record.name)
-        store = ActorStore(
+        store = self._fresh.pop(record.actor_id, None) or ActorStore(
             actor_db_path(self.root, record.actor_id), synchronous=self.config.sqlite_synchronous
         )
         generation = record.generation
@@ -340,6 +346,9 @@ class LocalDriver:
         record = self.get_record(actor_id)
         if record is None:
             return False
+        fresh = self._fresh.pop(actor_id, None)
+        if fresh is not None:
+            fresh.close()
         instance = self.awake.pop(actor_id, None)
         if instance is not None:
             self._by_key.pop((record.namespace, record.name, record.key), None)
