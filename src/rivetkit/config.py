@@ -102,7 +102,7 @@ class RegistryConfig:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+            raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
         for name in ("max_incoming_message_size", "max_outgoing_message_size", "max_input_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

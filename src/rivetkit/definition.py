@@ -193,7 +193,9 @@ class ActorDefinition:
             try:
                 StateCodec.for_value(state)
             except (TypeError, ValueError) as exc:
-                raise DefinitionError(f"actor {name!r}: state {state!r} cannot be stored: {exc}")
+                raise DefinitionError(
+                    f"actor {name!r}: state {state!r} cannot be stored: {exc}"
+                ) from None
 
     def __repr__(self) -> str:
         return f"<ActorDefinition {self.name!r} actions={sorted(self.actions)}>"
@@ -232,7 +234,7 @@ class ActorDefinition:
     def action(self, fn: F, /) -> F: ...
 
     @overload
-    def action(self, *, name: str | None = None) -> Callable[[F], F]: ...
+    def action(self, fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
 
     def action(self, fn: Any = None, /, *, name: str | None = None) -> Any:
         """Register an action. Usable as ``@a.action`` or ``@a.action(name="wireName")``.

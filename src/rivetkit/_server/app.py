@@ -47,7 +47,7 @@ _ROOT_TEXT = "This is a RivetKit server (rivetkit for Python).\n\nLearn more at 
 def _route_path(scope: Scope) -> str:
     """The raw (still percent-encoded) path below the mount point."""
     raw = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else scope["path"]
+    path: str = raw.decode("latin-1") if raw else scope["path"]
     if "?" in path:
         path = path.split("?", 1)[0]
     root = scope.get("root_path") or ""
