@@ -138,7 +138,17 @@ class Registry:
         import uvicorn
 
         server = uvicorn.Server(self._uvicorn_config(host, port, **kwargs))
-        await server.serve()
+        serving = asyncio.ensure_future(server.serve())
+        try:
+            await asyncio.shield(serving)
+        except asyncio.CancelledError:
+            # Cancelling serve() is a graceful stop: close sockets, run the lifespan shutdown
+            # (which commits every actor's state), then propagate the cancellation.
+            server.should_exit = True
+            await serving
+            raise
+        finally:
+            await self.stop()
 
     def run(self, *, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
         """Serve on ``host:port`` (default ``127.0.0.1:6420``), blocking until interrupted."""
