@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import aiohttp
 from yarl import URL
@@ -51,7 +51,6 @@ from ._protocol import (
     is_stale_actor_error,
     json_loads,
     lifecycle_max_attempts,
-    normalize_key,
     query_gateway_url,
     resolve_config,
     retry_backoff,
@@ -250,7 +249,7 @@ class Client:
         if session is not None:
             await session.close()
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -413,7 +412,7 @@ class ActorHandle:
         await handle.increment(1)    # same as await handle.action("increment", 1)
     """
 
-    __slots__ = ("_client", "_query", "_params_header", "_actor_id")
+    __slots__ = ("_actor_id", "_client", "_params_header", "_query")
 
     def __init__(self, client: Client, query: ActorQuery, params: Any) -> None:
         self._client = client

@@ -114,7 +114,9 @@ def parse_endpoint(endpoint: str) -> tuple[str, str | None, str | None]:
     except ValueError as exc:
         raise ValueError(f"invalid endpoint URL {endpoint!r}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"invalid endpoint URL {endpoint!r}: expected http(s)://host[:port][/path]")
+        raise ValueError(
+            f"invalid endpoint URL {endpoint!r}: expected http(s)://host[:port][/path]"
+        )
     if parts.query or endpoint.rstrip().endswith("?"):
         raise ValueError(f"endpoint cannot contain a query string: {endpoint!r}")
     if parts.fragment or "#" in endpoint:
@@ -131,7 +133,7 @@ def parse_endpoint(endpoint: str) -> tuple[str, str | None, str | None]:
     if not hostport:
         raise ValueError(f"invalid endpoint URL {endpoint!r}: missing host")
     try:
-        parts.port  # validates the port number
+        _ = parts.port  # validates the port number
     except ValueError as exc:
         raise ValueError(f"invalid endpoint URL {endpoint!r}: {exc}") from None
     path = parts.path.rstrip("/")
@@ -156,8 +158,9 @@ def resolve_config(
     encoding ``"bare"``).
 
     Raises:
-        ValueError: for a malformed endpoint, an unknown encoding, a namespace or token given both
-            in the endpoint URL and as an argument, or non-string headers.
+        ValueError: for a malformed endpoint, an unknown encoding, or a namespace or token given
+            both in the endpoint URL and as an argument.
+        TypeError: for headers that are not strings.
     """
     raw = endpoint
     if raw is None:
@@ -173,7 +176,7 @@ def resolve_config(
     header_items: list[tuple[str, str]] = []
     for name, value in (headers or {}).items():
         if not isinstance(name, str) or not isinstance(value, str):
-            raise ValueError(f"headers must map str to str, got {name!r}: {value!r}")
+            raise TypeError(f"headers must map str to str, got {name!r}: {value!r}")
         header_items.append((name, value))
     return ClientConfig(
         endpoint=base,
@@ -196,21 +199,23 @@ def apply_metadata(config: ClientConfig, metadata: Any) -> ClientConfig:
         ValueError: if the answer is not a JSON object or ``clientEndpoint`` is not a usable URL.
     """
     if not isinstance(metadata, dict):
-        raise ValueError(f"metadata must be a JSON object, got {type(metadata).__name__}")
+        raise ValueError(  # noqa: TRY004 - a malformed answer, not a caller's type error
+            f"metadata must be a JSON object, got {type(metadata).__name__}"
+        )
     client_endpoint = metadata.get("clientEndpoint")
     if client_endpoint is None:
         return config
     if not isinstance(client_endpoint, str):
-        raise ValueError("metadata clientEndpoint must be a string")
+        raise ValueError("metadata clientEndpoint must be a string")  # noqa: TRY004
     base, url_namespace, url_token = parse_endpoint(client_endpoint)
     namespace = metadata.get("clientNamespace")
     token = metadata.get("clientToken")
     return dataclasses.replace(
         config,
         endpoint=base,
-        namespace=namespace if isinstance(namespace, str) and namespace else (
-            url_namespace or config.namespace
-        ),
+        namespace=namespace
+        if isinstance(namespace, str) and namespace
+        else (url_namespace or config.namespace),
         token=token if isinstance(token, str) and token else (url_token or config.token),
     )
 

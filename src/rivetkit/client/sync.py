@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from .._protocol.encoding import Encoding
 from . import _aio
@@ -221,7 +221,7 @@ class Client:
         """Close the HTTP session and stop the portal thread. Idempotent."""
         self._finalizer()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
