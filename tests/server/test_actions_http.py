@@ -183,6 +183,9 @@ async def test_conn_params_reach_hooks_and_rejection(serve_registry: Any) -> Non
         assert (status, err["group"], err["code"], err["metadata"]) == (
             500, "user", "rejected", {"why": "test"}
         )
+        latin1 = await http.post(url, content=b'{"args":[]}',
+                                 headers={"x-rivet-conn-params": '{"name":"\xfc"}'.encode("latin-1")})
+        assert latin1.json()["output"]["params"] == {"name": "\u00fc"}
         status, err, _ = await call(http, url, [], headers={"x-rivet-conn-params": "{nope"})
         assert (status, err["group"], err["code"]) == (400, "core", "internal_error")
         assert "not valid JSON" in err["message"]

@@ -82,6 +82,13 @@ def decode_conn_params(raw: bytes | str | None) -> Any:
         raise bad_request(
             f"connection params are {len(raw)} bytes; the limit is {MAX_CONN_PARAMS_BYTES}"
         )
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # Browsers and Node send header values as latin-1 bytes (one byte per code point
+            # below 256), so `{"name":"ü"}` arrives as 0xFC rather than UTF-8.
+            raw = raw.decode("latin-1")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
