@@ -2,7 +2,7 @@
 
 Layering, bottom up:
 
-* :mod:`.bare`: BARE primitives and the u16 version prefix.
+* :mod:`.bare`: BARE primitives, the u16 version prefix, and the bare codec.
 * :mod:`.values`: the Python value model (:class:`BigInt`) and the JSON-compat layer.
 * :mod:`.messages`: frozen dataclasses for the v4 messages.
 * :mod:`.encoding`: one :class:`Codec` per wire encoding (``json``, ``cbor``, ``bare``) turning
@@ -26,35 +26,79 @@ class DecodeError(ValueError):
 
 
 # Submodules import DecodeError from this package, so it is defined before them.
-from rivetkit._protocol.encoding import (  # noqa: E402
+from rivetkit._protocol.encoding import (
     BARE as BARE,
+)
+from rivetkit._protocol.encoding import (
     CBOR as CBOR,
+)
+from rivetkit._protocol.encoding import (
     CONTENT_TYPES as CONTENT_TYPES,
+)
+from rivetkit._protocol.encoding import (
     JSON as JSON,
+)
+from rivetkit._protocol.encoding import (
     Codec as Codec,
+)
+from rivetkit._protocol.encoding import (
     Encoding as Encoding,
+)
+from rivetkit._protocol.encoding import (
     encoding_from_header as encoding_from_header,
+)
+from rivetkit._protocol.encoding import (
     encoding_from_subprotocol as encoding_from_subprotocol,
+)
+from rivetkit._protocol.encoding import (
     get_codec as get_codec,
 )
-from rivetkit._protocol.messages import (  # noqa: E402
+from rivetkit._protocol.messages import (
     MISSING as MISSING,
+)
+from rivetkit._protocol.messages import (
     ActionRequest as ActionRequest,
+)
+from rivetkit._protocol.messages import (
     ActionResponse as ActionResponse,
+)
+from rivetkit._protocol.messages import (
     ActorSpecifier as ActorSpecifier,
+)
+from rivetkit._protocol.messages import (
     Error as Error,
+)
+from rivetkit._protocol.messages import (
     Event as Event,
+)
+from rivetkit._protocol.messages import (
     HttpQueueSendRequest as HttpQueueSendRequest,
+)
+from rivetkit._protocol.messages import (
     HttpQueueSendResponse as HttpQueueSendResponse,
+)
+from rivetkit._protocol.messages import (
     HttpResponseError as HttpResponseError,
+)
+from rivetkit._protocol.messages import (
     Init as Init,
+)
+from rivetkit._protocol.messages import (
     SubscriptionRequest as SubscriptionRequest,
+)
+from rivetkit._protocol.messages import (
     ToClient as ToClient,
+)
+from rivetkit._protocol.messages import (
     ToServer as ToServer,
 )
-from rivetkit._protocol.values import (  # noqa: E402
+from rivetkit._protocol.values import (
     BigInt as BigInt,
+)
+from rivetkit._protocol.values import (
     from_compat as from_compat,
+)
+from rivetkit._protocol.values import (
     to_compat as to_compat,
 )
 

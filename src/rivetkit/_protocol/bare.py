@@ -14,17 +14,41 @@ little-endian protocol version (:func:`read_version`, :data:`VERSION_PREFIX`). T
 are strict like the generated TypeScript ones: truncated input, trailing bytes, a bool or
 optional flag other than 0/1, a non-canonical or oversized varint and invalid UTF-8 all raise
 :class:`~rivetkit._protocol.DecodeError`.
+
+The second half of the module is :class:`BareCodec`, the ``bare`` implementation of
+:class:`rivetkit._protocol.encoding.Codec`: the v4 messages of spec §6.4 on top of these
+primitives, reading the older versions 1-3 as the client's converters do (v1 ``Init`` carries
+a ``connectionToken`` that is dropped; before v4 errors carry no ``actor``).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from rivetkit._protocol import DecodeError
+from rivetkit._protocol.messages import (
+    MISSING,
+    ActionRequest,
+    ActionResponse,
+    ActorSpecifier,
+    Error,
+    Event,
+    HttpQueueSendRequest,
+    HttpQueueSendResponse,
+    HttpResponseError,
+    Init,
+    SubscriptionRequest,
+    ToClient,
+    ToServer,
+    normalize_args,
+)
+from rivetkit._protocol.values import cbor_dumps_compat, cbor_loads
 
 __all__ = [
+    "BARE_CODEC",
     "CURRENT_VERSION",
     "VERSION_PREFIX",
+    "BareCodec",
     "Reader",
     "Writer",
     "encode_uint",
@@ -335,3 +359,214 @@ def read_version(
             f"(accepted: {', '.join(map(str, accepted))})"
         )
     return version, Reader(data, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The bare codec
+
+_ALL_VERSIONS: Final = (1, 2, 3, 4)
+_QUEUE_VERSIONS: Final = (3, 4)
+
+
+def _binary(data: bytes | str) -> bytes:
+    if isinstance(data, str):
+        raise DecodeError("bare: expected binary data, got a text frame")
+    return data
+
+
+def _write_actor(w: Writer, actor: ActorSpecifier | None) -> None:
+    if actor is None:
+        w.write_present(False)
+        return
+    w.write_present(True)
+    w.write_str(actor.actor_id)
+    w.write_uint(actor.generation)
+    w.write_optional_str(actor.key)
+
+
+def _read_actor(r: Reader, version: int) -> ActorSpecifier | None:
+    if version < 4 or not r.read_present():
+        return None
+    return ActorSpecifier(r.read_str(), r.read_uint(), r.read_optional_str())
+
+
+def _metadata_bytes(metadata: Any) -> bytes | None:
+    return None if metadata is None else cbor_dumps_compat(metadata)
+
+
+def _metadata_value(raw: bytes | None) -> Any:
+    return None if raw is None else cbor_loads(raw)
+
+
+class BareCodec:
+    """The ``bare`` codec (see :class:`rivetkit._protocol.encoding.Codec` for the methods).
+
+    Writes protocol v4; reads requests and server answers of versions 1-4 (queue messages
+    exist from v3). Value fields are CBOR of the compat tree.
+    """
+
+    encoding: Final = "bare"
+    content_type: Final = "application/octet-stream"
+    binary: Final = True
+
+    def __repr__(self) -> str:
+        return "<Codec bare>"
+
+    # server side
+
+    def decode_action_request(self, body: bytes) -> list[Any]:
+        # Fast path: known version, one-byte length covering the rest of the body.
+        n = len(body)
+        if 3 < n < 131 and body[1] == 0 and 1 <= body[0] <= 4 and body[2] == n - 3:
+            return normalize_args(cbor_loads(body[3:]))
+        _, r = read_version(body, _ALL_VERSIONS, what="HttpActionRequest")
+        raw = r.read_data()
+        r.finish()
+        return normalize_args(cbor_loads(raw))
+
+    def encode_action_response(self, output: Any) -> bytes:
+        raw = cbor_dumps_compat(output)
+        return VERSION_PREFIX + encode_uint(len(raw)) + raw
+
+    def decode_queue_send_request(self, body: bytes) -> HttpQueueSendRequest:
+        _, r = read_version(body, _QUEUE_VERSIONS, what="HttpQueueSendRequest")
+        raw = r.read_data()
+        name = r.read_optional_str()
+        wait = r.read_optional_bool()
+        timeout = r.read_optional_u64()
+        r.finish()
+        return HttpQueueSendRequest(cbor_loads(raw), name, wait, timeout)
+
+    def encode_queue_send_response(self, resp: HttpQueueSendResponse) -> bytes:
+        w = Writer(version=4)
+        w.write_str(resp.status)
+        if w.write_present(resp.response is not MISSING):
+            w.write_data(cbor_dumps_compat(resp.response))
+        return w.getvalue()
+
+    def encode_http_error(self, err: HttpResponseError) -> bytes:
+        w = Writer(version=4)
+        w.write_str(err.group)
+        w.write_str(err.code)
+        w.write_str(err.message)
+        w.write_optional_data(_metadata_bytes(err.metadata))
+        _write_actor(w, err.actor)
+        return w.getvalue()
+
+    def encode_to_client(self, msg: ToClient) -> bytes | str:
+        if type(msg) is ActionResponse:
+            raw = cbor_dumps_compat(msg.output)
+            return b"\x04\x00\x02" + encode_uint(msg.id) + encode_uint(len(raw)) + raw
+        w = Writer(version=4)
+        if type(msg) is Event:
+            w.write_u8(3)
+            w.write_str(msg.name)
+            w.write_data(cbor_dumps_compat(list(msg.args)))
+        elif type(msg) is Error:
+            w.write_u8(1)
+            w.write_str(msg.group)
+            w.write_str(msg.code)
+            w.write_str(msg.message)
+            w.write_optional_data(_metadata_bytes(msg.metadata))
+            w.write_optional_uint(msg.action_id)
+            _write_actor(w, msg.actor)
+        elif type(msg) is Init:
+            w.write_u8(0)
+            w.write_str(msg.actor_id)
+            w.write_str(msg.connection_id)
+        else:
+            raise TypeError(f"not a to-client message: {type(msg).__name__}")
+        return w.getvalue()
+
+    def decode_to_server(self, data: bytes | str) -> ToServer:
+        _, r = read_version(_binary(data), _ALL_VERSIONS, what="ToServer")
+        tag = r.read_uint()
+        msg: ToServer
+        if tag == 0:
+            msg = ActionRequest(
+                r.read_uint(), r.read_str(), normalize_args(cbor_loads(r.read_data()))
+            )
+        elif tag == 1:
+            msg = SubscriptionRequest(r.read_str(), r.read_bool())
+        else:
+            raise DecodeError(f"BARE ToServer: unknown union tag {tag}")
+        r.finish()
+        return msg
+
+    # client side
+
+    def encode_action_request(self, args: list[Any] | tuple[Any, ...]) -> bytes:
+        raw = cbor_dumps_compat(list(args))
+        return VERSION_PREFIX + encode_uint(len(raw)) + raw
+
+    def decode_action_response(self, body: bytes) -> Any:
+        _, r = read_version(body, _ALL_VERSIONS, what="HttpActionResponse")
+        raw = r.read_data()
+        r.finish()
+        return cbor_loads(raw)
+
+    def encode_queue_send_request(self, req: HttpQueueSendRequest) -> bytes:
+        w = Writer(version=4)
+        w.write_data(cbor_dumps_compat(req.body))
+        w.write_optional_str(req.name)
+        w.write_optional_bool(req.wait)
+        w.write_optional_u64(req.timeout)
+        return w.getvalue()
+
+    def decode_queue_send_response(self, body: bytes) -> HttpQueueSendResponse:
+        _, r = read_version(body, _QUEUE_VERSIONS, what="HttpQueueSendResponse")
+        status = r.read_str()
+        raw = r.read_optional_data()
+        r.finish()
+        return HttpQueueSendResponse(status, MISSING if raw is None else cbor_loads(raw))
+
+    def decode_http_error(self, body: bytes) -> HttpResponseError:
+        version, r = read_version(body, _ALL_VERSIONS, what="HttpResponseError")
+        group, code, message = r.read_str(), r.read_str(), r.read_str()
+        metadata = r.read_optional_data()
+        actor = _read_actor(r, version)
+        r.finish()
+        return HttpResponseError(group, code, message, _metadata_value(metadata), actor)
+
+    def encode_to_server(self, msg: ToServer) -> bytes | str:
+        w = Writer(version=4)
+        if type(msg) is ActionRequest:
+            w.write_u8(0)
+            w.write_uint(msg.id)
+            w.write_str(msg.name)
+            w.write_data(cbor_dumps_compat(list(msg.args)))
+        elif type(msg) is SubscriptionRequest:
+            w.write_u8(1)
+            w.write_str(msg.event_name)
+            w.write_bool(msg.subscribe)
+        else:
+            raise TypeError(f"not a to-server message: {type(msg).__name__}")
+        return w.getvalue()
+
+    def decode_to_client(self, data: bytes | str) -> ToClient:
+        version, r = read_version(_binary(data), _ALL_VERSIONS, what="ToClient")
+        tag = r.read_uint()
+        msg: ToClient
+        if tag == 0:
+            actor_id, connection_id = r.read_str(), r.read_str()
+            if version == 1:
+                r.read_str()  # v1 connectionToken, dropped like the client's v1->v2 converter
+            msg = Init(actor_id, connection_id)
+        elif tag == 1:
+            group, code, message = r.read_str(), r.read_str(), r.read_str()
+            metadata = r.read_optional_data()
+            action_id = r.read_optional_uint()
+            actor = _read_actor(r, version)
+            msg = Error(group, code, message, _metadata_value(metadata), action_id, actor)
+        elif tag == 2:
+            msg = ActionResponse(r.read_uint(), cbor_loads(r.read_data()))
+        elif tag == 3:
+            msg = Event(r.read_str(), normalize_args(cbor_loads(r.read_data())))
+        else:
+            raise DecodeError(f"BARE ToClient: unknown union tag {tag}")
+        r.finish()
+        return msg
+
+
+BARE_CODEC: Final[BareCodec] = BareCodec()
+"""The ``bare`` codec singleton (also ``rivetkit._protocol.BARE``)."""

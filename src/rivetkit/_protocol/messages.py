@@ -32,6 +32,7 @@ __all__ = [
     "SubscriptionRequest",
     "ToClient",
     "ToServer",
+    "normalize_args",
 ]
 
 
@@ -201,3 +202,16 @@ ToClient: TypeAlias = Init | Error | ActionResponse | Event
 
 ToServer: TypeAlias = ActionRequest | SubscriptionRequest
 """Any WebSocket message the client sends."""
+
+
+def normalize_args(value: Any) -> list[Any]:
+    """Action/event args as a list, with the official server's leniency (§7).
+
+    An array is used as is, ``null`` or a missing field is ``[]``, and any other value
+    (including an object) becomes a one-element list, like the reference implementation.
+    """
+    if type(value) is list:
+        return value
+    if value is None:
+        return []
+    return [value]

@@ -18,8 +18,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import cbor2
-
 from .. import errors
 from .._log import ActorLogger, actor_logger
 from .conn import Conn
@@ -59,9 +57,9 @@ def decode_input(data: bytes | None) -> Any:
     """Creation input as stored: CBOR of the JSON-compat form (client-protocol §3.4)."""
     if data is None:
         return None
-    from .._protocol.values import from_compat
+    from .._protocol.values import cbor_loads
 
-    return from_compat(cbor2.loads(data))
+    return cbor_loads(data, revive=True)
 
 
 def _invalid_args(name: str, got: int, lo: int, hi: int | None) -> errors.RivetError:

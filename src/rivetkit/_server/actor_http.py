@@ -82,15 +82,16 @@ def decode_conn_params(raw: bytes | str | None) -> Any:
         raise bad_request(
             f"connection params are {len(raw)} bytes; the limit is {MAX_CONN_PARAMS_BYTES}"
         )
+    text = raw
     if isinstance(raw, bytes):
         try:
-            raw = raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             # Browsers and Node send header values as latin-1 bytes (one byte per code point
             # below 256), so `{"name":"ü"}` arrives as 0xFC rather than UTF-8.
-            raw = raw.decode("latin-1")
+            text = raw.decode("latin-1")
     try:
-        return orjson.loads(raw)
+        return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"connection params are not valid JSON: {exc}") from None
 
