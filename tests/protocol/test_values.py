@@ -15,17 +15,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rivetkit._protocol import DecodeError
-from rivetkit._protocol.values import (
-    MAX_SAFE_INTEGER,
-    BigInt,
-    _revive,
+from rivetkit._protocol.cbor import (
     _SlowDecoder,
     cbor_dumps_compat,
     cbor_dumps_native,
     cbor_loads,
     cbor_value_native,
-    from_compat,
     prepare_native,
+)
+from rivetkit._protocol.values import (
+    MAX_SAFE_INTEGER,
+    BigInt,
+    _revive,
+    from_compat,
     to_compat,
 )
 

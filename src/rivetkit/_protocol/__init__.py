@@ -2,9 +2,11 @@
 
 Layering, bottom up:
 
-* :mod:`.bare`: BARE primitives, the u16 version prefix, and the bare codec.
-* :mod:`.values`: the Python value model (:class:`BigInt`) and the JSON-compat layer.
+* :mod:`.values`: the Python value model (:class:`BigInt`), the JSON-compat layer and JSON.
+* :mod:`.cbor`: CBOR of those values (native 8-byte bigints, width-aware decoding).
 * :mod:`.messages`: frozen dataclasses for the v4 messages.
+* :mod:`.bare`: BARE primitives, the u16 version prefix, and the bare codec.
+* :mod:`._codec_base`, :mod:`._cbor_codec`: the json/cbor codec base and the cbor codec.
 * :mod:`.encoding`: one :class:`Codec` per wire encoding (``json``, ``cbor``, ``bare``) turning
   messages and values into bodies/frames and back, for both the server and the client side.
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from rivetkit._protocol import DecodeError
+from rivetkit._protocol.cbor import cbor_dumps_compat, cbor_loads
 from rivetkit._protocol.messages import (
     MISSING,
     ActionRequest,
@@ -42,7 +43,6 @@ from rivetkit._protocol.messages import (
     ToServer,
     normalize_args,
 )
-from rivetkit._protocol.values import cbor_dumps_compat, cbor_loads
 
 __all__ = [
     "BARE_CODEC",

@@ -57,7 +57,7 @@ def decode_input(data: bytes | None) -> Any:
     """Creation input as stored: CBOR of the JSON-compat form (client-protocol §3.4)."""
     if data is None:
         return None
-    from .._protocol.values import cbor_loads
+    from .._protocol.cbor import cbor_loads
 
     return cbor_loads(data, revive=True)
 
