@@ -1,0 +1,164 @@
+#!/usr/bin/env node
+// results.jsonl -> markdown: every number is "median [min..max]" across repetitions.
+// Standalone: node bench/harness/report.mjs bench/out/<dir>   (prints the markdown)
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const median = (a) => {
+	const s = [...a].sort((x, y) => x - y);
+	const n = s.length;
+	return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+};
+function num(x) {
+	if (x === null || x === undefined || Number.isNaN(x)) return "";
+	const a = Math.abs(x);
+	if (a >= 1000) return x.toFixed(0);
+	if (a >= 100) return x.toFixed(0);
+	if (a >= 10) return x.toFixed(1);
+	if (a >= 1) return x.toFixed(2);
+	return x.toFixed(3);
+}
+/** "median [min..max]" or just the value for one repetition. */
+function mmm(vals) {
+	const v = vals.filter((x) => typeof x === "number" && !Number.isNaN(x));
+	if (!v.length) return "";
+	if (v.length === 1) return num(v[0]);
+	return `${num(median(v))} [${num(Math.min(...v))}..${num(Math.max(...v))}]`;
+}
+const med = (vals) => {
+	const v = vals.filter((x) => typeof x === "number" && !Number.isNaN(x));
+	return v.length ? median(v) : null;
+};
+
+export function renderSummary(jsonl, env = null) {
+	const rows = jsonl.split("\n").filter(Boolean).map((l) => JSON.parse(l));
+	const targetOrder = env?.options?.targets ?? [...new Set(rows.map((r) => r.target))];
+	const tIdx = (t) => (targetOrder.includes(t) ? targetOrder.indexOf(t) : 99);
+	const groups = new Map();
+	for (const r of rows) {
+		if (!["cold", "http"].includes(r.scenario)) continue;
+		const k = `${r.scenario}\u0000${r.variant}\u0000${r.target}`;
+		if (!groups.has(k)) groups.set(k, []);
+		groups.get(k).push(r);
+	}
+	const keys = [...groups.keys()].sort((a, b) => {
+		const [sa, va, ta] = a.split("\u0000");
+		const [sb, vb, tb] = b.split("\u0000");
+		const order = (s, v) => {
+			const first = rows.findIndex((r) => r.scenario === s && r.variant === v);
+			return first;
+		};
+		return order(sa, va) - order(sb, vb) || (sa === sb && va === vb ? tIdx(ta) - tIdx(tb) : 0);
+	});
+	const get = (s, v, t) => groups.get(`${s}\u0000${v}\u0000${t}`) ?? [];
+	const L = [];
+	if (env) {
+		L.push(`# rivetkit bench — ${env.date}`, "");
+		L.push(
+			`Machine: ${env.cpus} CPU (${env.cpuModel}), ${env.memGiB} GiB, kernel ${env.kernel}, load at start ${env.loadavg.map((x) => x.toFixed(2)).join(" ")}; ` +
+				`node ${env.node}; python ${env.python}; npm rivetkit ${env.rivetkitNpm}; repo ${env.repoHead}.`,
+		);
+		const o = env.options;
+		L.push(
+			`Options: targets ${o.targets.join(",")}; scenarios ${o.scenarios.join(",")}; reps ${o.reps}; http ${o.duration} s measured after ${o.warmup} s warm-up; ` +
+				`hot concurrency ${o.concurrency.join("/")}; many ${o.many}; cold N ${o.coldN}; client ${o.client}.`,
+			"",
+		);
+	}
+
+	// ---- headline: the issue's targets
+	const p = (s, v, t, f) => med(get(s, v, t).map(f));
+	const maxC = env?.options?.concurrency ? Math.max(...env.options.concurrency) : 64;
+	const many = env?.options?.many ?? 64;
+	const hl = [
+		["cold start p50 (new key → first result), ms", "< 2", (t) => p("cold", "new key -> first increment", t, (r) => r.latencyMs?.p50), num],
+		["cold start p99, ms", "", (t) => p("cold", "new key -> first increment", t, (r) => r.latencyMs?.p99), num],
+		["warm actor sequential p50, ms", "", (t) => p("cold", "warm actor increment (reference)", t, (r) => r.latencyMs?.p50), num],
+		["HTTP action p50 at c=1, ms", "< 0.5", (t) => p("http", "hot actor c=1", t, (r) => r.latencyMs?.p50), num],
+		[`hot actor actions/s at c=${maxC}`, "≥ 50 % of asgi", (t) => p("http", `hot actor c=${maxC}`, t, (r) => r.throughput), num],
+		[`hot actor c=${maxC}: % of the bare ASGI app`, "≥ 50 %", (t) => {
+			const a = p("http", `hot actor c=${maxC}`, "asgi", (r) => r.throughput);
+			const x = p("http", `hot actor c=${maxC}`, t, (r) => r.throughput);
+			return a && x !== null ? (100 * x) / a : null;
+		}, (x) => `${num(x)} %`],
+		[`${many} actors c=${many} actions/s`, "", (t) => p("http", `${many} actors c=${many}`, t, (r) => r.throughput), num],
+		[`server CPU µs per action, hot c=${maxC}`, "", (t) => p("http", `hot actor c=${maxC}`, t, (r) => r.serverCpuUsPerOp), num],
+		["server CPU µs per cold start", "", (t) => p("cold", "new key -> first increment", t, (r) => r.serverCpuUsPerOp), num],
+		[`harness CPU µs per action, hot c=${maxC}`, "", (t) => p("http", `hot actor c=${maxC}`, t, (r) => r.harnessCpuUsPerOp), num],
+	];
+	L.push("## Headline (medians across repetitions)", "");
+	L.push(`| metric | goal (ours) | ${targetOrder.join(" | ")} |`);
+	L.push(`|---|---|${targetOrder.map(() => "---").join("|")}|`);
+	for (const [label, goal, f, show] of hl) {
+		const cells = targetOrder.map((t) => {
+			const x = f(t);
+			return x === null || x === undefined || Number.isNaN(x) ? "–" : show(x);
+		});
+		L.push(`| ${label} | ${goal} | ${cells.join(" | ")} |`);
+	}
+	L.push("");
+
+	// ---- full table
+	L.push("## All measurements: median [min..max] across repetitions", "");
+	L.push(
+		"| scenario | variant | target | reps | actions/s | % of asgi | p50 ms | p90 ms | p99 ms | max ms | errors | consistent | server CPU µs/op | by process µs/op | server %core | harness µs/op | harness %core | other procs %core | server RSS MiB |",
+	);
+	L.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+	for (const k of keys) {
+		const [s, v, t] = k.split("\u0000");
+		const g = groups.get(k);
+		const thr = g.map((r) => r.throughput);
+		const asgiThr = med(get(s, v, "asgi").map((r) => r.throughput));
+		const myThr = med(thr);
+		const pct = s === "http" && asgiThr && myThr !== null && t !== "asgi" ? `${num((100 * myThr) / asgiThr)} %` : "";
+		const comms = [...new Set(g.flatMap((r) => Object.keys(r.serverCpuUsPerOpByProc ?? {})))];
+		const byProc =
+			comms.length > 1 ? comms.map((c) => `${c} ${num(med(g.map((r) => r.serverCpuUsPerOpByProc?.[c] ?? 0)))}`).join(", ") : "";
+		const errs = g.reduce((a, r) => a + (r.errors ?? 0), 0);
+		const errsAll = g.reduce((a, r) => a + (r.errorsTotal ?? r.errors ?? 0), 0);
+		const okReps = g.filter((r) => r.consistent).length;
+		L.push(
+			`| ${s} | ${v} | ${t} | ${g.length} | ${mmm(thr)} | ${pct} | ${mmm(g.map((r) => r.latencyMs?.p50))} | ${mmm(g.map((r) => r.latencyMs?.p90))} | ` +
+				`${mmm(g.map((r) => r.latencyMs?.p99))} | ${mmm(g.map((r) => r.latencyMs?.max))} | ${errs}${errsAll !== errs ? ` (${errsAll} incl. warm-up)` : ""} | ` +
+				`${okReps}/${g.length} | ${mmm(g.map((r) => r.serverCpuUsPerOp))} | ${byProc} | ${mmm(g.map((r) => r.serverCpuPctCore))} | ` +
+				`${mmm(g.map((r) => r.harnessCpuUsPerOp))} | ${mmm(g.map((r) => r.harnessCpuPctCore))} | ${mmm(g.map((r) => r.otherCpuPctCore))} | ${mmm(g.map((r) => r.serverRssMiB))} |`,
+		);
+	}
+	L.push("");
+
+	// ---- start-up, gates, failures, inconsistencies
+	const starts = rows.filter((r) => r.scenario === "start" && r.readyMs !== undefined);
+	if (starts.length) {
+		L.push("## Server start → first answer (ms)", "");
+		L.push("| target | reps | ms |", "|---|---|---|");
+		for (const t of targetOrder) {
+			const g = starts.filter((r) => r.target === t);
+			if (g.length) L.push(`| ${t} | ${g.length} | ${mmm(g.map((r) => r.readyMs))} |`);
+		}
+		L.push("");
+	}
+	const notes = [];
+	for (const r of rows) {
+		if (r.error) notes.push(`- rep ${r.rep} ${r.target} ${r.scenario}: ${r.error.split("\n")[0]}`);
+		if (r.scenario === "gate") notes.push(`- rep ${r.rep} ${r.target}: waited ${num(r.waitedMs)} ms for a new actor to answer before a measurement`);
+		if (r.consistent === false)
+			notes.push(`- rep ${r.rep} ${r.target} ${r.scenario} ${r.variant}: INCONSISTENT ${(r.consistencyProblems ?? []).join("; ") || r.firstError}`);
+		else if (r.firstError) notes.push(`- rep ${r.rep} ${r.target} ${r.scenario} ${r.variant}: first error: ${r.firstError.slice(0, 200)}`);
+	}
+	if (notes.length) L.push("## Notes", "", ...notes, "");
+	return L.join("\n");
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+	const dir = process.argv[2];
+	if (!dir) {
+		console.error("usage: node bench/harness/report.mjs OUTDIR");
+		process.exit(2);
+	}
+	let env = null;
+	try {
+		env = JSON.parse(fs.readFileSync(path.join(dir, "env.json"), "utf8"));
+	} catch {}
+	process.stdout.write(renderSummary(fs.readFileSync(path.join(dir, "results.jsonl"), "utf8"), env));
+}

@@ -1,0 +1,270 @@
+#!/usr/bin/env node
+// Bench orchestrator: for each repetition and each target, start a fresh server, run the
+// scenarios against it, stop it; results go to OUT/results.jsonl and OUT/summary.md.
+// Normally started through bench/run.sh (which installs node deps and cleans up leftovers).
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { killAllSync, setPidFile, trackedPids, stopPids } from "./procs.mjs";
+import { coldScenario, Endpoint, gate, httpScenario } from "./scenarios.mjs";
+import { makeTargets } from "./targets.mjs";
+import { renderSummary } from "./report.mjs";
+
+const benchDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const repoDir = path.resolve(benchDir, "..");
+
+const HELP = `usage: bench/run.sh [options]
+
+  --targets LIST       comma list of ours,official,asgi,official-nodelay   (default ours,official,asgi)
+  --scenarios LIST     comma list of cold,http                              (default cold,http)
+  --reps N             repetitions, targets interleaved (order rotates)    (default 3)
+  --duration S         measured seconds per http measurement               (default 5)
+  --warmup S           unmeasured seconds before each http measurement     (default 1)
+  --concurrency LIST   hot-actor concurrencies                             (default 1,16,64)
+  --many N             extra http variant: N actors, one connection each   (default 64, 0 = off)
+  --cold-n N           new keys in the cold scenario                        (default 50)
+  --client KIND        raw (default) | node-http  (load-generator HTTP client, for cross-checks)
+  --timeout S          per-request timeout (engine gives up at 15 s itself) (default 30)
+  --ready-timeout S    max wait for a server to answer after start          (default 120)
+  --out DIR            output dir (default bench/out/<YYYY-MM-DD>[-N]/)
+  --python PATH        python for ours + asgi (default <repo>/.venv/bin/python)
+  --ours-app FILE      registry file for ours, relative to the repo         (default examples/counter.py)
+  --ours-arg ARG       extra argument for "python -m rivetkit serve" (repeatable)
+  --keep-data          keep the servers' storage dirs under OUT/data/
+  --help
+`;
+
+function parseArgs(argv) {
+	const o = {
+		targets: ["ours", "official", "asgi"],
+		scenarios: ["cold", "http"],
+		reps: 3,
+		duration: 5,
+		warmup: 1,
+		concurrency: [1, 16, 64],
+		many: 64,
+		coldN: 50,
+		client: "raw",
+		timeout: 30,
+		readyTimeout: 120,
+		out: null,
+		python: path.join(repoDir, ".venv", "bin", "python"),
+		oursApp: "examples/counter.py",
+		oursArgs: [],
+		keepData: false,
+	};
+	const list = (v) => v.split(",").map((s) => s.trim()).filter(Boolean);
+	for (let i = 0; i < argv.length; i++) {
+		const a = argv[i];
+		const v = () => {
+			if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+			return argv[++i];
+		};
+		switch (a) {
+			case "--targets": o.targets = list(v()); break;
+			case "--scenarios": o.scenarios = list(v()); break;
+			case "--reps": o.reps = Number(v()); break;
+			case "--duration": o.duration = Number(v()); break;
+			case "--warmup": o.warmup = Number(v()); break;
+			case "--concurrency": o.concurrency = list(v()).map(Number); break;
+			case "--many": o.many = Number(v()); break;
+			case "--cold-n": o.coldN = Number(v()); break;
+			case "--client": o.client = v(); break;
+			case "--timeout": o.timeout = Number(v()); break;
+			case "--ready-timeout": o.readyTimeout = Number(v()); break;
+			case "--out": o.out = path.resolve(v()); break;
+			case "--python": o.python = path.resolve(v()); break;
+			case "--ours-app": o.oursApp = v(); break;
+			case "--ours-arg": o.oursArgs.push(v()); break;
+			case "--keep-data": o.keepData = true; break;
+			case "-h": case "--help": process.stdout.write(HELP); process.exit(0);
+			default: throw new Error(`unknown option ${a}\n${HELP}`);
+		}
+	}
+	const known = ["ours", "official", "asgi", "official-nodelay"];
+	for (const t of o.targets) if (!known.includes(t)) throw new Error(`unknown target ${t}`);
+	for (const s of o.scenarios) if (!["cold", "http"].includes(s)) throw new Error(`unknown scenario ${s}`);
+	if (!["raw", "node-http"].includes(o.client)) throw new Error(`unknown client ${o.client}`);
+	if (!(o.reps >= 1 && o.duration > 0 && o.duration <= 60 && o.warmup >= 0 && o.coldN >= 1)) throw new Error("bad numeric option");
+	return o;
+}
+
+function defaultOut() {
+	const d = new Date();
+	const day = d.toISOString().slice(0, 10);
+	const root = path.join(benchDir, "out");
+	for (let n = 1; ; n++) {
+		const dir = path.join(root, n === 1 ? day : `${day}-${n}`);
+		if (!fs.existsSync(dir) || fs.readdirSync(dir).length === 0) return dir;
+	}
+}
+
+function sh(cmd, args) {
+	try {
+		return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+	} catch {
+		return "?";
+	}
+}
+
+function fmt(x, d = 2) {
+	if (x === null || x === undefined || Number.isNaN(x)) return "-";
+	if (Math.abs(x) >= 100) return x.toFixed(0);
+	return x.toFixed(d);
+}
+
+async function main() {
+	const o = parseArgs(process.argv.slice(2));
+	const out = o.out ?? defaultOut();
+	fs.mkdirSync(path.join(out, "logs"), { recursive: true });
+	// pid file shared with run.sh's trap (it SIGKILLs leftovers if we die without cleaning up)
+	setPidFile(process.env.BENCH_PIDFILE || path.join(out, ".live-pids"));
+
+	const resultsPath = path.join(out, "results.jsonl");
+	const runId = new Date().toISOString().replace(/[-:]/g, "").slice(0, 15);
+	const env = {
+		date: new Date().toISOString(),
+		kernel: os.release(),
+		cpus: os.cpus().length,
+		cpuModel: os.cpus()[0]?.model,
+		memGiB: Math.round(os.totalmem() / 2 ** 30),
+		loadavg: os.loadavg(),
+		node: process.version,
+		python: sh(o.python, ["-c", "import sys,uvicorn;print(sys.version.split()[0],'uvicorn',uvicorn.__version__)"]),
+		rivetkitNpm: (() => { try { return JSON.parse(fs.readFileSync(path.join(benchDir, "node_modules/rivetkit/package.json"), "utf8")).version; } catch { return null; } })(),
+		repoHead: sh("git", ["-C", repoDir, "rev-parse", "--short", "HEAD"]),
+		options: o,
+	};
+	fs.writeFileSync(path.join(out, "env.json"), JSON.stringify(env, null, 2) + "\n");
+	console.log(`bench: out=${out}`);
+	console.log(`bench: targets=${o.targets} scenarios=${o.scenarios} reps=${o.reps} duration=${o.duration}s warmup=${o.warmup}s client=${o.client}`);
+
+	const targets = makeTargets({
+		benchDir,
+		repoDir,
+		python: o.python,
+		oursApp: o.oursApp,
+		oursArgs: o.oursArgs,
+		readyTimeoutMs: o.readyTimeout * 1000,
+		keepData: o.keepData,
+	});
+
+	let current = null;
+	let stopping = false;
+	const onSignal = async (sig) => {
+		if (stopping) return;
+		stopping = true;
+		console.error(`\nbench: ${sig}: stopping servers`);
+		try {
+			if (current) await Promise.race([current.stop(), new Promise((r) => setTimeout(r, 15000))]);
+			await stopPids(trackedPids(), 3000);
+		} finally {
+			killAllSync();
+			process.exit(130);
+		}
+	};
+	process.on("SIGINT", () => onSignal("SIGINT"));
+	process.on("SIGTERM", () => onSignal("SIGTERM"));
+	process.on("SIGHUP", () => onSignal("SIGHUP"));
+	process.on("exit", () => killAllSync());
+
+	const write = (row) => {
+		if (!stopping) fs.appendFileSync(resultsPath, JSON.stringify(row) + "\n");
+	};
+	const t0 = Date.now();
+	for (let rep = 1; rep <= o.reps; rep++) {
+		// rotate the target order each repetition so no target always runs first/last
+		const order = o.targets.map((_, i) => o.targets[(i + rep - 1) % o.targets.length]);
+		for (const name of order) {
+			const tag = `${runId}-r${rep}`;
+			const dataDir = path.join(out, "data", `${name}-r${rep}`);
+			const logPath = path.join(out, "logs", `${name}-r${rep}.log`);
+			const base = { ts: null, runId, rep, target: name, client: o.client };
+			const log = (row) => {
+				if (stopping) return; // interrupted: the server is being stopped under our feet
+				const full = { ...base, ...row, ts: new Date().toISOString() };
+				write(full);
+				const l = full.latencyMs ?? {};
+				console.log(
+					`  ${name.padEnd(16)} ${String(row.scenario).padEnd(5)} ${String(row.variant).padEnd(34)} ` +
+						(row.throughput !== undefined ? `${fmt(row.throughput, 1).padStart(7)}/s ` : "          ") +
+						`p50 ${fmt(l.p50)} p99 ${fmt(l.p99)} max ${fmt(l.max)} ms  ` +
+						`srvCPU ${fmt(row.serverCpuUsPerOp, 0)}us/op  self ${fmt(row.harnessCpuPctCore, 0)}%core  ` +
+						`err ${row.errors ?? 0}${row.consistent === false ? "  INCONSISTENT: " + (row.consistencyProblems?.[0] ?? row.firstError) : ""}` +
+						(row.firstError && row.consistent !== false ? `  first error: ${row.firstError.slice(0, 120)}` : ""),
+				);
+			};
+			console.log(`rep ${rep}/${o.reps} ${name}: starting (${Math.round((Date.now() - t0) / 1000)} s elapsed)`);
+			let srv;
+			try {
+				srv = await targets[name]({ dataDir, logPath });
+			} catch (e) {
+				console.log(`  ${name}: failed to start: ${e.message}`);
+				write({ ...base, ts: new Date().toISOString(), scenario: "start", variant: "server start", error: e.message });
+				continue;
+			}
+			current = srv;
+			write({ ...base, ts: new Date().toISOString(), scenario: "start", variant: "server start -> first answer", readyMs: srv.readyMs, port: srv.port });
+			const ep = new Endpoint("127.0.0.1", srv.port);
+			let g = 0;
+			const gateFn = async () => {
+				const r = await gate(ep, `${tag}-${g++}`);
+				if (r.waitedMs > 1000) log({ scenario: "gate", variant: "wait for a new actor to answer", waitedMs: r.waitedMs });
+			};
+			try {
+				for (const sc of o.scenarios) {
+					try {
+						try {
+							await gateFn();
+						} catch (e) {
+							// the server no longer creates actors: skip the rest of this instance
+							console.log(`  ${name}: ${e.message}; skipping its remaining scenarios`);
+							write({ ...base, ts: new Date().toISOString(), scenario: "error", variant: `gate before ${sc}`, error: e.message });
+							break;
+						}
+						// the pid set is fixed for a scenario (read once: scanning /proc takes a while)
+						const pids = srv.pids();
+						if (sc === "cold") {
+							await coldScenario({ ep, tag, pids, n: o.coldN, timeoutMs: o.timeout * 1000, log });
+						} else {
+							await httpScenario({
+								ep,
+								tag,
+								pids,
+								concurrencies: o.concurrency,
+								many: o.many,
+								warmupMs: o.warmup * 1000,
+								durationMs: o.duration * 1000,
+								timeoutMs: o.timeout * 1000,
+								clientKind: o.client,
+								log,
+								gateFn,
+							});
+						}
+					} catch (e) {
+						if (stopping) break;
+						console.log(`  ${name}: scenario ${sc} failed: ${e.stack ?? e.message}`);
+						write({ ...base, ts: new Date().toISOString(), scenario: "error", variant: `scenario ${sc} failed`, error: String(e.message) });
+					}
+				}
+			} finally {
+				await srv.stop();
+				current = null;
+			}
+		}
+	}
+	if (!o.keepData) fs.rmSync(path.join(out, "data"), { recursive: true, force: true });
+	const md = renderSummary(fs.readFileSync(resultsPath, "utf8"), env);
+	fs.writeFileSync(path.join(out, "summary.md"), md);
+	console.log(`\nbench: done in ${Math.round((Date.now() - t0) / 1000)} s; results ${resultsPath}\n`);
+	console.log(md);
+	process.exit(0); // do not wait for stray timers/sockets
+}
+
+main().catch((e) => {
+	console.error(e.stack ?? e.message);
+	killAllSync();
+	process.exit(1);
+});
