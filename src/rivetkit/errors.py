@@ -133,14 +133,25 @@ class ActorError(RivetError):
 # Constructors for the errors the server produces. Status codes follow client-protocol §2.4.
 
 
-def actor_not_found(actor_id: str | None = None) -> RivetError:
-    metadata = None
+def actor_not_found() -> RivetError:
+    return RivetError(
+        "actor", "not_found", "The actor does not exist or was destroyed.", status=404
+    )
+
+
+def input_too_large(limit: int) -> RivetError:
     return RivetError(
         "actor",
-        "not_found",
-        "The actor does not exist or was destroyed.",
-        metadata=metadata,
-        status=404,
+        "input_too_large",
+        f"Input too large (max {limit}).",
+        metadata={"max_size": limit},
+        status=400,
+    )
+
+
+def key_too_large(message: str, limit: int) -> RivetError:
+    return RivetError(
+        "actor", "key_too_large", message, metadata={"max_size": limit}, status=400
     )
 
 

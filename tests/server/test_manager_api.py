@@ -120,3 +120,25 @@ async def test_bad_management_requests(serve_registry: Any) -> None:
         assert namespace.json()["group"] == "namespace"
         unknown = await http.get("/nothing-here")
         assert unknown.status_code == 404 and unknown.headers["x-rivet-error"] == "guard.route_not_found"
+
+
+async def test_input_size_limit(serve_registry: Any) -> None:
+    async with serve_registry(make_actor(), max_input_size=64) as served, \
+            httpx.AsyncClient(base_url=served.url) as http:
+        big = cbor2.dumps({"start": "x" * 100})
+        response = await http.post("/actors", json={
+            "name": "counter", "key": "big", "input": base64.b64encode(big).decode()})
+        assert response.status_code == 400
+        assert response.json()["code"] == "input_too_large"
+        assert response.json()["metadata"] == {"max_size": 64}
+        query = base64.urlsafe_b64encode(big).rstrip(b"=").decode()
+        via_gateway = await http.post(
+            "/gateway/counter/action/getCount?rvt-namespace=default&rvt-method=getOrCreate"
+            f"&rvt-runner=default&rvt-key=big&rvt-input={query}",
+            json={"args": []},
+        )
+        assert via_gateway.status_code == 400
+        assert via_gateway.json()["code"] == "input_too_large"
+        small = base64.b64encode(cbor2.dumps({"start": 3})).decode()
+        ok = await http.post("/actors", json={"name": "counter", "key": "small", "input": small})
+        assert ok.status_code == 200

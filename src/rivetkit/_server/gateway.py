@@ -22,7 +22,7 @@ import cbor2
 
 from ..errors import RivetError, guard_error
 
-__all__ = ["DirectTarget", "QueryTarget", "parse_gateway_path", "split_actor_path"]
+__all__ = ["DirectTarget", "QueryTarget", "parse_gateway_path"]
 
 _RVT = "rvt-"
 _KNOWN = frozenset(
@@ -108,11 +108,6 @@ def _decode_input(value: str) -> bytes:
             metadata={"detail": str(exc)},
         ) from None
     return data
-
-
-def split_actor_path(rest_segments: list[str], raw_path: str) -> str:
-    """The actor path after ``/gateway/{actor}``: ``/`` when nothing is left."""
-    return "/" + "/".join(rest_segments) if rest_segments else "/"
 
 
 def parse_gateway_path(path: str, query: str) -> DirectTarget | QueryTarget | None:

@@ -73,13 +73,7 @@ def _decode_input(value: Any, limit: int) -> bytes | None:
     except (binascii.Error, ValueError):
         raise _invalid_input("`input` is not valid base64") from None
     if len(data) > limit:
-        raise errors.RivetError(
-            "actor",
-            "input_too_large",
-            f"Input too large (max {limit}).",
-            metadata={"max_size": limit},
-            status=400,
-        )
+        raise errors.input_too_large(limit)
     try:
         cbor2.loads(data)
     except Exception as exc:

@@ -78,20 +78,13 @@ def validate_key(key: Iterable[str]) -> tuple[str, ...]:
         size = len(part.encode())
         total += size
         if size > MAX_KEY_PART_BYTES:
-            raise errors.RivetError(
-                "actor",
-                "key_too_large",
+            raise errors.key_too_large(
                 f"Key label too large (max {MAX_KEY_PART_BYTES} bytes): {part[:32]!r}",
-                metadata={"max_size": MAX_KEY_PART_BYTES},
-                status=400,
+                MAX_KEY_PART_BYTES,
             )
     if total > MAX_KEY_BYTES:
-        raise errors.RivetError(
-            "actor",
-            "key_too_large",
-            f"Key too large (max {MAX_KEY_BYTES} bytes in all).",
-            metadata={"max_size": MAX_KEY_BYTES},
-            status=400,
+        raise errors.key_too_large(
+            f"Key too large (max {MAX_KEY_BYTES} bytes in all).", MAX_KEY_BYTES
         )
     return parts
 
@@ -231,13 +224,7 @@ class LocalDriver:
         definition = self.definition(name)
         parts = validate_key(key)
         if input is not None and len(input) > self.config.max_input_size:
-            raise errors.RivetError(
-                "actor",
-                "input_too_large",
-                f"Input too large (max {self.config.max_input_size}).",
-                metadata={"max_size": self.config.max_input_size},
-                status=400,
-            )
+            raise errors.input_too_large(self.config.max_input_size)
         existing = self.lookup(namespace, name, parts)
         if existing is not None:
             from .._runtime.keys import serialize_key
