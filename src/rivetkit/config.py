@@ -83,6 +83,10 @@ class RegistryConfig:
         expose_errors: send internal error messages to clients (``RIVET_EXPOSE_ERRORS=1``).
         sqlite_synchronous: SQLite ``synchronous`` pragma for actor files. ``NORMAL`` (default)
             survives a process crash (``kill -9``); ``FULL`` also survives power loss.
+        ws_ping_interval: seconds between WebSocket pings to each client (5 s, RivetKit's
+            liveness interval); ``None`` disables them.
+        ws_ping_timeout: seconds without a pong before a connection is dropped and its
+            ``on_disconnect`` runs (20 s).
     """
 
     host: str = "127.0.0.1"
@@ -96,6 +100,8 @@ class RegistryConfig:
         default_factory=lambda: os.environ.get("RIVET_EXPOSE_ERRORS", "") in ("1", "true")
     )
     sqlite_synchronous: str = "NORMAL"
+    ws_ping_interval: float | None = 5.0
+    ws_ping_timeout: float | None = 20.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_path", Path(self.storage_path))

@@ -334,6 +334,37 @@ class ActorDefinition:
         return self._hook("create_conn_state", ("c", "params"), fn)
 
 
+    def on_connect(self, fn: F) -> F:
+        """``(c, conn)``: runs after a connection is established and visible in ``c.conns``."""
+        return self._hook("on_connect", ("c", "conn"), fn)
+
+    def on_disconnect(self, fn: F) -> F:
+        """``(c, conn)``: runs after a connection closed (for any reason)."""
+        return self._hook("on_disconnect", ("c", "conn"), fn)
+
+    def on_request(self, fn: F) -> F:
+        """``async (c, request) -> response``: raw HTTP at ``/request/*``.
+
+        ``request`` is a ``starlette.requests.Request`` whose URL is the path after
+        ``/request`` (``rvt-*`` parameters removed); return any ``starlette.responses.Response``,
+        including a ``StreamingResponse`` (server-sent events work). ``c.conn`` is a transient
+        connection carrying the caller's params.
+        """
+        return self._hook("on_request", ("c", "request"), fn)
+
+    def on_websocket(self, fn: F) -> F:
+        """``async (c, websocket)``: raw WebSocket at ``/websocket/*``.
+
+        ``websocket`` is an accepted ``starlette.websockets.WebSocket``; ``websocket.url.path``
+        keeps the ``/websocket/...`` prefix. The socket closes when the handler returns.
+        """
+        if not inspect.iscoroutinefunction(fn):
+            raise DefinitionError(
+                f"@on_websocket {_describe(fn)} must be an async function: "
+                f"`async def {getattr(fn, '__name__', 'handler')}(c, websocket)`"
+            )
+        return self._hook("on_websocket", ("c", "websocket"), fn)
+
 def actor(
     name: str,
     *,

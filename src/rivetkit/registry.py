@@ -46,6 +46,7 @@ class Registry:
         self.config = config
         self.driver = LocalDriver(by_name, config)
         self._app: Any = None
+        self.live_sockets: set[Any] = set()
         self._started = False
         self._start_lock: asyncio.Lock | None = None
 
@@ -86,11 +87,25 @@ class Registry:
             await self.start()
         return self.driver
 
+    async def close_connections(self, timeout: float = 2.0) -> None:
+        """Close every client connection with ``ws.going_away`` so clients reconnect later."""
+        from ._server.actor_ws import close_all
+
+        close_all(self.live_sockets)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.live_sockets and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
     async def stop(self) -> None:
-        """Stop every actor (committing its state) and close storage. Idempotent."""
+        """Close connections, stop every actor (committing its state), close storage.
+
+        Idempotent.
+        """
         if not self._started:
             return
         self._started = False
+        await self.close_connections()
         await self.driver.close()
 
     @contextlib.asynccontextmanager
@@ -122,6 +137,7 @@ class Registry:
     def _uvicorn_config(self, host: str | None, port: int | None, **kwargs: Any) -> Any:
         import uvicorn
 
+
         options: dict[str, Any] = {
             "host": host or self.config.host,
             "port": self.config.port if port is None else port,
@@ -129,15 +145,20 @@ class Registry:
             "log_level": "warning",
             "access_log": False,
             "server_header": False,
+            "ws": "websockets-sansio",
+            "ws_max_size": 32 * 1024 * 1024,
+            "ws_ping_interval": self.config.ws_ping_interval,
+            "ws_ping_timeout": self.config.ws_ping_timeout,
         }
         options.update(kwargs)
         return uvicorn.Config(self.asgi(), **options)
 
     async def serve(self, *, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
         """Serve on ``host:port`` until cancelled (uvicorn; extra keyword args go to it)."""
-        import uvicorn
 
-        server = uvicorn.Server(self._uvicorn_config(host, port, **kwargs))
+        from ._server.serve import RegistryServer
+
+        server = RegistryServer(self, self._uvicorn_config(host, port, **kwargs))
         serving = asyncio.ensure_future(server.serve())
         try:
             await asyncio.shield(serving)
@@ -152,10 +173,10 @@ class Registry:
 
     def run(self, *, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
         """Serve on ``host:port`` (default ``127.0.0.1:6420``), blocking until interrupted."""
-        import uvicorn
 
-        server = uvicorn.Server(self._uvicorn_config(host, port, **kwargs))
-        server.run()
+        from ._server.serve import RegistryServer
+
+        RegistryServer(self, self._uvicorn_config(host, port, **kwargs)).run()
 
 
 def setup(*definitions: ActorDefinition, **config: Any) -> Registry:

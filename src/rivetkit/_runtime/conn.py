@@ -1,19 +1,35 @@
 """Connections: a caller of an actor, with its params and per-connection state.
 
-HTTP actions get a transient connection that lives for one request; WebSocket connections
-(``/connect``) live as long as the socket and carry event subscriptions.
+HTTP actions and raw requests get a transient connection that lives for one request; WebSocket
+connections (``/connect``) live as long as the socket and carry event subscriptions. A connection
+with a socket delivers events through a :class:`ConnSocket`, implemented by the server, which
+owns the frame encoding and the ordered outgoing queue.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .instance import ActorInstance
 
-__all__ = ["Conn"]
+__all__ = ["Conn", "ConnSocket"]
+
+
+class ConnSocket(Protocol):
+    """The server side of a connection's socket, as the runtime sees it."""
+
+    encoding: str
+
+    def encode_event(self, name: str, args: list[Any]) -> bytes | str:
+        """The ``Event`` frame for this socket's encoding."""
+
+    def push(self, frame: bytes | str) -> None:
+        """Queue a frame; frames leave in the order they were pushed."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the socket after the frames already queued."""
 
 
 class Conn:
@@ -24,34 +40,45 @@ class Conn:
         params: the connection params the client sent (``x-rivet-conn-params`` or the
             ``rivet_conn_params`` subprotocol), decoded from JSON; ``None`` when absent.
         state: the per-connection state from ``create_conn_state`` or ``conn_state=``.
+        subscriptions: names of the events this connection receives.
     """
 
-    __slots__ = ("id", "params", "state", "subscriptions", "_actor", "_sender", "is_transient")
+    __slots__ = ("id", "params", "state", "subscriptions", "_actor", "socket", "closed")
 
-    def __init__(
-        self,
-        actor: ActorInstance,
-        params: Any,
-        *,
-        sender: Callable[[str, list[Any]], None] | None = None,
-    ) -> None:
+    def __init__(self, actor: ActorInstance, params: Any, socket: ConnSocket | None = None) -> None:
         self.id = str(uuid.uuid4())
         self.params = params
         self.state: Any = None
         self.subscriptions: set[str] = set()
         self._actor = actor
-        self._sender = sender
-        self.is_transient = sender is None
+        self.socket = socket
+        self.closed = False
+
+    @property
+    def is_transient(self) -> bool:
+        """True for the one-request connection of an HTTP action or raw request."""
+        return self.socket is None
 
     def send(self, name: str, *args: Any) -> None:
         """Send event ``name`` with ``args`` to this connection only.
 
-        On a transient (HTTP action) connection there is no socket to deliver to and the event
-        is dropped, as in RivetKit.
+        A transient (HTTP) connection has no socket to deliver to: the event is dropped, as in
+        RivetKit.
         """
         self._actor.check_event_name(name)
-        if self._sender is not None:
-            self._sender(name, list(args))
+        socket = self.socket
+        if socket is None or self.closed:
+            return
+        frame = socket.encode_event(name, list(args))
+        self._actor.check_outgoing(frame)
+        socket.push(frame)
+
+    def disconnect(self, reason: str | None = None) -> None:
+        """Close this connection from the actor side (WebSocket close 1000 with ``reason``)."""
+        socket = self.socket
+        if socket is not None and not self.closed:
+            socket.close(1000, reason or "")
 
     def __repr__(self) -> str:
-        return f"<Conn {self.id} params={self.params!r}>"
+        kind = "transient" if self.socket is None else "socket"
+        return f"<Conn {self.id} {kind} params={self.params!r}>"

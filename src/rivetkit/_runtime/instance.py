@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from .._log import ActorLogger, actor_logger
-from .conn import Conn
+from .conn import Conn, ConnSocket
 from .context import ActionContext, ActorContext
 from .state import StateCodec
 
@@ -110,6 +110,7 @@ class ActorInstance:
         self._save_interval = definition.options.state_save_interval
         self._action_timeout = definition.options.action_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.max_outgoing = 1024 * 1024
         self.stopped = False
 
     def __repr__(self) -> str:
@@ -236,12 +237,16 @@ class ActorInstance:
 
     # -- connections -----------------------------------------------------------------------
 
-    async def open_conn(self, params: Any, sender: Callable[[str, list[Any]], None] | None) -> Conn:
-        """Run the connect hooks and register a connection (transient when no ``sender``)."""
+    async def open_conn(self, params: Any, socket: ConnSocket | None = None) -> Conn:
+        """Run the connect hooks and register a connection (transient when no ``socket``).
+
+        Order (RivetKit): ``on_before_connect`` -> ``create_conn_state`` -> visible in
+        ``c.conns`` -> ``on_connect``. A hook that raises rejects the connection.
+        """
         definition = self.definition
         hooks = definition.hooks
         opts = definition.options
-        conn = Conn(self, params, sender=sender)
+        conn = Conn(self, params, socket)
         ctx = ActionContext(self, conn)
         before = hooks.get("on_before_connect")
         if before is not None:
@@ -254,9 +259,20 @@ class ActorInstance:
         elif definition.conn_state is not None:
             conn.state = copy.deepcopy(definition.conn_state)
         self.conns[conn.id] = conn
+        on_connect = hooks.get("on_connect")
+        if on_connect is not None:
+            try:
+                await _run_hook("on_connect", opts.on_connect_timeout, on_connect, ctx, conn)
+            except BaseException:
+                await self.close_conn(conn)
+                raise
         return conn
 
-    def close_conn(self, conn: Conn) -> None:
+    async def close_conn(self, conn: Conn) -> None:
+        """Forget a connection and run ``on_disconnect`` (once; errors are logged)."""
+        if conn.closed:
+            return
+        conn.closed = True
         self.conns.pop(conn.id, None)
         for name in conn.subscriptions:
             subs = self.subscribers.get(name)
@@ -265,6 +281,54 @@ class ActorInstance:
                 if not subs:
                     del self.subscribers[name]
         conn.subscriptions.clear()
+        on_disconnect = self.definition.hooks.get("on_disconnect")
+        if on_disconnect is not None:
+            try:
+                await _maybe_await(on_disconnect(ActionContext(self, conn), conn))
+            except Exception:
+                self.log.exception("on_disconnect raised conn_id=%s", conn.id)
+            if self.definition.has_state and not self.stopped:
+                await self.save_state()
+
+    async def subscribe(self, conn: Conn, name: str) -> None:
+        """Subscribe ``conn`` to event ``name`` after the event's ``can_subscribe`` check.
+
+        Raises:
+            RivetError: ``actor.event_not_declared`` for an event missing from ``events``,
+                ``auth.forbidden`` when ``can_subscribe`` returns false.
+        """
+        events = self.definition.events
+        if events is not None:
+            spec = events.get(name)
+            if spec is None:
+                raise errors.RivetError(
+                    "actor",
+                    "event_not_declared",
+                    f"Event `{name}` is not declared by actor `{self.name}`.",
+                    metadata={"event": name},
+                    status=400,
+                )
+            if spec.can_subscribe is not None:
+                allowed = await _maybe_await(spec.can_subscribe(ActionContext(self, conn)))
+                if not isinstance(allowed, bool):
+                    raise TypeError(
+                        f"can_subscribe of event {name!r} must return a bool, "
+                        f"got {type(allowed).__name__}"
+                    )
+                if not allowed:
+                    raise errors.RivetError("auth", "forbidden", "Forbidden", status=403)
+        if conn.closed:
+            return
+        conn.subscriptions.add(name)
+        self.subscribers.setdefault(name, set()).add(conn)
+
+    def unsubscribe(self, conn: Conn, name: str) -> None:
+        conn.subscriptions.discard(name)
+        subs = self.subscribers.get(name)
+        if subs is not None:
+            subs.discard(conn)
+            if not subs:
+                del self.subscribers[name]
 
     # -- events ----------------------------------------------------------------------------
 
@@ -279,13 +343,28 @@ class ActorInstance:
                 public=False,
             )
 
+    def check_outgoing(self, frame: bytes | str) -> None:
+        size = len(frame)
+        if size > self.max_outgoing:
+            raise errors.outgoing_too_long(size, self.max_outgoing)
+
     def broadcast(self, name: str, args: list[Any]) -> None:
+        """Send an event to every subscriber, encoding it once per encoding in use."""
         self.check_event_name(name)
         subs = self.subscribers.get(name)
         if not subs:
             return
-        for conn in list(subs):
-            conn.send(name, *args)
+        frames: dict[str, bytes | str] = {}
+        for conn in subs:
+            socket = conn.socket
+            if socket is None:
+                continue
+            frame = frames.get(socket.encoding)
+            if frame is None:
+                frame = socket.encode_event(name, args)
+                self.check_outgoing(frame)
+                frames[socket.encoding] = frame
+            socket.push(frame)
 
     # -- actions ---------------------------------------------------------------------------
 

@@ -125,9 +125,15 @@ async def handle_actor_http(
     send: Send,
     instance: ActorInstance,
     path: str,
+    query: str,
     config: RegistryConfig,
 ) -> None:
-    """Serve one HTTP request on the actor router. ``path`` is the raw actor path."""
+    """Serve one HTTP request on the actor router.
+
+    Args:
+        path: the raw actor path (``/action/increment``).
+        query: the actor's query string with every ``rvt-*`` parameter removed.
+    """
     encoding = encoding_from_header(
         (header(scope, b"x-rivet-encoding") or b"").decode("latin-1") or None
     )
@@ -140,6 +146,11 @@ async def handle_actor_http(
             if method != "POST":
                 raise errors.method_not_allowed(method, path)
             await _action(scope, receive, send, instance, unquote(raw_name), encoding, config)
+            return
+        if path == "/request" or path.startswith("/request/"):
+            from .raw import handle_raw_request
+
+            await handle_raw_request(scope, receive, send, instance, path, query, config)
             return
         if path.startswith("/queue/"):
             if method != "POST":
@@ -191,11 +202,11 @@ async def _action(
     except DecodeError as exc:
         raise bad_request(f"invalid action request body ({encoding}): {exc}") from None
     params = decode_conn_params(header(scope, b"x-rivet-conn-params"))
-    conn = await instance.open_conn(params, None)
+    conn = await instance.open_conn(params)
     try:
         output = await instance.call_action(name, args, conn)
     finally:
-        instance.close_conn(conn)
+        await instance.close_conn(conn)
     try:
         payload = codec.encode_action_response(output)
     except (TypeError, ValueError) as exc:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from .. import __version__, errors
 from .._log import server_logger
 from .actor_http import handle_actor_http
+from .actor_ws import CLOSE_ERROR, close_unaccepted, handle_connect, parse_subprotocols
 from .gateway import DirectTarget, QueryTarget, parse_gateway_path
 from .http import (
     ClientDisconnected,
@@ -34,6 +35,7 @@ from .http import (
     send_text,
 )
 from .manager import check_namespace, handle_manager
+from .raw import handle_raw_websocket
 
 if TYPE_CHECKING:
     from .._runtime.instance import ActorInstance
@@ -110,7 +112,7 @@ class RivetApp:
                     raise errors.route_not_found(path)
                 instance = await self._resolve(target)
                 await handle_actor_http(
-                    scope, receive, send, instance, target.path, self.registry.config
+                    scope, receive, send, instance, target.path, target.query, self.registry.config
                 )
                 return
             if header(scope, b"x-rivet-target") == b"actor":
@@ -122,9 +124,12 @@ class RivetApp:
                         "x-rivet-target: actor requires an x-rivet-actor header",
                         status=400,
                     )
-                target = DirectTarget(actor_id.decode("latin-1"), None, path, "")
+                query = scope["query_string"].decode("latin-1")
+                target = DirectTarget(actor_id.decode("latin-1"), None, path, query)
                 instance = await self._resolve(target)
-                await handle_actor_http(scope, receive, send, instance, path, self.registry.config)
+                await handle_actor_http(
+                    scope, receive, send, instance, path, query, self.registry.config
+                )
                 return
             if await handle_manager(scope, receive, send, driver, path):
                 return
@@ -183,23 +188,49 @@ class RivetApp:
     # -- websocket -------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Route an upgrade: ``/connect`` or ``/websocket/*`` behind the gateway or addressed
+        with the ``rivet_target.actor`` + ``rivet_actor.{id}`` subprotocols (§4.4).
+
+        Failures are reported after the handshake with close ``1011 "{group}.{code}"``, as the
+        official gateway does.
+        """
         await self.registry.ensure_started()
-        message = await receive()
-        if message["type"] != "websocket.connect":
+        path = _route_path(scope)
+        options = parse_subprotocols(list(scope.get("subprotocols") or []))
+        query = scope["query_string"].decode("latin-1")
+        target: DirectTarget | QueryTarget | None
+        try:
+            if path.startswith("/gateway/"):
+                target = parse_gateway_path(path, query)
+            elif options.target_actor and options.actor_id:
+                target = DirectTarget(options.actor_id, options.token, path, query)
+            else:
+                target = None
+            if target is None:
+                raise errors.route_not_found(path)
+        except errors.RivetError as err:
+            await close_unaccepted(receive, send, options, CLOSE_ERROR, err.full_code)
             return
-        # Connections (/connect) and raw WebSocket handlers arrive with the realtime issue; until
-        # then the socket is accepted and closed with a structured, non-retryable reason.
-        subprotocols = scope.get("subprotocols") or []
-        await send(
-            {
-                "type": "websocket.accept",
-                "subprotocol": "rivet" if "rivet" in subprotocols else None,
-            }
-        )
-        await send(
-            {
-                "type": "websocket.close",
-                "code": 1011,
-                "reason": "actor.websockets_not_supported",
-            }
-        )
+        actor_path = target.path
+        resolved = target
+
+        async def resolve() -> ActorInstance:
+            return await self._resolve(resolved)
+
+        config = self.registry.config
+        if actor_path == "/connect":
+            await handle_connect(
+                scope, receive, send, options, resolve, config, self.registry.live_sockets
+            )
+        elif actor_path == "/websocket" or actor_path.startswith("/websocket/"):
+            try:
+                instance = await resolve()
+            except errors.RivetError as err:
+                await close_unaccepted(receive, send, options, CLOSE_ERROR, err.full_code)
+                return
+            await handle_raw_websocket(
+                scope, receive, send, instance, actor_path, target.query, options, config
+            )
+        else:
+            missing = errors.route_not_found(actor_path)
+            await close_unaccepted(receive, send, options, CLOSE_ERROR, missing.full_code)

@@ -311,6 +311,7 @@ class LocalDriver:
             store=store,
             codec=definition.state_codec,
         )
+        instance.max_outgoing = self.config.max_outgoing_message_size
         try:
             await instance.start()
         except BaseException:
