@@ -100,7 +100,7 @@ class _Close:
 class Socket:
     """One accepted ``/connect`` socket: encoding plus the ordered outgoing queue."""
 
-    __slots__ = ("encoding", "codec", "_send", "_queue", "closing", "writer")
+    __slots__ = ("encoding", "codec", "_send", "_queue", "closing", "writer", "inflight", "_deferred")
 
     def __init__(self, send: Send, encoding: str) -> None:
         self.encoding = encoding
@@ -109,6 +109,8 @@ class Socket:
         self._queue: asyncio.Queue[bytes | str | _Close] = asyncio.Queue()
         self.closing = False
         self.writer: asyncio.Task[None] | None = None
+        self.inflight = 0
+        self._deferred: _Close | None = None
 
     def encode_event(self, name: str, args: list[Any]) -> bytes | str:
         return self.codec.encode_to_client(Event(name, args))
@@ -118,9 +120,23 @@ class Socket:
             self._queue.put_nowait(frame)
 
     def close(self, code: int, reason: str) -> None:
-        if not self.closing:
-            self.closing = True
-            self._queue.put_nowait(_Close(code, reason))
+        """Close after the queued frames; a normal close requested while actions are in flight
+        (``conn.disconnect()`` inside an action) waits for their responses first."""
+        if self.closing:
+            return
+        if code == CLOSE_NORMAL and self.inflight:
+            if self._deferred is None:
+                self._deferred = _Close(code, reason)
+            return
+        self.closing = True
+        self._queue.put_nowait(_Close(code, reason))
+
+    def action_done(self) -> None:
+        self.inflight -= 1
+        deferred = self._deferred
+        if deferred is not None and not self.inflight:
+            self._deferred = None
+            self.close(deferred.code, deferred.reason)
 
     def start(self) -> None:
         self.writer = asyncio.ensure_future(self._write())
@@ -251,6 +267,7 @@ async def handle_connect(
                 socket.close(CLOSE_ERROR, "actor.invalid_request")
                 continue
             if isinstance(request, ActionRequest):
+                socket.inflight += 1
                 task = asyncio.ensure_future(_action(instance, conn, socket, request, config))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -290,33 +307,52 @@ async def _drain(socket: Socket) -> None:
 async def _action(
     instance: ActorInstance, conn: Conn, socket: Socket, request: ActionRequest, config: RegistryConfig
 ) -> None:
-    codec = socket.codec
     try:
-        output = await instance.call_action(request.name, request.args, conn)
-        frame = codec.encode_to_client(ActionResponse(request.id, output))
-        if _frame_size(frame) > config.max_outgoing_message_size:
-            frame = codec.encode_to_client(
-                Error(
-                    "message",
-                    "outgoing_too_long",
-                    "Outgoing message too long",
-                    {"size": _frame_size(frame), "limit": config.max_outgoing_message_size},
-                    request.id,
-                )
-            )
+        socket.push(_action_frame(instance, conn, socket, request, config, await _run(instance, conn, request)))
     except Exception as exc:
         failure = _public(exc, config, instance.log)
-        frame = codec.encode_to_client(
-            Error(
-                failure.group,
-                failure.code,
-                failure.message,
-                failure.metadata,
-                request.id,
-                actor_specifier(instance),
+        socket.push(
+            socket.codec.encode_to_client(
+                Error(
+                    failure.group,
+                    failure.code,
+                    failure.message,
+                    failure.metadata,
+                    request.id,
+                    actor_specifier(instance),
+                )
             )
         )
-    socket.push(frame)
+    finally:
+        socket.action_done()
+
+
+async def _run(instance: ActorInstance, conn: Conn, request: ActionRequest) -> Any:
+    return await instance.call_action(request.name, request.args, conn)
+
+
+def _action_frame(
+    instance: ActorInstance,
+    conn: Conn,
+    socket: Socket,
+    request: ActionRequest,
+    config: RegistryConfig,
+    output: Any,
+) -> bytes | str:
+    """The ``ActionResponse`` frame, or an ``Error`` frame when it exceeds the outgoing limit."""
+    frame = socket.codec.encode_to_client(ActionResponse(request.id, output))
+    size = _frame_size(frame)
+    if size <= config.max_outgoing_message_size:
+        return frame
+    return socket.codec.encode_to_client(
+        Error(
+            "message",
+            "outgoing_too_long",
+            "Outgoing message too long",
+            {"size": size, "limit": config.max_outgoing_message_size},
+            request.id,
+        )
+    )
 
 
 def close_all(live: set[Socket], code: int = CLOSE_GOING_AWAY, reason: str = GOING_AWAY_REASON) -> None:
