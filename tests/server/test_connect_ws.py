@@ -316,3 +316,21 @@ async def test_skip_ready_wait_subprotocol_addressing(serve_registry: Any) -> No
         second = await direct.recv()
         assert isinstance(second, Init) and second.actor_id == init.actor_id
         await ws.close()
+
+
+async def test_connect_hook_timeout_rejects_connection(serve_registry: Any) -> None:
+    slow = rivetkit.actor("slow", options=rivetkit.ActorOptions(on_before_connect_timeout=0.05))
+
+    @slow.on_before_connect
+    async def before(c: ActorContext, params: Any) -> None:
+        await asyncio.sleep(5)
+
+    async with serve_registry(slow) as served:
+        url = (served.url.replace("http", "ws") + "/gateway/slow/connect?rvt-namespace=default"
+               "&rvt-method=getOrCreate&rvt-runner=default")
+        ws = await websockets.connect(url, subprotocols=protocols("json"))  # type: ignore[arg-type]
+        err = await Client(ws, "json").recv()
+        assert isinstance(err, Error) and (err.group, err.code) == ("actor", "callback_timed_out")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.reason == "actor.callback_timed_out"

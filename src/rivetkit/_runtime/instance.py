@@ -49,7 +49,7 @@ async def _run_hook(what: str, seconds: float | None, fn: Callable[..., Any], *a
             return await result
     except TimeoutError:
         raise errors.RivetError(
-            "actor", "hook_timed_out", f"{what} timed out after {seconds:g} s", status=500
+            "actor", "callback_timed_out", f"{what} timed out after {seconds:g} s", status=500
         ) from None
 
 
