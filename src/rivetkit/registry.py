@@ -47,6 +47,7 @@ class Registry:
         self.driver = LocalDriver(by_name, config)
         self._app: Any = None
         self.live_sockets: set[Any] = set()
+        self.shutting_down = False
         self._started = False
         self._start_lock: asyncio.Lock | None = None
 
@@ -80,6 +81,7 @@ class Registry:
             if self._started:
                 return
             self.driver.open()
+            self.shutting_down = False
             self._started = True
 
     async def ensure_started(self) -> LocalDriver:
@@ -91,10 +93,12 @@ class Registry:
         """Close every client connection with ``ws.going_away`` so clients reconnect later."""
         from ._server.actor_ws import close_all
 
-        close_all(self.live_sockets)
+        # From here on new upgrades are answered with ws.going_away too (clients retry at once).
+        self.shutting_down = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.live_sockets and loop.time() < deadline:
+            close_all(self.live_sockets)
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:

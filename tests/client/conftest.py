@@ -30,6 +30,7 @@ from starlette.routing import Mount, Route
 
 import rivetkit
 from rivetkit import ActionContext, ActorContext, UserError
+from tests.client.realtime_app import chat
 
 # -- the test registry ------------------------------------------------------------------------
 
@@ -187,7 +188,7 @@ class TestServer:
 
 
 def _build_app(url: str, storage: Path) -> Recorder:
-    registry = rivetkit.setup(probe, storage_path=storage)
+    registry = rivetkit.setup(probe, chat, storage_path=storage)
     rivet = registry.asgi()
 
     async def redirect_metadata(request: Request) -> JSONResponse:

@@ -614,7 +614,16 @@ def test_public_surface() -> None:
     import rivetkit.client
     from rivetkit.errors import ActorError as CanonicalActorError
 
-    assert rivetkit.client.__all__ == ["ActorError", "ActorHandle", "Client", "Encoding"]
+    assert rivetkit.client.__all__ == [
+        "ActorConn",
+        "ActorError",
+        "ActorHandle",
+        "ActorResponse",
+        "Client",
+        "ConnStatus",
+        "Encoding",
+        "EventStream",
+    ]
     assert rivetkit.client.ActorError is CanonicalActorError
     public = {
         name
@@ -626,4 +635,14 @@ def test_public_surface() -> None:
         "__aexit__",
     }
     handle_public = {name for name in vars(ActorHandle) if not name.startswith("_")}
-    assert handle_public == {"name", "key", "actor_id", "gateway_url", "resolve", "action"}
+    assert handle_public == {
+        "name",
+        "key",
+        "actor_id",
+        "gateway_url",
+        "resolve",
+        "action",
+        "connect",
+        "fetch",
+        "websocket",
+    }

@@ -214,14 +214,25 @@ def test_same_names_as_async_client() -> None:
     import rivetkit.client
     import rivetkit.client.sync
 
-    assert rivetkit.client.sync.__all__ == ["ActorHandle", "Client"]
+    assert rivetkit.client.sync.__all__ == [
+        "ActorConn",
+        "ActorHandle",
+        "ActorResponse",
+        "Client",
+        "ConnStatus",
+        "EventStream",
+    ]
+    assert rivetkit.client.sync.ConnStatus is rivetkit.client.ConnStatus
     for sync_cls, async_cls in [
         (Client, rivetkit.client.Client),
         (ActorHandle, rivetkit.client.ActorHandle),
+        (rivetkit.client.sync.ActorConn, rivetkit.client.ActorConn),
+        (rivetkit.client.sync.EventStream, rivetkit.client.EventStream),
+        (rivetkit.client.sync.ActorResponse, rivetkit.client.ActorResponse),
     ]:
         sync_names = {n for n in vars(sync_cls) if not n.startswith("_")}
         async_names = {n for n in vars(async_cls) if not n.startswith("_")}
-        assert sync_names - {"close"} == async_names - {"aclose"}
+        assert sync_names - {"close"} == async_names - {"aclose"}, sync_cls
         for name in sync_names - {"close"}:
             sync_attr, async_attr = getattr(sync_cls, name), getattr(async_cls, name)
             if callable(sync_attr):

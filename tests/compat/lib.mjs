@@ -423,8 +423,12 @@ export function cborEncode(value) {
 	return new Uint8Array(out);
 }
 
-/** Decode one CBOR item; throws on trailing bytes. Tag 64 → Uint8Array, other tags → {tag, value}. */
-export function cborDecode(bytes) {
+/**
+ * Decode one CBOR item; throws on trailing bytes. Tag 64 → Uint8Array, other tags → {tag, value}.
+ * With `{bigintFor64: true}` every integer in the 8-byte form (additional info 27) is a BigInt,
+ * as cbor-x decodes it; otherwise only those beyond Number.MAX_SAFE_INTEGER are.
+ */
+export function cborDecode(bytes, { bigintFor64 = false } = {}) {
 	const b = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
 	const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
 	let pos = 0;
@@ -440,7 +444,7 @@ export function cborDecode(bytes) {
 			need(8);
 			const big = view.getBigUint64(pos);
 			pos += 8;
-			return big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
+			return !bigintFor64 && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
 		}
 		if (info === 31) return -1;
 		throw new Error(`CBOR: bad additional info ${info}`);

@@ -1,10 +1,14 @@
-"""Scenarios 1-12 of client-protocol.md §15, each in json, cbor and bare.
+"""Scenarios 1-26, 29 of client-protocol.md §15 (not 27 queues, 28 inspector), each in json, cbor
+and bare.
 
-The checks themselves live in ``scenarios.mjs`` and run in Node with the official
-``createClient`` from ``rivetkit/client`` (``conftest.py`` starts the servers and the Node
-processes). Each test here stands for one scenario in one encoding: it passes when every check
-of that scenario passed, and otherwise prints, per failed check, the error the client raised and
-the HTTP exchanges (request as the client sent it, response as our server answered).
+The checks themselves live in ``scenarios.mjs`` / ``scenarios_conn.mjs`` (and ``restart.mjs`` for
+scenario 20) and run in Node with the official ``createClient`` from ``rivetkit/client``
+(``conftest.py`` starts the servers and the Node processes). Each test here stands for one
+scenario in one encoding: it passes when every check of that scenario passed, and otherwise
+prints, per failed check, the error the client raised, the HTTP exchanges (request as the client
+sent it, response as our server answered) and, for WebSocket scenarios, the recorded sockets
+(offered and selected subprotocols, every frame raw and decoded, close code and reason).
+Scenario 30 (a browser) is ``tests/browser``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ SCENARIOS = {
     10: "conn_params",
     11: "errors",
     12: "body_robustness",
+    13: "connect_init_ready",
+    14: "events_subscriptions",
+    15: "ws_actions_typed_ids_concurrency",
+    16: "ws_action_errors",
+    17: "connection_rejected",
+    18: "connect_missing_actor",
+    19: "server_disconnect_reconnect",
+    20: "server_restart_reconnect",
+    21: "dispose_on_disconnect",
+    22: "oversized_frame",
+    23: "get_params_per_connect",
+    24: "raw_request",
+    25: "raw_websocket",
+    26: "skip_ready_wait",
+    29: "actor_router_routes",
 }
 
 
@@ -80,7 +99,7 @@ def _failure_report(results: CompatResults, encoding: str, scenario: int) -> str
     parts.extend(_format_check(line) for line in failed)
     if scenario == 1 and results.prefixed.error:
         parts.append(f"prefixed server (/api/rivet) did not start:\n{results.prefixed.error}")
-    if problems or run.returncode not in (0, 1):
+    if problems or run.returncode not in (0, 1) or scenario == 20:
         parts.append(run.process_summary())
     parts.append(results.server.log_tail(4000))
     return "\n".join(parts)
@@ -92,7 +111,10 @@ def _failure_report(results: CompatResults, encoding: str, scenario: int) -> str
     "scenario", list(SCENARIOS), ids=[f"s{n:02d}_{name}" for n, name in SCENARIOS.items()]
 )
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_scenario(compat_results: CompatResults, encoding: str, scenario: int) -> None:
-    report = _failure_report(compat_results, encoding, scenario)
+def test_scenario(request: pytest.FixtureRequest, encoding: str, scenario: int) -> None:
+    # Scenario 20 restarts its server, so it has a server and a Node process of its own.
+    fixture = "compat_restart_results" if scenario == 20 else "compat_results"
+    results: CompatResults = request.getfixturevalue(fixture)
+    report = _failure_report(results, encoding, scenario)
     if report is not None:
         pytest.fail(report, pytrace=False)

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 from .. import __version__, errors
 from .._log import server_logger
 from .actor_http import handle_actor_http
-from .actor_ws import CLOSE_ERROR, close_unaccepted, handle_connect, parse_subprotocols
+from .actor_ws import (
+    CLOSE_ERROR,
+    CLOSE_GOING_AWAY,
+    GOING_AWAY_REASON,
+    close_unaccepted,
+    handle_connect,
+    parse_subprotocols,
+)
 from .gateway import DirectTarget, QueryTarget, parse_gateway_path
 from .http import (
     ClientDisconnected,
@@ -197,6 +204,9 @@ class RivetApp:
         await self.registry.ensure_started()
         path = _route_path(scope)
         options = parse_subprotocols(list(scope.get("subprotocols") or []))
+        if self.registry.shutting_down:
+            await close_unaccepted(receive, send, options, CLOSE_GOING_AWAY, GOING_AWAY_REASON)
+            return
         query = scope["query_string"].decode("latin-1")
         target: DirectTarget | QueryTarget | None
         try:

@@ -9,9 +9,18 @@ Example::
         counter = client.get_or_create("counter", ["my-counter"])
         print(await counter.increment(1))
 
+Connections (``handle.connect()``) add WebSocket actions, events and reconnection::
+
+    async with counter.connect() as conn:
+        conn.on("newCount", lambda count: print("count is", count))
+        await conn.increment(1)
+
 Layering: :mod:`._protocol` is sans-I/O (configuration, URLs, ``rvt-*`` parameters, error
-decoding, retry rules); :mod:`._aio` performs the requests with aiohttp; :mod:`.sync` drives
-:mod:`._aio` from a private event loop in a background thread.
+decoding, retry rules) and so is :mod:`._conn_protocol` (the connection state machine: action
+ids, subscriptions, queued actions, status, reconnect decisions); :mod:`._aio` performs the
+requests with aiohttp, :mod:`._conn` drives connections with ``websockets``, :mod:`._raw` does
+raw ``fetch``/``websocket``; :mod:`.sync` drives all of them from a private event loop in a
+background thread.
 """
 
 from __future__ import annotations
@@ -20,5 +29,18 @@ from .._protocol.encoding import Encoding as Encoding
 from ..errors import ActorError as ActorError
 from ._aio import ActorHandle as ActorHandle
 from ._aio import Client as Client
+from ._conn import ActorConn as ActorConn
+from ._conn import EventStream as EventStream
+from ._conn_protocol import ConnStatus as ConnStatus
+from ._raw import ActorResponse as ActorResponse
 
-__all__ = ["ActorError", "ActorHandle", "Client", "Encoding"]
+__all__ = [
+    "ActorConn",
+    "ActorError",
+    "ActorHandle",
+    "ActorResponse",
+    "Client",
+    "ConnStatus",
+    "Encoding",
+    "EventStream",
+]

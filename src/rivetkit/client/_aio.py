@@ -21,9 +21,10 @@ import asyncio
 import functools
 import json
 import os
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import aiohttp
 from yarl import URL
@@ -34,6 +35,7 @@ from .._protocol import DecodeError, get_codec
 from .._protocol.encoding import CONTENT_TYPES, Codec, Encoding
 from .._runtime.keys import serialize_key
 from ..errors import ActorError
+from ._conn import ActorConn, GetParams
 from ._protocol import (
     ActorQuery,
     ClientConfig,
@@ -55,6 +57,10 @@ from ._protocol import (
     resolve_config,
     retry_backoff,
 )
+from ._raw import ActorResponse, fetch, open_websocket
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 __all__ = ["ActorHandle", "Client"]
 
@@ -139,6 +145,10 @@ class Client:
         self._request_retry_delay = (0.025, 0.2)  # initial, maximum
         self._metadata_retry_delay = (0.5, 15.0)  # initial, maximum
         self._metadata_attempts = 8
+        self._reconnect_delay = (0.25, 30.0)  # connections: initial, maximum backoff
+        self._open_timeout = 10.0  # WebSocket opening handshake
+        self._user_agent = USER_AGENT
+        self._conns: weakref.WeakSet[ActorConn] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         config = self._resolved or self._config
@@ -243,8 +253,13 @@ class Client:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close the HTTP session. Idempotent; the client cannot be used afterwards."""
+        """Dispose the connections made with this client and close the HTTP session.
+        Idempotent; the client cannot be used afterwards."""
         self._closed = True
+        conns = list(self._conns)
+        self._conns.clear()
+        for conn in conns:
+            await conn.dispose()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -261,6 +276,11 @@ class Client:
         await self.aclose()
 
     # -- transport --------------------------------------------------------------------------
+
+    def _register_conn(self, conn: ActorConn) -> None:
+        if self._closed:
+            raise RuntimeError("this Client is closed")
+        self._conns.add(conn)
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -412,11 +432,12 @@ class ActorHandle:
         await handle.increment(1)    # same as await handle.action("increment", 1)
     """
 
-    __slots__ = ("_actor_id", "_client", "_params_header", "_query")
+    __slots__ = ("_actor_id", "_client", "_params", "_params_header", "_query")
 
     def __init__(self, client: Client, query: ActorQuery, params: Any) -> None:
         self._client = client
         self._query = query
+        self._params = params
         self._params_header = _params_header(params)
         self._actor_id: str | None = query.actor_id
 
@@ -460,6 +481,79 @@ class ActorHandle:
         if self._query.actor_id is not None:
             return direct_gateway_url(config, self._query.actor_id)
         return query_gateway_url(config, self._query)
+
+    def connect(self, params: Any = None, *, get_params: GetParams | None = None) -> ActorConn:
+        """Open a stateful connection to the actor (WebSocket ``/connect``).
+
+        Returns at once; inside a running event loop the connection starts connecting
+        immediately (else on first use). Use it as an async context manager, or call
+        ``await conn.dispose()`` when done::
+
+            async with handle.connect() as conn:
+                conn.on("newCount", print)
+                await conn.increment(1)
+
+        Args:
+            params: connection params (JSON); ``None`` uses the handle's ``params``. They reach
+                the actor's ``on_before_connect``/``create_conn_state`` and ``c.conn.params``.
+            get_params: called (and awaited if it returns an awaitable) before every connection
+                attempt, including reconnects; its result replaces ``params``. If it raises, the
+                attempt fails with ``client.get_params_failed`` and is retried.
+
+        Raises:
+            TypeError: ``params`` cannot be serialized as JSON.
+        """
+        return ActorConn(self, self._params if params is None else params, get_params)
+
+    async def fetch(
+        self,
+        path: str = "",
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: bytes | str | None = None,
+    ) -> ActorResponse:
+        """Send a raw HTTP request to the actor's ``on_request`` handler.
+
+        The request goes to ``{gateway}/request/{path}`` (``path`` may start with ``/`` and carry
+        a ``?query``); the handle's params travel in ``x-rivet-conn-params``. The whole answer
+        is read before this returns (the official stack does not stream responses either).
+
+        Args:
+            path: path below the handler, e.g. ``"/hello?x=1"``.
+            method: HTTP method.
+            headers: request headers.
+            body: request body (``str`` is sent as UTF-8).
+
+        Returns:
+            An :class:`ActorResponse` with ``status``, ``reason``, ``headers``, ``ok``,
+            ``content`` and ``await read()``/``text()``/``json()``. Non-2xx answers are returned,
+            not raised (``get``/``get_or_create`` handles first retry gateway answers saying the
+            actor is missing or starting, like actions).
+
+        Raises:
+            ActorError: ``client.network_error`` if the server could not be reached.
+        """
+        return await fetch(self, path, method=method, headers=headers, body=body)
+
+    async def websocket(
+        self, path: str = "", *, protocols: Sequence[str] | None = None
+    ) -> ClientConnection:
+        """Open a raw WebSocket to the actor's ``on_websocket`` handler.
+
+        Connects to ``{gateway}/websocket/{path}`` offering the subprotocols ``rivet``,
+        ``rivet_encoding.bare``, ``rivet_conn_params.…`` (when the handle has params) and then
+        ``protocols``. Frames are passed through unchanged.
+
+        Returns:
+            The open ``websockets.asyncio.client.ClientConnection`` (``send``, ``recv``,
+            ``async for``, ``close``); close it when done.
+
+        Raises:
+            ActorError: the upgrade was refused (the server's error) or the server could not be
+                reached (``client.network_error``).
+        """
+        return await open_websocket(self, path, protocols)
 
     async def resolve(self) -> str:
         """The actor id; ``get`` looks the actor up (``GET /actors``), ``get_or_create``

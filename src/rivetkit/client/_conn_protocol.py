@@ -16,6 +16,9 @@ Reconnection follows the official client (spec §8.7):
 * once ``connected``, any close of the socket is unexpected: status ``disconnected``, the actions
   sent on that socket are rejected (the server may or may not have run them), the first reconnect
   attempt starts at once and later ones back off ``250 ms × 2ⁿ`` capped at 30 s, without jitter;
+  connections that keep closing before any frame follows their ``Init`` (a refused subscription,
+  say) back off the same way instead of reconnecting at once (the official client loops hot
+  there), and a close with a structured, non-transient reason is also reported as an error;
 * before ``Init`` a failure is only retried when it is transient (see :func:`is_retryable`);
   anything else is fatal: status ``idle``, every waiting action is rejected with the error and no
   further attempt is made;
@@ -52,8 +55,8 @@ from ._protocol import (
     ClientConfig,
     direct_gateway_url,
     is_lifecycle_retryable,
-    query_gateway_url,
     is_scheduling_error,
+    query_gateway_url,
     retry_backoff,
 )
 
@@ -332,6 +335,8 @@ class ConnProtocol:
         self._frames: list[bytes | str] = []
         self._outputs: list[Output] = []
         self._failures = 0  # consecutive failed attempts since the last Init
+        self._flaps = 0  # consecutive connections closed before any frame followed their Init
+        self._healthy = False  # the current socket received a frame after Init
         self._attempt_open = False  # an attempt is under way and has not concluded
         self._initialized = False  # the current socket received Init
 
@@ -485,10 +490,11 @@ class ConnProtocol:
                 self._outputs.append(ErrorRaised(error))
                 retry = is_retryable(error.group, error.code, dynamic=self.dynamic)
                 return self._conclude_failed_attempt(error, retry=retry, notify=False)
-            client_logger.warning(
-                "ignoring %s received before Init", type(message).__name__
-            )
+            client_logger.warning("ignoring %s received before Init", type(message).__name__)
             return None
+        if not self._healthy:
+            self._healthy = True
+            self._flaps = 0
         if type(message) is ActionResponse:
             if self._in_flight.pop(message.id, None) is None:
                 client_logger.debug("ignoring the answer to unknown action id %d", message.id)
@@ -504,14 +510,11 @@ class ConnProtocol:
                 self._in_flight.clear()
                 self._outputs.append(ErrorRaised(error))
             elif self._in_flight.pop(message.action_id, None) is None:
-                client_logger.debug(
-                    "ignoring the error of unknown action id %d", message.action_id
-                )
+                client_logger.debug("ignoring the error of unknown action id %d", message.action_id)
             else:
                 self._outputs.append(ActionRejected(message.action_id, error))
-        elif type(message) is Event:
-            if message.name in self._listeners:
-                self._outputs.append(EventReceived(message.name, list(message.args)))
+        elif type(message) is Event and message.name in self._listeners:
+            self._outputs.append(EventReceived(message.name, list(message.args)))
         return None
 
     def socket_closed(self, code: int, reason: str) -> Decision | None:
@@ -524,17 +527,27 @@ class ConnProtocol:
         if not self._attempt_open:
             return None
         error = close_error(code, reason)
+        # Frames not written yet die with the socket: their actions fail below, and the
+        # subscriptions are sent again after the next Init.
+        self._frames.clear()
         if self._initialized:
-            # Unexpected close of a working connection: always reconnect, at once.
+            # Unexpected close of a working connection: always reconnect, at once, unless
+            # connections keep being closed right after Init (e.g. a refused subscription):
+            # then back off like failed attempts, so the client never loops hot.
             self._initialized = False
             self._attempt_open = False
             for action_id in list(self._in_flight):
                 self._outputs.append(ActionRejected(action_id, error))
             self._in_flight.clear()
             self._outputs.append(Closed(code, reason))
-            self._failures = 0
+            parsed = parse_close_reason(reason)
+            if parsed is not None and not is_retryable(*parsed, dynamic=self.dynamic):
+                self._outputs.append(ErrorRaised(error))  # e.g. 1011 "user.forbidden"
+            delay = 0.0 if self._flaps == 0 else retry_backoff(self._flaps - 1, *self.backoff)
+            if not self._healthy:
+                self._flaps += 1
             self._set_status(ConnStatus.DISCONNECTED)
-            return Reconnect(0.0, error)
+            return Reconnect(delay, error)
         retry = _close_retryable(code, reason, dynamic=self.dynamic)
         return self._conclude_failed_attempt(error, retry=retry)
 
@@ -553,6 +566,7 @@ class ConnProtocol:
             client_logger.warning("second Init on one socket; keeping the connection")
             return
         self._initialized = True
+        self._healthy = False
         self._failures = 0
         codec = self._codec
         # Subscriptions first, then the queued actions, in call order (spec §8.2).

@@ -22,9 +22,9 @@ from urllib.parse import quote, unquote, urlsplit
 import orjson
 
 from .._protocol import DecodeError, get_codec
+from .._protocol.cbor import cbor_dumps_compat
 from .._protocol.encoding import ENCODINGS, Encoding
 from .._protocol.messages import ActorSpecifier
-from .._protocol.cbor import cbor_dumps_compat
 from .._runtime.keys import serialize_key
 from ..errors import ActorError
 

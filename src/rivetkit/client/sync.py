@@ -20,18 +20,33 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
+import json
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from .._protocol.encoding import Encoding
-from . import _aio
+from multidict import CIMultiDictProxy
+from websockets.exceptions import InvalidHandshake
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
-__all__ = ["ActorHandle", "Client"]
+from .._protocol.encoding import Encoding
+from ..errors import ActorError
+from . import _aio, _conn, _raw
+from ._conn import GetParams, Overflow
+from ._conn_protocol import ConnStatus
+
+__all__ = ["ActorConn", "ActorHandle", "ActorResponse", "Client", "ConnStatus", "EventStream"]
 
 T = TypeVar("T")
+
+# websockets ≥ 17.1 wants ``legacy=True`` to return an open connection without a ``with`` block.
+_LEGACY_CONNECT: dict[str, Any] = (
+    {"legacy": True} if "legacy" in inspect.signature(ws_connect).parameters else {}
+)
 
 
 class _Portal:
@@ -92,6 +107,17 @@ class _Portal:
             # KeyboardInterrupt in the waiting thread: do not leave the request running.
             future.cancel()
             raise
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the plain function ``fn(*args)`` on the portal thread (where the async objects
+        live) and return its result; called from the portal thread itself, run it directly."""
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+
+        async def call() -> T:
+            return fn(*args)
+
+        return self.call(call)
 
     def stop(self, cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
         """Run ``cleanup`` on the loop (if it was started), stop the loop and join the thread.
@@ -286,3 +312,292 @@ class ActorHandle:
     def gateway_url(self) -> str:
         """The gateway URL of this actor, without an actor path (``getGatewayUrl()``)."""
         return self._handle.gateway_url()
+
+    def connect(self, params: Any = None, *, get_params: GetParams | None = None) -> ActorConn:
+        """Open a stateful connection to the actor (see the async
+        :meth:`rivetkit.client.ActorHandle.connect`); it starts connecting at once.
+
+        ``get_params`` may be a plain function or a coroutine function; it runs on the client's
+        portal thread before every attempt. Use the connection as a context manager or call
+        ``dispose()``::
+
+            with handle.connect() as conn:
+                conn.on("newCount", print)
+                conn.increment(1)
+        """
+        owner = self._owner
+
+        async def start() -> _conn.ActorConn:
+            return self._handle.connect(params, get_params=get_params)
+
+        return ActorConn(owner._portal.call(start), owner)
+
+    def fetch(
+        self,
+        path: str = "",
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: bytes | str | None = None,
+    ) -> ActorResponse:
+        """Send a raw HTTP request to the actor's ``on_request`` handler (see the async
+        :meth:`rivetkit.client.ActorHandle.fetch`); the body is read before this returns."""
+        response = self._owner._portal.call(
+            self._handle.fetch, path, method=method, headers=headers, body=body
+        )
+        return ActorResponse(response)
+
+    def websocket(
+        self, path: str = "", *, protocols: Sequence[str] | None = None
+    ) -> ClientConnection:
+        """Open a raw WebSocket to the actor's ``on_websocket`` handler (see the async
+        :meth:`rivetkit.client.ActorHandle.websocket`).
+
+        Returns:
+            An open ``websockets.sync.client.ClientConnection`` (blocking ``send``, ``recv``,
+            iteration, ``close``), used from any thread; close it when done.
+
+        Raises:
+            ActorError: the upgrade was refused or the server could not be reached.
+        """
+        client = self._handle._client
+        url, subprotocols, headers = self._owner._portal.call(
+            _raw.websocket_target, self._handle, path, protocols
+        )
+        try:
+            connection = ws_connect(
+                url,
+                subprotocols=subprotocols,
+                additional_headers=headers,
+                user_agent_header=client._user_agent,
+                proxy=None,
+                open_timeout=client._open_timeout,
+                max_size=_conn.MAX_FRAME_SIZE,
+                **_LEGACY_CONNECT,
+            )
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            error, _ = _conn.handshake_error(exc, url, dynamic=self._handle._query.is_dynamic)
+            raise error from exc
+        assert isinstance(connection, ClientConnection)
+        return connection
+
+
+class ActorResponse:
+    """The answer of :meth:`ActorHandle.fetch` (blocking flavour of
+    :class:`rivetkit.client.ActorResponse`): ``status``, ``reason``, ``headers``, ``url``,
+    ``ok``, ``content`` and ``read()``/``text()``/``json()``."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: _raw.ActorResponse) -> None:
+        self._response = response
+
+    def __repr__(self) -> str:
+        return repr(self._response)
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def reason(self) -> str:
+        return self._response.reason
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._response.headers
+
+    @property
+    def url(self) -> str:
+        return self._response.url
+
+    @property
+    def ok(self) -> bool:
+        return self._response.ok
+
+    @property
+    def content(self) -> bytes:
+        return self._response.content
+
+    def read(self) -> bytes:
+        """The body as bytes."""
+        return self._response.content
+
+    def text(self, encoding: str | None = None) -> str:
+        """The body decoded with ``encoding``, the ``Content-Type`` charset or UTF-8."""
+        return self._response.content.decode(encoding or self._response._charset())
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``ValueError`` if it is not)."""
+        return json.loads(self._response.content)
+
+
+class ActorConn:
+    """A stateful connection to one actor, blocking flavour of
+    :class:`rivetkit.client.ActorConn` (same names, no ``await``).
+
+    The connection lives on the client's portal thread. Callbacks given to ``on``, ``once``,
+    ``on_status_change``, ``on_open``, ``on_close`` and ``on_error`` run **on that thread**: keep
+    them short, and do not call blocking methods of the sync client from them (that raises
+    ``RuntimeError``, it would deadlock); hand work to another thread instead, or use
+    :meth:`events` from your own thread. Subscribing and unsubscribing from a callback is fine.
+
+    Any public attribute that is not one of the methods below is an action::
+
+        conn.increment(1)    # same as conn.action("increment", 1)
+    """
+
+    __slots__ = ("_conn", "_owner")
+
+    def __init__(self, conn: _conn.ActorConn, owner: Client) -> None:
+        self._conn = conn
+        self._owner = owner  # keeps the client (and its portal thread) alive while in use
+
+    def __repr__(self) -> str:
+        return repr(self._conn).replace("<ActorConn", "<sync.ActorConn", 1)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return functools.partial(self.action, name)
+
+    @property
+    def status(self) -> ConnStatus:
+        """``idle``, ``connecting``, ``connected`` or ``disconnected``."""
+        return self._conn.status
+
+    @property
+    def actor_id(self) -> str | None:
+        return self._conn.actor_id
+
+    @property
+    def connection_id(self) -> str | None:
+        return self._conn.connection_id
+
+    @property
+    def error(self) -> ActorError | None:
+        """The fatal error that stopped the connection, if one did."""
+        return self._conn.error
+
+    @property
+    def is_disposed(self) -> bool:
+        """``True`` after :meth:`dispose`."""
+        return self._conn.is_disposed
+
+    def action(self, name: str, *args: Any) -> Any:
+        """Call action ``name`` over the connection and return its output (blocking; queued
+        until connected). Raises as :meth:`rivetkit.client.ActorConn.action`."""
+        return self._owner._portal.call(self._conn.action, name, *args)
+
+    def _unsubscriber(self, unsubscribe: Callable[[], None]) -> Callable[[], None]:
+        portal = self._owner._portal
+
+        def run() -> None:
+            portal.run(unsubscribe)
+
+        return run
+
+    def on(self, name: str, callback: Callable[..., Any]) -> Callable[[], None]:
+        """Call ``callback(*args)`` (on the portal thread) for every event ``name``; returns
+        the unsubscribe function (callable from any thread)."""
+        return self._unsubscriber(self._owner._portal.run(self._conn.on, name, callback))
+
+    def once(self, name: str, callback: Callable[..., Any]) -> Callable[[], None]:
+        """Like :meth:`on`, for the next event ``name`` only."""
+        return self._unsubscriber(self._owner._portal.run(self._conn.once, name, callback))
+
+    def on_status_change(self, callback: Callable[[ConnStatus], Any]) -> Callable[[], None]:
+        """Call ``callback(status)`` on every status change (on the portal thread)."""
+        portal = self._owner._portal
+        return self._unsubscriber(portal.run(self._conn.on_status_change, callback))
+
+    def on_open(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` every time the connection becomes usable."""
+        return self._unsubscriber(self._owner._portal.run(self._conn.on_open, callback))
+
+    def on_close(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``callback()`` every time an established connection closes."""
+        return self._unsubscriber(self._owner._portal.run(self._conn.on_close, callback))
+
+    def on_error(self, callback: Callable[[ActorError], Any]) -> Callable[[], None]:
+        """Call ``callback(error)`` for connection-level and fatal errors."""
+        return self._unsubscriber(self._owner._portal.run(self._conn.on_error, callback))
+
+    def events(
+        self, name: str, *, max_queue: int = 1024, overflow: Overflow = "drop_oldest"
+    ) -> EventStream:
+        """A blocking iterator over the events ``name`` (see the async
+        :meth:`rivetkit.client.ActorConn.events` for items, buffering and overflow); use it as a
+        context manager or call ``close()`` to unsubscribe::
+
+            with conn.events("message") as messages:
+                for message in messages:
+                    ...
+        """
+        stream = self._owner._portal.run(
+            functools.partial(self._conn.events, name, max_queue=max_queue, overflow=overflow)
+        )
+        return EventStream(stream, self._owner)
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Block until connected (``ActorError`` if the connection gave up or was disposed,
+        ``TimeoutError`` after ``timeout`` seconds)."""
+        self._owner._portal.call(self._conn.wait_connected, timeout)
+
+    def dispose(self) -> None:
+        """Close the connection for good (close 1000 ``"Disposed"``). Idempotent."""
+        self._owner._portal.call(self._conn.dispose)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.dispose()
+
+
+class EventStream:
+    """Blocking iterator over one event of an :class:`ActorConn`."""
+
+    __slots__ = ("_owner", "_stream")
+
+    def __init__(self, stream: _conn.EventStream, owner: Client) -> None:
+        self._stream = stream
+        self._owner = owner
+
+    @property
+    def name(self) -> str:
+        return self._stream.name
+
+    @property
+    def dropped(self) -> int:
+        """How many events ``overflow="drop_oldest"`` dropped."""
+        return self._stream.dropped
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return self._owner._portal.call(self._stream.__anext__)
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """Unsubscribe and end the iteration."""
+        self._owner._portal.call(self._stream.aclose)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
