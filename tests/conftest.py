@@ -40,10 +40,18 @@ class Served:
 @contextlib.asynccontextmanager
 async def serve(app: Any, registry: rivetkit.Registry | None = None) -> AsyncIterator[Served]:
     """Run ``app`` (an ASGI app) under uvicorn on a free loopback port until the block exits."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
+    if registry is not None and app is registry.asgi():
+        # The registry's own uvicorn settings and server class, as `registry.run()` uses them.
+        from rivetkit._server.serve import RegistryServer
+
+        server: uvicorn.Server = RegistryServer(
+            registry, registry._uvicorn_config("127.0.0.1", 0)
+        )
+    else:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False
+        )
+        server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     try:

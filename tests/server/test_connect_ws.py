@@ -334,3 +334,33 @@ async def test_connect_hook_timeout_rejects_connection(serve_registry: Any) -> N
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.reason == "actor.callback_timed_out"
+
+
+async def test_unresponsive_client_is_dropped_by_liveness_pings(serve_registry: Any) -> None:
+    log: list[str] = []
+    async with serve_registry(make_chat(log), ws_ping_interval=0.05, ws_ping_timeout=0.05) as served:
+        # A raw client that completes the handshake, reads Init, then never answers a ping.
+        host, port = "127.0.0.1", served.port
+        reader, writer = await asyncio.open_connection(host, port)
+        path = ("/gateway/chat/connect?rvt-namespace=default&rvt-method=getOrCreate"
+                "&rvt-runner=default&rvt-key=live")
+        writer.write(
+            (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: rivet, rivet_encoding.json\r\n\r\n"
+             ).encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        for _ in range(200):
+            if "connect:1" in log:
+                break
+            await asyncio.sleep(0.01)
+        assert log == ["connect:1"]
+        for _ in range(300):
+            if "disconnect" in log:
+                break
+            await asyncio.sleep(0.01)
+        assert log == ["connect:1", "disconnect"]
+        writer.close()
