@@ -107,6 +107,8 @@ class ActorInstance:
         )
         self._committed: bytes | None = None
         self._save_future: asyncio.Future[None] | None = None
+        self._after_save: list[Callable[[BaseException | None], None]] = []
+        self._save_scheduled = False
         self._save_interval = definition.options.state_save_interval
         self._action_timeout = definition.options.action_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,36 +206,62 @@ class ActorInstance:
                 self.log.exception("on_state_change raised")
 
     def _save_tick(self) -> None:
+        self._save_scheduled = False
         future = self._save_future
         self._save_future = None
-        if future is None:
-            return
-        try:
-            self._commit_now()
-        except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
-            return
-        if not future.done():
-            future.set_result(None)
+        callbacks = self._after_save
+        self._after_save = []
+        error: BaseException | None = None
+        if not self.stopped:  # stop() committed already and closed the store
+            try:
+                self._commit_now()
+            except BaseException as exc:
+                error = exc
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+        for callback in callbacks:
+            try:
+                callback(error)
+            except Exception:
+                self.log.exception("error while answering after a state commit")
+
+    def _schedule_save(self) -> None:
+        if not self._save_scheduled:
+            self._save_scheduled = True
+            loop = self._loop or asyncio.get_running_loop()
+            if self._save_interval is None:
+                loop.call_soon(self._save_tick)
+            else:
+                loop.call_later(self._save_interval, self._save_tick)
 
     def save_state(self) -> Awaitable[None]:
         """Commit the state at the end of this loop tick; saves in one tick share a commit.
 
         With ``state_save_interval`` set, schedules a deferred save and returns at once.
         """
-        future = self._save_future
-        if future is None:
-            loop = self._loop or asyncio.get_running_loop()
-            future = loop.create_future()
-            self._save_future = future
-            if self._save_interval is None:
-                loop.call_soon(self._save_tick)
-            else:
-                loop.call_later(self._save_interval, self._save_tick)
+        self._schedule_save()
         if self._save_interval is not None:
             return _DONE
+        future = self._save_future
+        if future is None:
+            future = self._save_future = (self._loop or asyncio.get_running_loop()).create_future()
         return future
+
+    def save_then(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Commit the state at the end of this loop tick, then call ``callback(error)``.
+
+        The cheap form of ``await save_state()`` for code that is not a coroutine: no future,
+        no task. With ``state_save_interval`` set the callback runs at once (the save is
+        deferred and not awaited, as with :meth:`save_state`).
+        """
+        self._schedule_save()
+        if self._save_interval is not None:
+            callback(None)
+            return
+        self._after_save.append(callback)
 
     # -- connections -----------------------------------------------------------------------
 
@@ -368,12 +396,17 @@ class ActorInstance:
 
     # -- actions ---------------------------------------------------------------------------
 
-    async def call_action(self, name: str, args: list[Any], conn: Conn | None) -> Any:
-        """Run action ``name``, commit the state it changed, and return its output.
+    def start_action(
+        self, name: str, args: list[Any], conn: Conn | None
+    ) -> tuple[ActionContext, Any, bool]:
+        """Validate and call action ``name``: ``(ctx, output, pending)``.
+
+        ``pending`` is true when ``output`` is an awaitable still to run (async actions).
+        A sync action has fully run when this returns; its state is not committed yet.
 
         Raises:
-            RivetError: ``actor.action_not_found``, ``actor.invalid_arguments``,
-                ``actor.action_timed_out``, or whatever the action raised.
+            RivetError: ``actor.action_not_found``, ``actor.invalid_arguments``, or whatever a
+                sync action raised.
         """
         spec = self.definition.actions.get(name)
         if spec is None:
@@ -382,9 +415,20 @@ class ActorInstance:
         if count < spec.min_args or (spec.max_args is not None and count > spec.max_args):
             raise _invalid_args(name, count, spec.min_args, spec.max_args)
         ctx = ActionContext(self, conn)
+        output = spec.fn(ctx, *args)
+        return ctx, output, spec.is_async or inspect.isawaitable(output)
+
+    @property
+    def has_response_hook(self) -> bool:
+        return "on_before_action_response" in self.definition.hooks
+
+    async def finish_action(
+        self, name: str, args: list[Any], ctx: ActionContext, output: Any, pending: bool
+    ) -> Any:
+        """Await a pending action within the action timeout, apply the response hook, and commit
+        the state (also when the action failed: roll-forward)."""
         try:
-            output = spec.fn(ctx, *args)
-            if spec.is_async or inspect.isawaitable(output):
+            if pending:
                 timeout = asyncio.timeout(self._action_timeout)
                 try:
                     async with timeout:
@@ -403,6 +447,21 @@ class ActorInstance:
         if self.definition.has_state:
             await self.save_state()
         return output
+
+    async def call_action(self, name: str, args: list[Any], conn: Conn | None) -> Any:
+        """Run action ``name``, commit the state it changed, and return its output.
+
+        Raises:
+            RivetError: ``actor.action_not_found``, ``actor.invalid_arguments``,
+                ``actor.action_timed_out``, or whatever the action raised.
+        """
+        try:
+            ctx, output, pending = self.start_action(name, args, conn)
+        except BaseException:
+            if self.definition.has_state and not self.stopped:
+                await self.save_state()
+            raise
+        return await self.finish_action(name, args, ctx, output, pending)
 
 
 class _Done:

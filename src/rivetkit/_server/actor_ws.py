@@ -14,7 +14,9 @@ action's response.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -98,17 +100,27 @@ class _Close:
 
 
 class Socket:
-    """One accepted ``/connect`` socket: encoding plus the ordered outgoing queue."""
+    """One accepted ``/connect`` socket: its encoding and its ordered outgoing frames.
 
-    __slots__ = ("encoding", "codec", "_send", "_queue", "closing", "writer", "inflight", "_deferred")
+    Frames leave in the order they were produced. A frame produced in async code while nothing
+    is queued is sent at once (:meth:`send`); frames pushed from sync code (events, deferred
+    closes) are queued and drained in order by a task started only when needed, so the common
+    path costs no task and no queue.
+    """
+
+    __slots__ = (
+        "encoding", "codec", "_send", "_pending", "_busy", "closing", "_drainer", "inflight",
+        "_deferred",
+    )
 
     def __init__(self, send: Send, encoding: str) -> None:
         self.encoding = encoding
         self.codec = get_codec(encoding)  # type: ignore[arg-type]
         self._send = send
-        self._queue: asyncio.Queue[bytes | str | _Close] = asyncio.Queue()
+        self._pending: deque[bytes | str | _Close] = deque()
+        self._busy = False  # a coroutine is inside self._send
         self.closing = False
-        self.writer: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
         self.inflight = 0
         self._deferred: _Close | None = None
 
@@ -116,20 +128,21 @@ class Socket:
         return self.codec.encode_to_client(Event(name, args))
 
     def push(self, frame: bytes | str) -> None:
+        """Queue a frame from sync code."""
         if not self.closing:
-            self._queue.put_nowait(frame)
+            self._enqueue(frame)
 
     def close(self, code: int, reason: str) -> None:
-        """Close after the queued frames; a normal close requested while actions are in flight
-        (``conn.disconnect()`` inside an action) waits for their responses first."""
+        """Close after the frames already produced; a normal close requested while actions are in
+        flight (``conn.disconnect()`` inside an action) waits for their responses first."""
         if self.closing:
             return
         if code == CLOSE_NORMAL and self.inflight:
             if self._deferred is None:
                 self._deferred = _Close(code, reason)
             return
+        self._enqueue(_Close(code, reason))
         self.closing = True
-        self._queue.put_nowait(_Close(code, reason))
 
     def action_done(self) -> None:
         self.inflight -= 1
@@ -138,33 +151,70 @@ class Socket:
             self._deferred = None
             self.close(deferred.code, deferred.reason)
 
-    def start(self) -> None:
-        self.writer = asyncio.ensure_future(self._write())
-
-    async def _write(self) -> None:
-        send = self._send
-        queue = self._queue
+    async def send(self, frame: bytes | str) -> None:
+        """Send a frame now when nothing is ahead of it, else queue it behind the others."""
+        if self.closing:
+            return
+        if self._busy or self._pending:
+            self._enqueue(frame)
+            return
+        self._busy = True
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, _Close):
-                    await send({"type": "websocket.close", "code": item.code, "reason": item.reason})
-                    return
-                if isinstance(item, str):
-                    await send({"type": "websocket.send", "text": item})
-                else:
-                    await send({"type": "websocket.send", "bytes": item})
+            await self._transmit(frame)
+            await self._flush()
+        finally:
+            self._busy = False
+
+    def _enqueue(self, item: bytes | str | _Close) -> None:
+        self._pending.append(item)
+        if not self._busy and (self._drainer is None or self._drainer.done()):
+            self._drainer = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        if self._busy:
+            return  # the coroutine inside send() flushes the queue when it is done
+        self._busy = True
+        try:
+            await self._flush()
+        finally:
+            self._busy = False
+
+    async def _flush(self) -> None:
+        pending = self._pending
+        while pending:
+            await self._transmit(pending.popleft())
+
+    async def _transmit(self, item: bytes | str | _Close) -> None:
+        try:
+            if isinstance(item, _Close):
+                self._pending.clear()
+                await self._send({"type": "websocket.close", "code": item.code, "reason": item.reason})
+            elif isinstance(item, str):
+                await self._send({"type": "websocket.send", "text": item})
+            else:
+                await self._send({"type": "websocket.send", "bytes": item})
         except OSError:
             self.closing = True  # the client went away; nothing left to deliver
+            self._pending.clear()
+
+    async def wait_sent(self, timeout: float) -> None:
+        """Wait (bounded) until every queued frame left."""
+        drainer = self._drainer
+        if drainer is not None and not drainer.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(drainer), timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
 
     async def finish(self) -> None:
-        """Stop the writer once the socket is gone."""
+        """Forget unsent frames once the socket is gone."""
         self.closing = True
-        writer = self.writer
-        if writer is not None and not writer.done():
-            writer.cancel()
+        self._pending.clear()
+        drainer = self._drainer
+        if drainer is not None and not drainer.done():
+            drainer.cancel()
             try:
-                await writer
+                await drainer
             except asyncio.CancelledError:
                 pass
 
@@ -223,7 +273,6 @@ async def handle_connect(
         return
 
     socket = Socket(send, options.encoding)
-    socket.start()
     codec = socket.codec
     try:
         conn = await instance.open_conn(params, socket)
@@ -242,10 +291,11 @@ async def handle_connect(
             )
         )
         socket.close(CLOSE_ERROR, rejected.full_code)
-        await _drain(socket)
+        await socket.wait_sent(5)
+        await socket.finish()
         return
 
-    socket.push(codec.encode_to_client(Init(instance.actor_id, conn.id)))
+    await socket.send(codec.encode_to_client(Init(instance.actor_id, conn.id)))
     live.add(socket)
     tasks: set[asyncio.Task[None]] = set()
     limit = config.max_incoming_message_size
@@ -268,9 +318,26 @@ async def handle_connect(
                 continue
             if isinstance(request, ActionRequest):
                 socket.inflight += 1
-                task = asyncio.ensure_future(_action(instance, conn, socket, request, config))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                try:
+                    ctx, output, pending = instance.start_action(request.name, request.args, conn)
+                except Exception as exc:
+                    await _answer(instance, socket, request, config, None, exc)
+                    continue
+                if pending or instance.has_response_hook:
+                    # Async actions run concurrently and may answer out of order.
+                    task = asyncio.ensure_future(
+                        _finish(instance, socket, request, config, ctx, output, pending)
+                    )
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                elif instance.definition.has_state:
+                    # A sync action already ran: answer once this tick's shared commit is done,
+                    # from the commit's callback (no task, and the reader keeps reading).
+                    instance.save_then(
+                        functools.partial(_answer_later, instance, socket, request, config, output)
+                    )
+                else:
+                    _answer_later(instance, socket, request, config, output, None)
             elif request.subscribe:
                 try:
                     await instance.subscribe(conn, request.event_name)
@@ -294,46 +361,100 @@ def _public(
     return public_error(exc, expose=config.expose_errors)
 
 
-async def _drain(socket: Socket) -> None:
-    writer = socket.writer
-    if writer is not None:
-        try:
-            await asyncio.wait_for(asyncio.shield(writer), 5)
-        except (TimeoutError, asyncio.CancelledError):
-            pass
-    await socket.finish()
-
-
-async def _action(
-    instance: ActorInstance, conn: Conn, socket: Socket, request: ActionRequest, config: RegistryConfig
+async def _answer(
+    instance: ActorInstance,
+    socket: Socket,
+    request: ActionRequest,
+    config: RegistryConfig,
+    output: Any,
+    exc: Exception | None,
 ) -> None:
+    """Commit a finished sync action's state, then send its response or error."""
     try:
-        socket.push(_action_frame(instance, conn, socket, request, config, await _run(instance, conn, request)))
-    except Exception as exc:
-        failure = _public(exc, config, instance.log)
-        socket.push(
-            socket.codec.encode_to_client(
-                Error(
-                    failure.group,
-                    failure.code,
-                    failure.message,
-                    failure.metadata,
-                    request.id,
-                    actor_specifier(instance),
-                )
-            )
-        )
+        if instance.definition.has_state and not instance.stopped:
+            try:
+                await instance.save_state()
+            except Exception as save_exc:
+                exc = exc or save_exc
+        frame: bytes | str | None = None
+        if exc is None:
+            try:
+                frame = _action_frame(instance, socket, request, config, output)
+            except Exception as encode_exc:
+                exc = encode_exc
+        if frame is None:
+            frame = _error_frame(instance, socket, request, config, exc or RuntimeError())
+        await socket.send(frame)
     finally:
         socket.action_done()
 
 
-async def _run(instance: ActorInstance, conn: Conn, request: ActionRequest) -> Any:
-    return await instance.call_action(request.name, request.args, conn)
+def _answer_later(
+    instance: ActorInstance,
+    socket: Socket,
+    request: ActionRequest,
+    config: RegistryConfig,
+    output: Any,
+    error: BaseException | None,
+) -> None:
+    """Answer a sync action after its state commit (``error``: the commit failed)."""
+    try:
+        frame: bytes | str | None = None
+        if error is None:
+            try:
+                frame = _action_frame(instance, socket, request, config, output)
+            except Exception as exc:
+                error = exc
+        if frame is None:
+            frame = _error_frame(instance, socket, request, config, error or RuntimeError())
+        socket.push(frame)
+    finally:
+        socket.action_done()
+
+
+async def _finish(
+    instance: ActorInstance,
+    socket: Socket,
+    request: ActionRequest,
+    config: RegistryConfig,
+    ctx: Any,
+    output: Any,
+    pending: bool,
+) -> None:
+    """Complete an async action (or one with a response hook) and send its answer."""
+    try:
+        try:
+            result = await instance.finish_action(request.name, request.args, ctx, output, pending)
+            frame = _action_frame(instance, socket, request, config, result)
+        except Exception as exc:
+            frame = _error_frame(instance, socket, request, config, exc)
+        await socket.send(frame)
+    finally:
+        socket.action_done()
+
+
+def _error_frame(
+    instance: ActorInstance,
+    socket: Socket,
+    request: ActionRequest,
+    config: RegistryConfig,
+    exc: BaseException,
+) -> bytes | str:
+    failure = _public(exc, config, instance.log)
+    return socket.codec.encode_to_client(
+        Error(
+            failure.group,
+            failure.code,
+            failure.message,
+            failure.metadata,
+            request.id,
+            actor_specifier(instance),
+        )
+    )
 
 
 def _action_frame(
     instance: ActorInstance,
-    conn: Conn,
     socket: Socket,
     request: ActionRequest,
     config: RegistryConfig,
