@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Entry point of the rivetkit benchmark. See bench/README.md; `bench/run.sh --help` for options.
 #
-#   bench/run.sh                                   # ours + official + asgi, cold + http, 3 reps (~8 min)
+#   bench/run.sh                                   # ours + official + asgi, cold + http + ws + fanout, 3 reps (~11 min)
 #   bench/run.sh --targets ours,asgi --reps 1      # quick look without the official stack
 #
 # Installs the pinned npm deps into bench/node_modules on first use, then runs harness/run.mjs.
@@ -56,7 +56,8 @@ on_signal() {
 }
 trap on_signal INT TERM HUP
 
-if [ ! -f "$HERE/node_modules/rivetkit/package.json" ] || [ ! -d "$HERE/node_modules/@rivetkit/engine-cli" ]; then
+if [ ! -f "$HERE/node_modules/rivetkit/package.json" ] || [ ! -d "$HERE/node_modules/@rivetkit/engine-cli" ] ||
+	[ ! -f "$HERE/node_modules/ws/package.json" ]; then
 	echo "bench: installing the pinned npm deps into bench/node_modules" >&2
 	# `npm ci` refuses a lockfile without entries for the other platforms' optional binaries (the
 	# registry mirror here does not serve them); `npm install` then installs the same locked versions.

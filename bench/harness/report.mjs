@@ -37,7 +37,7 @@ export function renderSummary(jsonl, env = null) {
 	const tIdx = (t) => (targetOrder.includes(t) ? targetOrder.indexOf(t) : 99);
 	const groups = new Map();
 	for (const r of rows) {
-		if (!["cold", "http"].includes(r.scenario)) continue;
+		if (!["cold", "http", "ws", "fanout"].includes(r.scenario)) continue;
 		const k = `${r.scenario}\u0000${r.variant}\u0000${r.target}`;
 		if (!groups.has(k)) groups.set(k, []);
 		groups.get(k).push(r);
@@ -62,7 +62,8 @@ export function renderSummary(jsonl, env = null) {
 		const o = env.options;
 		L.push(
 			`Options: targets ${o.targets.join(",")}; scenarios ${o.scenarios.join(",")}; reps ${o.reps}; http ${o.duration} s measured after ${o.warmup} s warm-up; ` +
-				`hot concurrency ${o.concurrency.join("/")}; many ${o.many}; cold N ${o.coldN}; client ${o.client}.`,
+				`hot concurrency ${o.concurrency.join("/")}; many ${o.many}; cold N ${o.coldN}; client ${o.client}` +
+				(o.wsInflight ? `; ws client ${o.wsClient}, ws in flight ${o.wsInflight.join("/")}, ws many ${o.wsMany}; fanout ${o.fanoutSubs} subscribers x ${o.fanoutRounds} rounds.` : "."),
 			"",
 		);
 	}
@@ -71,6 +72,14 @@ export function renderSummary(jsonl, env = null) {
 	const p = (s, v, t, f) => med(get(s, v, t).map(f));
 	const maxC = env?.options?.concurrency ? Math.max(...env.options.concurrency) : 64;
 	const many = env?.options?.many ?? 64;
+	const wsMany = env?.options?.wsMany ?? 64;
+	const wsManyV = `${wsMany} conns to ${wsMany} actors, 1 in flight each`;
+	const subs = env?.options?.fanoutSubs ?? 100;
+	const pct = (s, v, t) => {
+		const a = p(s, v, "asgi", (r) => r.throughput);
+		const x = p(s, v, t, (r) => r.throughput);
+		return a && x !== null ? (100 * x) / a : null;
+	};
 	const hl = [
 		["cold start p50 (new key → first result), ms", "< 2", (t) => p("cold", "new key -> first increment", t, (r) => r.latencyMs?.p50), num],
 		["cold start p99, ms", "", (t) => p("cold", "new key -> first increment", t, (r) => r.latencyMs?.p99), num],
@@ -86,6 +95,15 @@ export function renderSummary(jsonl, env = null) {
 		[`server CPU µs per action, hot c=${maxC}`, "", (t) => p("http", `hot actor c=${maxC}`, t, (r) => r.serverCpuUsPerOp), num],
 		["server CPU µs per cold start", "", (t) => p("cold", "new key -> first increment", t, (r) => r.serverCpuUsPerOp), num],
 		[`harness CPU µs per action, hot c=${maxC}`, "", (t) => p("http", `hot actor c=${maxC}`, t, (r) => r.harnessCpuUsPerOp), num],
+		["WS action p50, 1 conn, 1 in flight, ms", "", (t) => p("ws", "1 conn, 1 in flight", t, (r) => r.latencyMs?.p50), num],
+		[`WS ${wsMany} conns on ${wsMany} actors, actions/s`, "≥ 50 % of asgi", (t) => p("ws", wsManyV, t, (r) => r.throughput), num],
+		[`WS ${wsMany} conns on ${wsMany} actors: % of the bare ASGI app`, "≥ 50 %", (t) => pct("ws", wsManyV, t), (x) => `${num(x)} %`],
+		[`server CPU µs per WS action, ${wsMany} conns`, "", (t) => p("ws", wsManyV, t, (r) => r.serverCpuUsPerOp), num],
+		[`harness CPU µs per WS action, ${wsMany} conns`, "", (t) => p("ws", wsManyV, t, (r) => r.harnessCpuUsPerOp), num],
+		[`WS connect to a new actor (to Init) p50, ms`, "", (t) => p("ws", `connect ${wsMany} new actors, 4 at a time (to Init)`, t, (r) => r.latencyMs?.p50), num],
+		[`fan-out to ${subs} subscribers, all received p50, ms`, "< 5", (t) => p("fanout", `${subs} subscribers: send -> all received`, t, (r) => r.latencyMs?.p50), num],
+		[`fan-out to ${subs} subscribers, all received p99, ms`, "", (t) => p("fanout", `${subs} subscribers: send -> all received`, t, (r) => r.latencyMs?.p99), num],
+		[`fan-out to ${subs} subscribers, first received p50, ms`, "", (t) => p("fanout", `${subs} subscribers: send -> first received`, t, (r) => r.latencyMs?.p50), num],
 	];
 	L.push("## Headline (medians across repetitions)", "");
 	L.push(`| metric | goal (ours) | ${targetOrder.join(" | ")} |`);
@@ -111,7 +129,7 @@ export function renderSummary(jsonl, env = null) {
 		const thr = g.map((r) => r.throughput);
 		const asgiThr = med(get(s, v, "asgi").map((r) => r.throughput));
 		const myThr = med(thr);
-		const pct = s === "http" && asgiThr && myThr !== null && t !== "asgi" ? `${num((100 * myThr) / asgiThr)} %` : "";
+		const pct = (s === "http" || s === "ws") && asgiThr && myThr !== null && t !== "asgi" ? `${num((100 * myThr) / asgiThr)} %` : "";
 		const comms = [...new Set(g.flatMap((r) => Object.keys(r.serverCpuUsPerOpByProc ?? {})))];
 		const byProc =
 			comms.length > 1 ? comms.map((c) => `${c} ${num(med(g.map((r) => r.serverCpuUsPerOpByProc?.[c] ?? 0)))}`).join(", ") : "";

@@ -9,6 +9,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { killAllSync, setPidFile, trackedPids, stopPids } from "./procs.mjs";
 import { coldScenario, Endpoint, gate, httpScenario } from "./scenarios.mjs";
+import { fanoutScenario, wsScenario } from "./wsscenarios.mjs";
+import { setWsClient } from "./ws.mjs";
 import { makeTargets } from "./targets.mjs";
 import { renderSummary } from "./report.mjs";
 
@@ -18,14 +20,19 @@ const repoDir = path.resolve(benchDir, "..");
 const HELP = `usage: bench/run.sh [options]
 
   --targets LIST       comma list of ours,official,asgi,official-nodelay   (default ours,official,asgi)
-  --scenarios LIST     comma list of cold,http                              (default cold,http)
+  --scenarios LIST     comma list of cold,http,ws,fanout                    (default cold,http,ws,fanout)
   --reps N             repetitions, targets interleaved (order rotates)    (default 3)
-  --duration S         measured seconds per http measurement               (default 5)
-  --warmup S           unmeasured seconds before each http measurement     (default 1)
+  --duration S         measured seconds per http / ws measurement          (default 5)
+  --warmup S           unmeasured seconds before each http / ws measurement (default 1)
   --concurrency LIST   hot-actor concurrencies                             (default 1,16,64)
   --many N             extra http variant: N actors, one connection each   (default 64, 0 = off)
   --cold-n N           new keys in the cold scenario                        (default 50)
+  --ws-inflight LIST   ws: requests in flight on the single connection     (default 1,32)
+  --ws-many N          ws: N connections to N new actors (connect + loop)  (default 64, 0 = off)
+  --fanout-subs N      fanout: subscribers of the one actor                (default 100)
+  --fanout-rounds N    fanout: measured increment rounds                   (default 200)
   --client KIND        raw (default) | node-http  (load-generator HTTP client, for cross-checks)
+  --ws-client KIND     raw (default) | ws  (load-generator WebSocket client: own minimal one or npm ws)
   --timeout S          per-request timeout (engine gives up at 15 s itself) (default 30)
   --ready-timeout S    max wait for a server to answer after start          (default 120)
   --out DIR            output dir (default bench/out/<YYYY-MM-DD>[-N]/)
@@ -39,14 +46,19 @@ const HELP = `usage: bench/run.sh [options]
 function parseArgs(argv) {
 	const o = {
 		targets: ["ours", "official", "asgi"],
-		scenarios: ["cold", "http"],
+		scenarios: ["cold", "http", "ws", "fanout"],
 		reps: 3,
 		duration: 5,
 		warmup: 1,
 		concurrency: [1, 16, 64],
 		many: 64,
 		coldN: 50,
+		wsInflight: [1, 32],
+		wsMany: 64,
+		fanoutSubs: 100,
+		fanoutRounds: 200,
 		client: "raw",
+		wsClient: "raw",
 		timeout: 30,
 		readyTimeout: 120,
 		out: null,
@@ -71,7 +83,12 @@ function parseArgs(argv) {
 			case "--concurrency": o.concurrency = list(v()).map(Number); break;
 			case "--many": o.many = Number(v()); break;
 			case "--cold-n": o.coldN = Number(v()); break;
+			case "--ws-inflight": o.wsInflight = list(v()).map(Number); break;
+			case "--ws-many": o.wsMany = Number(v()); break;
+			case "--fanout-subs": o.fanoutSubs = Number(v()); break;
+			case "--fanout-rounds": o.fanoutRounds = Number(v()); break;
 			case "--client": o.client = v(); break;
+			case "--ws-client": o.wsClient = v(); break;
 			case "--timeout": o.timeout = Number(v()); break;
 			case "--ready-timeout": o.readyTimeout = Number(v()); break;
 			case "--out": o.out = path.resolve(v()); break;
@@ -85,9 +102,10 @@ function parseArgs(argv) {
 	}
 	const known = ["ours", "official", "asgi", "official-nodelay"];
 	for (const t of o.targets) if (!known.includes(t)) throw new Error(`unknown target ${t}`);
-	for (const s of o.scenarios) if (!["cold", "http"].includes(s)) throw new Error(`unknown scenario ${s}`);
+	for (const s of o.scenarios) if (!["cold", "http", "ws", "fanout"].includes(s)) throw new Error(`unknown scenario ${s}`);
 	if (!["raw", "node-http"].includes(o.client)) throw new Error(`unknown client ${o.client}`);
-	if (!(o.reps >= 1 && o.duration > 0 && o.duration <= 60 && o.warmup >= 0 && o.coldN >= 1)) throw new Error("bad numeric option");
+	if (!["raw", "ws"].includes(o.wsClient)) throw new Error(`unknown ws client ${o.wsClient}`);
+	if (!(o.reps >= 1 && o.duration > 0 && o.duration <= 60 && o.warmup >= 0 && o.coldN >= 1 && o.wsInflight.every((k) => k >= 1) && o.wsMany >= 0 && o.fanoutSubs >= 1 && o.fanoutRounds >= 1)) throw new Error("bad numeric option");
 	return o;
 }
 
@@ -117,6 +135,7 @@ function fmt(x, d = 2) {
 
 async function main() {
 	const o = parseArgs(process.argv.slice(2));
+	setWsClient(o.wsClient);
 	const out = o.out ?? defaultOut();
 	fs.mkdirSync(path.join(out, "logs"), { recursive: true });
 	// pid file shared with run.sh's trap (it SIGKILLs leftovers if we die without cleaning up)
@@ -139,7 +158,7 @@ async function main() {
 	};
 	fs.writeFileSync(path.join(out, "env.json"), JSON.stringify(env, null, 2) + "\n");
 	console.log(`bench: out=${out}`);
-	console.log(`bench: targets=${o.targets} scenarios=${o.scenarios} reps=${o.reps} duration=${o.duration}s warmup=${o.warmup}s client=${o.client}`);
+	console.log(`bench: targets=${o.targets} scenarios=${o.scenarios} reps=${o.reps} duration=${o.duration}s warmup=${o.warmup}s client=${o.client} ws-client=${o.wsClient}`);
 
 	const targets = makeTargets({
 		benchDir,
@@ -181,14 +200,14 @@ async function main() {
 			const tag = `${runId}-r${rep}`;
 			const dataDir = path.join(out, "data", `${name}-r${rep}`);
 			const logPath = path.join(out, "logs", `${name}-r${rep}.log`);
-			const base = { ts: null, runId, rep, target: name, client: o.client };
+			const base = { ts: null, runId, rep, target: name, client: o.client, wsClient: o.wsClient };
 			const log = (row) => {
 				if (stopping) return; // interrupted: the server is being stopped under our feet
 				const full = { ...base, ...row, ts: new Date().toISOString() };
 				write(full);
 				const l = full.latencyMs ?? {};
 				console.log(
-					`  ${name.padEnd(16)} ${String(row.scenario).padEnd(5)} ${String(row.variant).padEnd(34)} ` +
+					`  ${name.padEnd(16)} ${String(row.scenario).padEnd(6)} ${String(row.variant).padEnd(44)} ` +
 						(row.throughput !== undefined ? `${fmt(row.throughput, 1).padStart(7)}/s ` : "          ") +
 						`p50 ${fmt(l.p50)} p99 ${fmt(l.p99)} max ${fmt(l.max)} ms  ` +
 						`srvCPU ${fmt(row.serverCpuUsPerOp, 0)}us/op  self ${fmt(row.harnessCpuPctCore, 0)}%core  ` +
@@ -228,6 +247,30 @@ async function main() {
 						const pids = srv.pids();
 						if (sc === "cold") {
 							await coldScenario({ ep, tag, pids, n: o.coldN, timeoutMs: o.timeout * 1000, log });
+						} else if (sc === "ws") {
+							await wsScenario({
+								ep,
+								tag,
+								pids,
+								pipeline: o.wsInflight,
+								many: o.wsMany,
+								warmupMs: o.warmup * 1000,
+								durationMs: o.duration * 1000,
+								timeoutMs: o.timeout * 1000,
+								log,
+								gateFn,
+							});
+						} else if (sc === "fanout") {
+							await fanoutScenario({
+								ep,
+								tag,
+								pids,
+								subs: o.fanoutSubs,
+								rounds: o.fanoutRounds,
+								timeoutMs: o.timeout * 1000,
+								log,
+								gateFn,
+							});
 						} else {
 							await httpScenario({
 								ep,

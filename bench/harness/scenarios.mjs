@@ -56,7 +56,7 @@ export function quantiles(arr) {
 }
 
 /** One-shot call that must answer 200 with an int output. */
-async function call(conn, ep, action, key, args, timeoutMs) {
+export async function call(conn, ep, action, key, args, timeoutMs) {
 	const r = await request(conn, ep.req(action, key, args), timeoutMs);
 	return { v: intOutput(r.status, r.body), ms: r.ms };
 }
@@ -86,10 +86,10 @@ export async function gate(ep, tag, maxMs = 60000) {
 	throw new Error(`gate: no new actor answered within ${maxMs} ms: ${lastErr?.message}`);
 }
 
-function measureStart(pids) {
+export function measureStart(pids) {
 	return { cpu: cpuSnapshot(pids), mach: machineSnapshot(), self: process.cpuUsage(), t: performance.now() };
 }
-function measureEnd(start, pids, ops) {
+export function measureEnd(start, pids, ops) {
 	const end = measureStart(pids);
 	const wallS = (end.t - start.t) / 1000;
 	const srv = cpuDelta(start.cpu, end.cpu);
@@ -202,9 +202,10 @@ export async function coldScenario({ ep, tag, pids, n, timeoutMs, log }) {
 export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeoutMs, clientKind }) {
 	const c = keys.length;
 	const distinct = [...new Set(keys)];
-	const ctl = new RawConn(ep.host, ep.port);
+	let ctl = new RawConn(ep.host, ep.port);
 	const base = new Map();
 	for (const k of distinct) base.set(k, (await call(ctl, ep, "getCount", k, [], timeoutMs)).v);
+	ctl.close(); // a fresh one afterwards: servers drop idle keep-alive connections after ~5 s
 
 	const conns = makeConns(clientKind, ep.host, ep.port, c);
 	const reqs = keys.map((k) => ep.req("increment", k, [1]));
@@ -307,6 +308,7 @@ export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeout
 	const problems = [];
 	if (!drained) problems.push("requests still in flight after the drain timeout");
 	if (seqViolations) problems.push(`${seqViolations} replies not previous+1 at c=1`);
+	ctl = new RawConn(ep.host, ep.port);
 	for (const k of distinct) {
 		const fin = (await call(ctl, ep, "getCount", k, [], timeoutMs)).v;
 		const vals = Float64Array.from(outputs.get(k)).sort();
