@@ -213,3 +213,29 @@ async def test_unencodable_state_is_an_error_not_silent(serve_registry: Any) -> 
         )
         assert response.status_code == 500
         assert response.json()["code"] == "internal_error"
+
+
+async def test_state_save_interval_defers_commits_and_stop_flushes(tmp_path: Path) -> None:
+    a = rivetkit.actor(
+        "batched", state={"n": 0}, options=rivetkit.ActorOptions(state_save_interval=30.0)
+    )
+
+    @a.action
+    def inc(c: ActionContext) -> int:
+        c.state["n"] += 1
+        return c.state["n"]
+
+    registry = rivetkit.setup(a, storage_path=tmp_path)
+    async with registry.lifespan():
+        record, _ = registry.driver.get_or_create("default", "batched", ("k",), None)
+        instance = await registry.driver.instance(record)
+        for _ in range(3):
+            await instance.call_action("inc", [], None)
+        # Answers do not wait for the (30 s) deferred save: nothing is committed yet.
+        assert instance.store.load()[2] == instance.codec.encode({"n": 0})
+    # Stopping the registry committed the pending state.
+    again = rivetkit.setup(a, storage_path=tmp_path)
+    async with again.lifespan():
+        record = again.driver.lookup("default", "batched", ("k",))
+        assert record is not None
+        assert (await again.driver.instance(record)).state == {"n": 3}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -471,7 +470,3 @@ class _Done:
 
 
 _DONE = _Done()
-
-
-def log_exception(logger: logging.Logger | logging.LoggerAdapter[Any], exc: BaseException) -> None:
-    logger.error("unhandled error in actor code", exc_info=exc)
