@@ -17,15 +17,12 @@ Session-wide, in order:
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,83 +36,23 @@ ROOT = BROWSER_DIR.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests._npm import file_lock, npm_install
 from tests._proc import ServerProcess, free_port, start_process, start_server
 
 MARKER = "@@browser "
 ENCODINGS = ("json", "cbor", "bare")
 CHROMIUM = "/usr/bin/chromium"
-NPM_TIMEOUT = 900.0
 APT_TIMEOUT = 900.0
 DRIVE_TIMEOUT = 100.0  # the whole Chromium run (normally ~5 s)
-
-
-@contextlib.contextmanager
-def _lock(name: str) -> Iterator[None]:
-    """An exclusive file lock shared with other pytest processes on this checkout."""
-    path = Path(tempfile.gettempdir()) / (
-        f"rivetkit-{name}-" + hashlib.sha256(str(BROWSER_DIR).encode()).hexdigest()[:12] + ".lock"
-    )
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def _install_hash() -> str:
-    digest = hashlib.sha256()
-    for name in ("package.json", "package-lock.json"):
-        path = BROWSER_DIR / name
-        digest.update(name.encode())
-        digest.update(path.read_bytes() if path.exists() else b"<missing>")
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="session")
 def browser_node_modules() -> Path:
     """``tests/browser/node_modules`` as the lockfile pins it."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail(
-            "the browser test needs `node` (20+) and `npm` on PATH; found "
-            f"node={node!r} npm={npm!r}. Install Node.js (e.g. apt-get install nodejs npm).",
-            pytrace=False,
-        )
-    stamp = BROWSER_DIR / "node_modules" / ".browser-install-stamp"
-    wanted = _install_hash()
-    with _lock("browser-npm"):
-        if stamp.exists() and stamp.read_text().strip() == wanted:
-            return BROWSER_DIR / "node_modules"
-        attempts = [[npm, "install", "--no-audit", "--no-fund"]]
-        if (BROWSER_DIR / "package-lock.json").exists():
-            attempts.insert(0, [npm, "ci", "--no-audit", "--no-fund"])
-        failures: list[str] = []
-        for argv in attempts:
-            try:
-                done = subprocess.run(
-                    argv,
-                    cwd=BROWSER_DIR,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    check=False,
-                    text=True,
-                    timeout=NPM_TIMEOUT,
-                    # Never let Playwright fetch a browser of its own.
-                    env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
-                )
-            except subprocess.TimeoutExpired:
-                failures.append(f"`{' '.join(argv)}` took over {NPM_TIMEOUT:g} s")
-                continue
-            if done.returncode == 0:
-                break
-            failures.append(
-                f"`{' '.join(argv)}` failed with status {done.returncode}:\n"
-                f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-            )
-        else:
-            pytest.fail(
-                f"npm could not install {BROWSER_DIR}:\n" + "\n".join(failures), pytrace=False
-            )
-        stamp.write_text(wanted + "\n")
-    return BROWSER_DIR / "node_modules"
+    # Never let Playwright fetch a browser of its own.
+    return npm_install(
+        BROWSER_DIR, what="the browser test", env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"}
+    )
 
 
 def _chromium_works(path: str) -> str | None:
@@ -134,7 +71,7 @@ def _chromium_works(path: str) -> str | None:
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     """Debian's Chromium, installed with apt-get when missing and running as root."""
-    with _lock("browser-apt"):
+    with file_lock("browser-apt", BROWSER_DIR):
         notes: list[str] = []
         if not os.path.exists(CHROMIUM):
             if os.geteuid() != 0:
@@ -228,7 +165,7 @@ def browser_run(
     base = tmp_path_factory.mktemp("browser")
     node = shutil.which("node") or "node"
     dist = BROWSER_DIR / "dist"
-    with _lock("browser-build"):
+    with file_lock("browser-build", BROWSER_DIR):
         built = subprocess.run(
             [node, str(BROWSER_DIR / "build.mjs"), str(dist)],
             cwd=BROWSER_DIR,

@@ -213,10 +213,18 @@ def chat_bump_conn_state(c: ActionContext) -> int:
     return state["n"]
 
 
-@chat.action(name="slowEcho")
-async def chat_slow_echo(c: ActionContext, value: Any, delay_ms: int) -> Any:
-    await asyncio.sleep(delay_ms / 1000)
-    return value
+@chat.create_vars
+def chat_vars(c: ActorContext) -> dict[str, Any]:
+    return {"next": 9}
+
+
+@chat.action
+async def countdown(c: ActionContext, tag: int) -> int:
+    """Completes only after every higher tag: responses leave out of request order."""
+    while c.vars["next"] != tag:
+        await asyncio.sleep(0.001)
+    c.vars["next"] = tag - 1
+    return tag
 
 
 @chat.action(name="echo")

@@ -21,8 +21,6 @@ Every process started here is stopped (whole process group) at the end of the se
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import queue
@@ -30,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -45,13 +42,13 @@ ROOT = COMPAT_DIR.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests._npm import npm_install
 from tests._proc import ServerError, ServerProcess, free_port, start_process, start_server
 
 MARKER = "@@compat "
 RIVETKIT_VERSION = "2.3.19"
 PREFIX = "/api/rivet"
 NODE_RUN_TIMEOUT = 150.0  # seconds for one encoding's whole run (normally ~5 s)
-NPM_TIMEOUT = 900.0
 # Scenarios that need their own server and Node process (not part of the scenarios.mjs runs).
 RESTART_SCENARIO = 20
 RESTART_RUN_TIMEOUT = 100.0  # the whole restart run (normally ~3 s)
@@ -78,15 +75,6 @@ def _main_pairs(session: pytest.Session) -> set[tuple[str, int]]:
 # -- npm ---------------------------------------------------------------------------------------
 
 
-def _install_hash() -> str:
-    digest = hashlib.sha256()
-    for name in ("package.json", "package-lock.json"):
-        path = COMPAT_DIR / name
-        digest.update(name.encode())
-        digest.update(path.read_bytes() if path.exists() else b"<missing>")
-    return digest.hexdigest()
-
-
 def _installed_version() -> str | None:
     try:
         manifest = json.loads((COMPAT_DIR / "node_modules/rivetkit/package.json").read_text())
@@ -98,64 +86,15 @@ def _installed_version() -> str | None:
 @pytest.fixture(scope="session")
 def compat_node_modules() -> Path:
     """``tests/compat/node_modules`` with the pinned client installed."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
+    modules = npm_install(COMPAT_DIR, what="the compat tests (they drive the official npm client)")
+    version = _installed_version()
+    if version != RIVETKIT_VERSION:
         pytest.fail(
-            "the compat tests drive the official npm client and need `node` (20+) and `npm` on "
-            f"PATH; found node={node!r} npm={npm!r}. Install Node.js (e.g. apt-get install nodejs "
-            "npm) and run again.",
+            f"npm installed rivetkit {version!r}, expected {RIVETKIT_VERSION} "
+            "(check package.json / package-lock.json)",
             pytrace=False,
         )
-    stamp = COMPAT_DIR / "node_modules" / ".compat-install-stamp"
-    wanted = _install_hash()
-    lock_path = Path(tempfile.gettempdir()) / (
-        "rivetkit-compat-npm-" + hashlib.sha256(str(COMPAT_DIR).encode()).hexdigest()[:12] + ".lock"
-    )
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another pytest process may be installing right now
-        current = stamp.read_text().strip() if stamp.exists() else None
-        if current == wanted and _installed_version() == RIVETKIT_VERSION:
-            return COMPAT_DIR / "node_modules"
-        attempts = [[npm, "install", "--no-audit", "--no-fund"]]
-        if (COMPAT_DIR / "package-lock.json").exists():
-            # `npm ci` refuses a lockfile without the other platforms' optional binaries, which a
-            # registry mirror may not serve (then npm cannot record them); `npm install` still
-            # installs exactly the locked versions.
-            attempts.insert(0, [npm, "ci", "--no-audit", "--no-fund"])
-        failures: list[str] = []
-        for argv in attempts:
-            try:
-                done = subprocess.run(
-                    argv,
-                    cwd=COMPAT_DIR,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    check=False,
-                    text=True,
-                    timeout=NPM_TIMEOUT,
-                )
-            except subprocess.TimeoutExpired:
-                failures.append(f"`{' '.join(argv)}` took over {NPM_TIMEOUT:g} s")
-                continue
-            if done.returncode == 0:
-                break
-            failures.append(
-                f"`{' '.join(argv)}` failed with status {done.returncode}:\n"
-                f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-            )
-        else:
-            pytest.fail(
-                f"npm could not install {COMPAT_DIR}:\n" + "\n".join(failures), pytrace=False
-            )
-        version = _installed_version()
-        if version != RIVETKIT_VERSION:
-            pytest.fail(
-                f"npm installed rivetkit {version!r}, expected {RIVETKIT_VERSION} "
-                "(check package.json / package-lock.json)",
-                pytrace=False,
-            )
-        stamp.write_text(wanted + "\n")
-    return COMPAT_DIR / "node_modules"
+    return modules
 
 
 # -- servers -----------------------------------------------------------------------------------
