@@ -24,6 +24,9 @@ from .context import ActionContext, ActorContext
 from .state import StateCodec
 
 if TYPE_CHECKING:
+    from .journal import StateJournal
+
+if TYPE_CHECKING:
     from ..definition import ActorDefinition
     from .storage import ActorStore
 
@@ -104,7 +107,9 @@ class ActorInstance:
         self.log = ActorLogger(
             actor_logger, {"actor": self.name, "actor_key": list(key), "actor_id": actor_id}
         )
-        self._committed: bytes | None = None
+        self._committed: bytes | None = None  # last durable state (journal or file)
+        self._in_file: bytes | None = None  # what the actor's own file holds
+        self.journal: StateJournal | None = None
         self._save_future: asyncio.Future[None] | None = None
         self._after_save: list[Callable[[BaseException | None], None]] = []
         self._save_scheduled = False
@@ -127,6 +132,11 @@ class ActorInstance:
         opts = definition.options
         ctx = ActorContext(self)
         has_initialized, input_bytes, state_bytes = self.store.load()
+        self._in_file = state_bytes
+        if self.journal is not None:
+            journaled = self.journal.get(self.actor_id)
+            if journaled is not None:
+                state_bytes = journaled  # written after the file by construction: newer
         if not has_initialized:
             input_value = decode_input(input_bytes)
             create_state = hooks.get("create_state")
@@ -150,7 +160,7 @@ class ActorInstance:
                 await _maybe_await(on_create(ctx, input_value))
             encoded = self.codec.encode(self.state) if definition.has_state else None
             self.store.initialize(encoded)
-            self._committed = encoded
+            self._committed = self._in_file = encoded
         else:
             self._committed = state_bytes
             self.state = self.codec.decode(state_bytes) if state_bytes is not None else None
@@ -170,7 +180,17 @@ class ActorInstance:
             return
         self.stopped = True
         try:
-            self._commit_now()
+            if self.definition.has_state:
+                data = self.codec.encode(self.state)
+                changed = data != self._committed
+                if data != self._in_file:
+                    self.store.save_state(data)
+                    self._in_file = data
+                self._committed = data
+                if self.journal is not None:
+                    self.journal.forget(self.actor_id)  # the file holds the latest state now
+                if changed:
+                    self._state_changed()
         finally:
             self.store.close()
 
@@ -188,15 +208,7 @@ class ActorInstance:
         self.codec.to_builtin(value)
         self.state = value
 
-    def _commit_now(self) -> None:
-        """Encode the state and commit it if it changed since the last commit."""
-        if not self.definition.has_state:
-            return
-        data = self.codec.encode(self.state)
-        if data == self._committed:
-            return
-        self.store.save_state(data)
-        self._committed = data
+    def _state_changed(self) -> None:
         hook = self.definition.hooks.get("on_state_change")
         if hook is not None:
             try:
@@ -204,18 +216,23 @@ class ActorInstance:
             except Exception:
                 self.log.exception("on_state_change raised")
 
-    def _save_tick(self) -> None:
+    def prepare_commit(self) -> bytes | None:
+        """The state's bytes if they changed since the last commit, else ``None``."""
+        if self.stopped or not self.definition.has_state:
+            return None  # stop() wrote the final state itself
+        data = self.codec.encode(self.state)
+        return None if data == self._committed else data
+
+    def finish_commit(self, data: bytes | None, error: BaseException | None) -> None:
+        """Record a commit (``data``: the bytes now durable) and answer everyone waiting on it."""
         self._save_scheduled = False
+        if data is not None:
+            self._committed = data
+            self._state_changed()
         future = self._save_future
         self._save_future = None
         callbacks = self._after_save
         self._after_save = []
-        error: BaseException | None = None
-        if not self.stopped:  # stop() committed already and closed the store
-            try:
-                self._commit_now()
-            except BaseException as exc:
-                error = exc
         if future is not None and not future.done():
             if error is None:
                 future.set_result(None)
@@ -227,14 +244,29 @@ class ActorInstance:
             except Exception:
                 self.log.exception("error while answering after a state commit")
 
+    def _save_tick(self) -> None:
+        """Commit to the actor's own file (no journal, or a deferred ``state_save_interval``)."""
+        try:
+            data = self.prepare_commit()
+            if data is not None:
+                self.store.save_state(data)
+                self._in_file = data
+        except BaseException as exc:
+            self.finish_commit(None, exc)
+            return
+        self.finish_commit(data, None)
+
     def _schedule_save(self) -> None:
         if not self._save_scheduled:
             self._save_scheduled = True
-            loop = self._loop or asyncio.get_running_loop()
-            if self._save_interval is None:
-                loop.call_soon(self._save_tick)
+            if self._save_interval is not None:
+                (self._loop or asyncio.get_running_loop()).call_later(
+                    self._save_interval, self._save_tick
+                )
+            elif self.journal is not None:
+                self.journal.mark_dirty(self)  # one commit for every actor saving this tick
             else:
-                loop.call_later(self._save_interval, self._save_tick)
+                (self._loop or asyncio.get_running_loop()).call_soon(self._save_tick)
 
     def save_state(self) -> Awaitable[None]:
         """Commit the state at the end of this loop tick; saves in one tick share a commit.

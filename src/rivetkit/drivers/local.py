@@ -23,6 +23,7 @@ import cbor2
 from .. import errors
 from .._log import storage_logger
 from .._runtime.instance import ActorInstance
+from .._runtime.journal import StateJournal
 from .._runtime.storage import ActorStore, actor_db_path, remove_if_exists
 from ..config import RegistryConfig
 from ..definition import ActorDefinition
@@ -134,6 +135,7 @@ class LocalDriver:
         self._by_key: dict[tuple[str, str, tuple[str, ...]], ActorInstance] = {}
         self._starting: dict[str, asyncio.Future[ActorInstance]] = {}
         self._fresh: dict[str, ActorStore] = {}
+        self.journal: StateJournal | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -149,6 +151,9 @@ class LocalDriver:
         with db:
             list(db.execute(_DIRECTORY_SCHEMA))
         self._db = db
+        self.journal = StateJournal(
+            self.root / "journal.db", synchronous=self.config.sqlite_synchronous
+        )
         storage_logger.info("storage opened path=%s", self.root)
 
     async def close(self) -> None:
@@ -163,6 +168,9 @@ class LocalDriver:
         for store in self._fresh.values():
             store.close()
         self._fresh.clear()
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -312,6 +320,7 @@ class LocalDriver:
             codec=definition.state_codec,
         )
         instance.max_outgoing = self.config.max_outgoing_message_size
+        instance.journal = self.journal
         try:
             await instance.start()
         except BaseException:
@@ -346,5 +355,7 @@ class LocalDriver:
             self.db.execute(
                 "UPDATE actors SET destroyed_at = ? WHERE actor_id = ?", (now_ms(), actor_id)
             )
+        if self.journal is not None:
+            self.journal.forget(actor_id)
         remove_if_exists(actor_db_path(self.root, actor_id))
         return True
