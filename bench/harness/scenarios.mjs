@@ -199,10 +199,42 @@ export async function coldScenario({ ep, tag, pids, n, timeoutMs, log }) {
  * value plus the number of acknowledged increments, and the acknowledged values must be exactly
  * base+1..final (distinct, contiguous); at concurrency 1 each must also be the previous + 1.
  */
+/**
+ * After a closed loop of increments: every acknowledged count must be distinct, lie in
+ * (count before, count after], and the final getCount must have moved by exactly the number of
+ * acknowledged increments (or, with errors, by at most that many more). Appends to `problems`.
+ */
+export async function checkCounts(ep, distinct, outputs, base, errTotal, timeoutMs, problems) {
+	const ctl = new RawConn(ep.host, ep.port);
+	try {
+		for (const k of distinct) {
+			const fin = (await call(ctl, ep, "getCount", k, [], timeoutMs)).v;
+			const vals = Float64Array.from(outputs.get(k)).sort();
+			const b = base.get(k);
+			let dup = 0;
+			let outOfRange = 0;
+			for (let j = 0; j < vals.length; j++) {
+				if (j && vals[j] === vals[j - 1]) dup++;
+				if (vals[j] <= b || vals[j] > fin) outOfRange++;
+			}
+			if (dup) problems.push(`${k}: ${dup} duplicate counts`);
+			if (outOfRange) problems.push(`${k}: ${outOfRange} counts outside (${b}, ${fin}]`);
+			const applied = fin - b;
+			if (errTotal === 0 && applied !== vals.length)
+				problems.push(`${k}: getCount moved by ${applied} but ${vals.length} increments were acknowledged`);
+			if (errTotal > 0 && (applied < vals.length || applied > vals.length + errTotal))
+				problems.push(`${k}: getCount moved by ${applied}, acknowledged ${vals.length}, errors ${errTotal}`);
+			if (problems.length > 5) break;
+		}
+	} finally {
+		ctl.close();
+	}
+}
+
 export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeoutMs, clientKind }) {
 	const c = keys.length;
 	const distinct = [...new Set(keys)];
-	let ctl = new RawConn(ep.host, ep.port);
+	const ctl = new RawConn(ep.host, ep.port);
 	const base = new Map();
 	for (const k of distinct) base.set(k, (await call(ctl, ep, "getCount", k, [], timeoutMs)).v);
 	ctl.close(); // a fresh one afterwards: servers drop idle keep-alive connections after ~5 s
@@ -308,27 +340,7 @@ export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeout
 	const problems = [];
 	if (!drained) problems.push("requests still in flight after the drain timeout");
 	if (seqViolations) problems.push(`${seqViolations} replies not previous+1 at c=1`);
-	ctl = new RawConn(ep.host, ep.port);
-	for (const k of distinct) {
-		const fin = (await call(ctl, ep, "getCount", k, [], timeoutMs)).v;
-		const vals = Float64Array.from(outputs.get(k)).sort();
-		const b = base.get(k);
-		let dup = 0;
-		let outOfRange = 0;
-		for (let j = 0; j < vals.length; j++) {
-			if (j && vals[j] === vals[j - 1]) dup++;
-			if (vals[j] <= b || vals[j] > fin) outOfRange++;
-		}
-		if (dup) problems.push(`${k}: ${dup} duplicate counts`);
-		if (outOfRange) problems.push(`${k}: ${outOfRange} counts outside (${b}, ${fin}]`);
-		const applied = fin - b;
-		if (errTotal === 0 && applied !== vals.length)
-			problems.push(`${k}: getCount moved by ${applied} but ${vals.length} increments were acknowledged`);
-		if (errTotal > 0 && (applied < vals.length || applied > vals.length + errTotal))
-			problems.push(`${k}: getCount moved by ${applied}, acknowledged ${vals.length}, errors ${errTotal}`);
-		if (problems.length > 5) break;
-	}
-	ctl.close();
+	await checkCounts(ep, distinct, outputs, base, errTotal, timeoutMs, problems);
 	const windowS = (tm1 - tm0) / 1000;
 	return {
 		concurrency: c,

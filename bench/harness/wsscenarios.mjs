@@ -4,7 +4,7 @@
 // the first and until all subscribers got the Event). Replies and events are checked; CPU accounting
 // as in scenarios.mjs.
 import { RawConn } from "./http.mjs";
-import { call, measureEnd, measureStart, quantiles } from "./scenarios.mjs";
+import { call, checkCounts, measureEnd, measureStart, quantiles } from "./scenarios.mjs";
 import { connectMany, RivetWs } from "./ws.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -20,7 +20,7 @@ export async function wsClosedLoop({ ep, conns, inflight, pids, warmupMs, durati
 	const n = conns.length;
 	const keys = conns.map((c) => c.key);
 	const distinct = [...new Set(keys)];
-	let ctl = new RawConn(ep.host, ep.port);
+	const ctl = new RawConn(ep.host, ep.port);
 	const base = new Map();
 	for (const k of distinct) base.set(k, (await call(ctl, ep, "getCount", k, [], timeoutMs)).v);
 	ctl.close(); // a fresh one afterwards: servers drop idle keep-alive connections after ~5 s
@@ -117,29 +117,9 @@ export async function wsClosedLoop({ ep, conns, inflight, pids, warmupMs, durati
 	const problems = [];
 	if (!drained) problems.push("requests still in flight after the drain timeout");
 	if (seqViolations) problems.push(`${seqViolations} replies not previous+1`);
-	ctl = new RawConn(ep.host, ep.port);
 	const dead = conns.filter((c) => c.closed).length;
 	if (dead) problems.push(`${dead} connections closed during the run (${conns.find((c) => c.closed)?.closeInfo?.code ?? "?"})`);
-	for (const k of distinct) {
-		const fin = (await call(ctl, ep, "getCount", k, [], timeoutMs)).v;
-		const vals = Float64Array.from(outputs.get(k)).sort();
-		const b = base.get(k);
-		let dup = 0;
-		let outOfRange = 0;
-		for (let j = 0; j < vals.length; j++) {
-			if (j && vals[j] === vals[j - 1]) dup++;
-			if (vals[j] <= b || vals[j] > fin) outOfRange++;
-		}
-		if (dup) problems.push(`${k}: ${dup} duplicate counts`);
-		if (outOfRange) problems.push(`${k}: ${outOfRange} counts outside (${b}, ${fin}]`);
-		const applied = fin - b;
-		if (errTotal === 0 && applied !== vals.length)
-			problems.push(`${k}: getCount moved by ${applied} but ${vals.length} increments were acknowledged`);
-		if (errTotal > 0 && (applied < vals.length || applied > vals.length + errTotal))
-			problems.push(`${k}: getCount moved by ${applied}, acknowledged ${vals.length}, errors ${errTotal}`);
-		if (problems.length > 5) break;
-	}
-	ctl.close();
+	await checkCounts(ep, distinct, outputs, base, errTotal, timeoutMs, problems);
 	const windowS = (tm1 - tm0) / 1000;
 	return {
 		concurrency: n * inflight,
