@@ -308,6 +308,39 @@ class ActorDefinition:
         """``(c)``: runs every time the actor starts (after creation, restart or sleep)."""
         return self._hook("on_wake", ("c",), fn)
 
+    def on_migrate(self, fn: F) -> F:
+        """``(c, is_new)``: prepare the actor's database (``c.db``) before any other hook runs.
+
+        Runs on every start, first, inside one savepoint: either all of its changes are
+        committed or none (it is bounded by ``on_migrate_timeout``, 30 s). ``is_new`` is true
+        the first time, when the actor is being created.
+        """
+        return self._hook("on_migrate", ("c", "is_new"), fn)
+
+    def on_sleep(self, fn: F) -> F:
+        """``(c)``: runs when the actor goes to sleep, within ``sleep_grace_period``."""
+        return self._hook("on_sleep", ("c",), fn)
+
+    def on_destroy(self, fn: F) -> F:
+        """``(c)``: runs once when the actor is destroyed, before its storage is removed."""
+        return self._hook("on_destroy", ("c",), fn)
+
+    def run(self, fn: F) -> F:
+        """``async (c)``: a long-lived background task started after every wake.
+
+        It should loop until ``c.aborted`` (or wait on ``c.abort_signal``): on sleep or destroy
+        the abort signal fires and the task gets the rest of ``sleep_grace_period`` to return,
+        after which it is cancelled. A run task that returns or raises leaves the actor awake
+        (errors are logged); it starts again on the next wake. While it runs (and is not waiting
+        on a queue) the actor does not sleep for idleness.
+        """
+        if not inspect.iscoroutinefunction(fn):
+            raise DefinitionError(
+                f"@run {_describe(fn)} must be an async function: "
+                f"`async def {getattr(fn, '__name__', 'run')}(c)`"
+            )
+        return self._hook("run", ("c",), fn)
+
     def on_state_change(self, fn: F) -> F:
         """``(c, new_state)``: runs after a change of state is committed (sync)."""
         if inspect.iscoroutinefunction(fn):

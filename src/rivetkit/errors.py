@@ -133,6 +133,20 @@ class ActorError(RivetError):
 # Constructors for the errors the server produces. Status codes follow client-protocol §2.4.
 
 
+class ActorStopping(RivetError):
+    """``actor.stopping``: the actor began to sleep or to be destroyed before the request was
+    dispatched. The server holds such requests and retries them on the next generation."""
+
+    def __init__(self, actor_id: str) -> None:
+        super().__init__(
+            "actor",
+            "stopping",
+            "The actor is stopping.",
+            metadata={"actorId": actor_id},
+            status=503,
+        )
+
+
 def actor_not_found() -> RivetError:
     return RivetError(
         "actor", "not_found", "The actor does not exist or was destroyed.", status=404

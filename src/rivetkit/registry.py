@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ._runtime.clock import REAL_CLOCK, Clock
 from .config import RegistryConfig
 from .definition import ActorDefinition, DefinitionError
 from .drivers.local import LocalDriver
@@ -26,9 +27,16 @@ class Registry:
     Args:
         definitions: the actor definitions, each with a distinct name.
         config: settings of the embedded server and storage.
+        clock: where the runtime reads time (``rivetkit.testing.FakeClock`` in tests).
     """
 
-    def __init__(self, definitions: list[ActorDefinition], config: RegistryConfig) -> None:
+    def __init__(
+        self,
+        definitions: list[ActorDefinition],
+        config: RegistryConfig,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
         by_name: dict[str, ActorDefinition] = {}
         for definition in definitions:
             if not isinstance(definition, ActorDefinition):
@@ -44,7 +52,10 @@ class Registry:
             by_name[definition.name] = definition
         self.definitions = by_name
         self.config = config
-        self.driver = LocalDriver(by_name, config)
+        self.clock = clock or REAL_CLOCK
+        self.driver = LocalDriver(by_name, config, clock=self.clock)
+        self.driver.registry = self
+        self._client: Any = None
         self._app: Any = None
         self.live_sockets: set[Any] = set()
         self.shutting_down = False
@@ -69,7 +80,8 @@ class Registry:
         if self._started:
             raise RuntimeError("cannot change the storage path of a running registry")
         self.config = dataclasses.replace(self.config, storage_path=path)
-        self.driver = LocalDriver(self.definitions, self.config)
+        self.driver = LocalDriver(self.definitions, self.config, clock=self.clock)
+        self.driver.registry = self
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -111,6 +123,9 @@ class Registry:
         self._started = False
         await self.close_connections()
         await self.driver.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
@@ -127,6 +142,15 @@ class Registry:
             yield
         finally:
             await self.stop()
+
+    def in_process_client(self) -> Any:
+        """The client actors use to call each other (``c.client()``): served by this registry's
+        ASGI app in process, without sockets. One per registry, closed when it stops."""
+        if self._client is None:
+            from .client import Client
+
+            self._client = Client(app=self.asgi())
+        return self._client
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -183,11 +207,12 @@ class Registry:
         RegistryServer(self, self._uvicorn_config(host, port, **kwargs)).run()
 
 
-def setup(*definitions: ActorDefinition, **config: Any) -> Registry:
+def setup(*definitions: ActorDefinition, clock: Clock | None = None, **config: Any) -> Registry:
     """Create a registry of actor definitions.
 
     Args:
         *definitions: actor definitions from :func:`rivetkit.actor`.
+        clock: where the runtime reads time; ``rivetkit.testing.FakeClock()`` in tests.
         **config: :class:`~rivetkit.config.RegistryConfig` fields (``host``, ``port``,
             ``storage_path``, ``max_incoming_message_size``, ...).
 
@@ -200,4 +225,4 @@ def setup(*definitions: ActorDefinition, **config: Any) -> Registry:
         cfg = RegistryConfig(**config)
     except TypeError as exc:
         raise TypeError(f"setup(): {exc}") from None
-    return Registry(list(definitions), cfg)
+    return Registry(list(definitions), cfg, clock=clock)

@@ -19,15 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from .._log import ActorLogger, actor_logger
+from .clock import REAL_CLOCK, Clock
 from .conn import Conn, ConnSocket
 from .context import ActionContext, ActorContext
+from .sleep import SleepController
 from .state import StateCodec
 
 if TYPE_CHECKING:
-    from .journal import StateJournal
-
-if TYPE_CHECKING:
+    from ..client import Client
     from ..definition import ActorDefinition
+    from .db import ActorDb
+    from .journal import StateJournal
+    from .kv import ActorKv
+    from .schedule import Cron, Schedule, Scheduler
     from .storage import ActorStore
 
 __all__ = ["ActorInstance", "decode_input"]
@@ -92,8 +96,12 @@ class ActorInstance:
         generation: int,
         store: ActorStore,
         codec: StateCodec,
+        clock: Clock = REAL_CLOCK,
+        host: Any = None,
     ) -> None:
         self.definition = definition
+        self.clock = clock
+        self.host = host  # the driver hosting this actor (alarms, sleep, destroy, client)
         self.name = definition.name
         self.actor_id = actor_id
         self.key = key
@@ -117,15 +125,32 @@ class ActorInstance:
         self._action_timeout = definition.options.action_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self.max_outgoing = 1024 * 1024
-        self.stopped = False
+        self.ready = False  # start() finished: hooks ran, dispatch allowed
+        self.stopping: str | None = None  # "sleep" or "destroy" once shutdown began
+        self.stopped = False  # final state written, storage released
+        self.sleep_ctl = SleepController(self, definition.options.sleep_timeout)
+        self._abort: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # run, keep_awake, wait_until
+        self._wait_until: set[asyncio.Task[Any]] = set()
+        self._run_task: asyncio.Task[Any] | None = None
+        self._autosave: Any = None
+        self._changed: asyncio.Event | None = None  # set when busy work or conns go away
+        self._kv: ActorKv | None = None
+        self._db: ActorDb | None = None
+        self._scheduler: Scheduler | None = None
 
     def __repr__(self) -> str:
         return f"<ActorInstance {self.name} {self.key!r} {self.actor_id}>"
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Load the actor from storage, running the create hooks the first time."""
+    async def start(self, *, arm_alarms: bool = True) -> None:
+        """Load the actor from storage, running the create hooks the first time.
+
+        Args:
+            arm_alarms: load the actor's schedules and arm its next alarm (the host passes
+                false when it knows the actor has none, to save a query per wake).
+        """
         self._loop = asyncio.get_running_loop()
         definition = self.definition
         hooks = definition.hooks
@@ -172,13 +197,203 @@ class ActorInstance:
         on_wake = hooks.get("on_wake")
         if on_wake is not None:
             await _maybe_await(on_wake(ctx))
+        if definition.has_state and (on_wake is not None or create_vars is not None):
+            await self.save_state()  # what the wake hooks changed is durable now
+        self.ready = True
+        if arm_alarms:
+            self.scheduler.arm()
+        run = hooks.get("run")
+        if run is not None:
+            self.sleep_ctl.run_active = True
+            self._spawn(self._run_handler(run))
+        self.sleep_ctl.check()
         self.log.debug("actor started generation=%s", self.generation)
 
+    # -- shutdown --------------------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the host to put the actor to sleep (``"sleep"``) or destroy it (``"destroy"``).
+
+        Returns at once; the shutdown sequence runs in the background. A second request while
+        stopping is ignored, except that destroy wins over a sleep that has not finished.
+        """
+        if self.stopped or self.stopping == "destroy":
+            return
+        if self.stopping == "sleep":
+            if reason == "destroy":
+                self._destroy_after_sleep = True
+            return
+        if self.host is None:
+            raise RuntimeError(f"actor {self.name!r} is not hosted by a registry")
+        self.host.stop_actor(self, reason)
+
+    _destroy_after_sleep = False
+
+    @property
+    def abort_signal(self) -> asyncio.Event:
+        if self._abort is None:
+            self._abort = asyncio.Event()
+            if self.stopping is not None:
+                self._abort.set()
+        return self._abort
+
+    def begin_stop(self, reason: str) -> None:
+        """Step 1 of the shutdown, synchronous: from here on dispatch is refused."""
+        self.stopping = reason
+        self.sleep_ctl.cancel()
+        if self._abort is not None:
+            self._abort.set()
+        if self._scheduler is not None:
+            self._scheduler.disarm()
+
+    @property
+    def aborted(self) -> bool:
+        return self.stopping is not None
+
+    async def shutdown(self, reason: str) -> None:
+        """The graceful shutdown sequence (RivetKit lifecycle), bounded by ``sleep_grace_period``.
+
+        1. The abort signal fires; new connections and dispatch are refused; alarms are
+           disarmed (schedules stay persisted).
+        2. Sleep waits for ``run`` to return; then ``on_sleep`` / ``on_destroy``; connections
+           are closed (``ws.going_away`` on sleep, so clients reconnect and wake the actor) and
+           ``on_disconnect`` runs for each; in-flight requests, ``keep_awake`` and
+           ``wait_until`` work drain.
+        3. Whatever is still running when the window ends is cancelled; the state is saved.
+        """
+        if self.stopping is None:
+            self.begin_stop(reason)
+        grace = self.definition.options.sleep_grace_period
+        try:
+            async with self.clock.timeout(grace):
+                await self._graceful(reason)
+        except TimeoutError:
+            self.log.warning(
+                "shutdown exceeded sleep_grace_period, proceeding reason=%s grace_s=%s",
+                reason,
+                grace,
+            )
+        except Exception:
+            self.log.exception("shutdown hook failed reason=%s", reason)
+        leftovers = [t for t in self._tasks if not t.done()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=1.0)
+        for conn in list(self.conns.values()):
+            if conn.socket is not None:
+                conn.socket.close(*_close_for(reason))
+            await self.close_conn(conn)
+        await self.stop()
+
+    async def _graceful(self, reason: str) -> None:
+        ctx = ActorContext(self)
+        hooks = self.definition.hooks
+        run = self._run_task
+        if reason == "sleep" and run is not None and not run.done():
+            await asyncio.wait({run})
+        hook = hooks.get("on_sleep" if reason == "sleep" else "on_destroy")
+        if hook is not None:
+            await _maybe_await(hook(ctx))
+        code, why = _close_for(reason)
+        for conn in list(self.conns.values()):
+            if conn.socket is not None:
+                conn.socket.close(code, why)
+        while self.conns or self.sleep_ctl.busy or self._wait_until:
+            changed = self._changed
+            if changed is None:
+                changed = self._changed = asyncio.Event()
+            changed.clear()
+            pending: set[Any] = {asyncio.ensure_future(changed.wait())}
+            pending.update(self._wait_until)
+            waiter = next(iter(pending))
+            try:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+
+    def _notify_changed(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    # -- background work -------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _run_handler(self, fn: Callable[..., Any]) -> None:
+        self._run_task = asyncio.current_task()
+        self._arm_autosave()
+        try:
+            await fn(ActorContext(self))
+            self.log.debug("run handler returned")
+        except asyncio.CancelledError:
+            if self.stopping is None:
+                raise
+            self.log.warning("run handler cancelled at the end of the grace period")
+        except Exception:
+            self.log.exception("run handler raised")
+        finally:
+            self.sleep_ctl.run_active = False
+            if self.definition.has_state and not self.stopped:
+                try:
+                    await self.save_state()
+                except Exception:
+                    self.log.exception("state save after run handler failed")
+            self.sleep_ctl.check()
+
+    def _arm_autosave(self) -> None:
+        """While ``run`` is active, commit changes it makes to the state once a second."""
+        if not self.definition.has_state:
+            return
+        interval = self._save_interval or 1.0
+
+        def tick() -> None:
+            self._autosave = None
+            if self.stopped or not self.sleep_ctl.run_active:
+                return
+            self._schedule_save()
+            self._autosave = self.clock.call_later(interval, tick)
+
+        self._autosave = self.clock.call_later(interval, tick)
+
+    def keep_awake(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
+        """Run ``awaitable`` as a task that keeps the actor awake (no idle sleep, and the
+        shutdown window waits for it). Returns the task; await it for the result."""
+        self.sleep_ctl.busy += 1
+
+        async def body() -> Any:
+            try:
+                return await awaitable
+            finally:
+                self.sleep_ctl.release()
+
+        return self._spawn(body())
+
+    def wait_until(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
+        """Run ``awaitable`` as a task the shutdown window waits for (it does not prevent idle
+        sleep). Returns the task."""
+
+        async def body() -> Any:
+            return await awaitable
+
+        task = self._spawn(body())
+        self._wait_until.add(task)
+        task.add_done_callback(self._wait_until.discard)
+        return task
+
     async def stop(self) -> None:
-        """Commit pending state and release the database."""
+        """Commit pending state and release the database (the last step of a shutdown)."""
         if self.stopped:
             return
         self.stopped = True
+        self.ready = False
+        if self._autosave is not None:
+            self._autosave.cancel()
+            self._autosave = None
         try:
             if self.definition.has_state:
                 data = self.codec.encode(self.state)
@@ -193,6 +408,71 @@ class ActorInstance:
                     self._state_changed()
         finally:
             self.store.close()
+
+    # -- storage APIs ----------------------------------------------------------------------
+
+    @property
+    def kv(self) -> ActorKv:
+        if self._kv is None:
+            from .kv import ActorKv
+
+            self._kv = ActorKv(self.store)
+        return self._kv
+
+    @property
+    def db(self) -> ActorDb:
+        if self._db is None:
+            from .db import ActorDb
+
+            self._db = ActorDb(self.store, self.clock, log=self.log)
+        return self._db
+
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            from .schedule import Scheduler
+
+            self._scheduler = Scheduler(self)
+        return self._scheduler
+
+    @property
+    def schedule(self) -> Schedule:
+        from .schedule import Schedule
+
+        return Schedule(self.scheduler)
+
+    @property
+    def cron(self) -> Cron:
+        from .schedule import Cron
+
+        return Cron(self.scheduler)
+
+    def client(self) -> Client:
+        if self.host is None:
+            raise RuntimeError(f"actor {self.name!r} is not hosted by a registry")
+        client: Client = self.host.client()
+        return client
+
+    async def run_scheduled_action(self, name: str, args: list[Any]) -> Any:
+        """Run action ``name`` for a schedule or cron job (no connection), committing its state.
+
+        The actor counts as busy (it does not sleep) while the action runs.
+
+        Raises:
+            ActorStopping: the actor began to stop (the event stays persisted and fires after
+                the next wake).
+        """
+        self.sleep_ctl.acquire()
+        try:
+            return await self.call_action(name, args, None)
+        finally:
+            self.sleep_ctl.release()
+
+    def alarm_changed(self, at_ms: int | None) -> None:
+        """Record when the actor's next alarm is due (``None``: no alarm), so that a sleeping
+        actor is woken for it and alarms missed while the server was down fire at restart."""
+        if self.host is not None:
+            self.host.set_alarm(self.actor_id, at_ms)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -302,6 +582,8 @@ class ActorInstance:
         Order (RivetKit): ``on_before_connect`` -> ``create_conn_state`` -> visible in
         ``c.conns`` -> ``on_connect``. A hook that raises rejects the connection.
         """
+        if self.stopping is not None:
+            raise errors.ActorStopping(self.actor_id)
         definition = self.definition
         hooks = definition.hooks
         opts = definition.options
@@ -333,6 +615,7 @@ class ActorInstance:
             return
         conn.closed = True
         self.conns.pop(conn.id, None)
+        self.sleep_ctl.busy += 1  # a pending disconnect callback keeps the actor awake
         for name in conn.subscriptions:
             subs = self.subscribers.get(name)
             if subs is not None:
@@ -340,14 +623,17 @@ class ActorInstance:
                 if not subs:
                     del self.subscribers[name]
         conn.subscriptions.clear()
-        on_disconnect = self.definition.hooks.get("on_disconnect")
-        if on_disconnect is not None:
-            try:
-                await _maybe_await(on_disconnect(ActionContext(self, conn), conn))
-            except Exception:
-                self.log.exception("on_disconnect raised conn_id=%s", conn.id)
-            if self.definition.has_state and not self.stopped:
-                await self.save_state()
+        try:
+            on_disconnect = self.definition.hooks.get("on_disconnect")
+            if on_disconnect is not None:
+                try:
+                    await _maybe_await(on_disconnect(ActionContext(self, conn), conn))
+                except Exception:
+                    self.log.exception("on_disconnect raised conn_id=%s", conn.id)
+                if self.definition.has_state and not self.stopped:
+                    await self.save_state()
+        finally:
+            self.sleep_ctl.release()
 
     async def subscribe(self, conn: Conn, name: str) -> None:
         """Subscribe ``conn`` to event ``name`` after the event's ``can_subscribe`` check.
@@ -439,6 +725,8 @@ class ActorInstance:
             RivetError: ``actor.action_not_found``, ``actor.invalid_arguments``, or whatever a
                 sync action raised.
         """
+        if self.stopped:
+            raise errors.ActorStopping(self.actor_id)
         spec = self.definition.actions.get(name)
         if spec is None:
             raise errors.action_not_found(name)
@@ -493,6 +781,14 @@ class ActorInstance:
                 await self.save_state()
             raise
         return await self.finish_action(name, args, ctx, output, pending)
+
+
+def _close_for(reason: str) -> tuple[int, str]:
+    """How connections are closed when the actor stops: on sleep with ``ws.going_away`` (the
+    client reconnects, which wakes the actor); on destroy with ``actor.destroyed``."""
+    if reason == "sleep":
+        return 1001, "ws.going_away"
+    return 1011, "actor.destroyed"
 
 
 class _Done:

@@ -18,16 +18,24 @@ costs about a millisecond instead of several fsyncs.
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import os
 import secrets
 import struct
 import tempfile
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 import apsw
 
-__all__ = ["ActorStore", "SCHEMA_VERSION", "INTERNAL_SCHEMA"]
+__all__ = ["ActorStore", "SqlGate", "SCHEMA_VERSION", "INTERNAL_SCHEMA", "MAX_SQL_WAITERS"]
+
+MAX_SQL_WAITERS = 128  # RivetKit's transaction coordinator queue
 
 SCHEMA_VERSION = 2
 
@@ -88,12 +96,13 @@ class ActorStore:
     transaction (tens of microseconds), cheaper than handing work to a thread.
     """
 
-    __slots__ = ("path", "_conn", "_synchronous")
+    __slots__ = ("path", "_conn", "_synchronous", "gate")
 
     def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
         self.path = path
         self._synchronous = synchronous
         self._conn: apsw.Connection | None = None
+        self.gate = SqlGate()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -178,6 +187,18 @@ class ActorStore:
         for suffix in ("", "-wal", "-shm"):
             Path(str(self.path) + suffix).unlink(missing_ok=True)
 
+    async def run(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run synchronous database work ``fn(conn)`` once no one holds the gate.
+
+        ``fn`` must not await: it runs to completion between two event-loop turns, so it is a
+        unit on its own (wrap several statements in ``with conn:`` to make them one
+        transaction). When the gate is free, no waiting happens at all.
+        """
+        if self.gate.busy:
+            async with self.gate.hold():
+                return fn(self.conn)
+        return fn(self.conn)
+
     # -- reads -----------------------------------------------------------------------------
 
     def load(self) -> tuple[bool, bytes | None, bytes | None]:
@@ -207,6 +228,71 @@ class ActorStore:
                     (state,),
                 )
             conn.execute("UPDATE _rivet_actor SET has_initialized = 1 WHERE id = 1")
+
+
+class SqlGate:
+    """First-in first-out exclusive access to one actor's database connection.
+
+    Work that spans ``await`` points on the connection (a user transaction) must hold the gate, and
+    so must every other statement while it is held, or it would join that transaction. Work that
+    is synchronous from start to end may run without waiting when the gate is free.
+
+    At most :data:`MAX_SQL_WAITERS` callers may wait; the next gets
+    ``sqlite.transaction_queue_full``.
+    """
+
+    __slots__ = ("_held", "_waiters")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def busy(self) -> bool:
+        """Someone holds the gate or waits for it."""
+        return self._held or bool(self._waiters)
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Hold the gate for the body (FIFO after earlier holders).
+
+        Raises:
+            RivetError: ``sqlite.transaction_queue_full`` with 128 callers already waiting.
+        """
+        if self._held or self._waiters:
+            if len(self._waiters) >= MAX_SQL_WAITERS:
+                from .. import errors
+
+                raise errors.RivetError(
+                    "sqlite",
+                    "transaction_queue_full",
+                    f"Too many database operations waiting (limit {MAX_SQL_WAITERS}).",
+                    status=503,
+                )
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(future)
+            try:
+                await future
+            except BaseException:
+                if future.done() and not future.cancelled():
+                    self._release()  # the gate was handed to us as we were cancelled
+                else:
+                    self._waiters.remove(future)
+                raise
+        else:
+            self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)  # ownership passes on; _held stays true
+                return
+        self._held = False
 
 
 _known_dirs: set[Path] = set()

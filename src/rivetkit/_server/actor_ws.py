@@ -275,7 +275,10 @@ async def handle_connect(
     socket = Socket(send, options.encoding)
     codec = socket.codec
     try:
-        conn = await instance.open_conn(params, socket)
+        try:
+            conn = await instance.open_conn(params, socket)
+        finally:
+            instance.sleep_ctl.release()  # resolve() pinned it; the connection keeps it awake
     except Exception as exc:
         rejected = _public(exc, config, instance.log)
         socket.push(

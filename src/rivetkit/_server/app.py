@@ -117,10 +117,14 @@ class RivetApp:
                 target = parse_gateway_path(path, scope["query_string"].decode("latin-1"))
                 if target is None:
                     raise errors.route_not_found(path)
-                instance = await self._resolve(target)
-                await handle_actor_http(
-                    scope, receive, send, instance, target.path, target.query, self.registry.config
-                )
+                instance = await self._acquire(target)
+                try:
+                    await handle_actor_http(
+                        scope, receive, send, instance, target.path, target.query,
+                        self.registry.config,
+                    )
+                finally:
+                    instance.sleep_ctl.release()
                 return
             if header(scope, b"x-rivet-target") == b"actor":
                 actor_id = header(scope, b"x-rivet-actor")
@@ -133,10 +137,13 @@ class RivetApp:
                     )
                 query = scope["query_string"].decode("latin-1")
                 target = DirectTarget(actor_id.decode("latin-1"), None, path, query)
-                instance = await self._resolve(target)
-                await handle_actor_http(
-                    scope, receive, send, instance, path, query, self.registry.config
-                )
+                instance = await self._acquire(target)
+                try:
+                    await handle_actor_http(
+                        scope, receive, send, instance, path, query, self.registry.config
+                    )
+                finally:
+                    instance.sleep_ctl.release()
                 return
             if await handle_manager(scope, receive, send, driver, path):
                 return
@@ -166,6 +173,17 @@ class RivetApp:
             if not (isinstance(exc, errors.RivetError) and exc.public):
                 server_logger.error("request failed path=%s", path, exc_info=exc)
             await send_gateway_error(scope, send, err)
+
+    async def _acquire(self, target: DirectTarget | QueryTarget) -> ActorInstance:
+        """Resolve and wake the target, counted as busy (it cannot go idle and sleep) until
+        the caller calls ``instance.sleep_ctl.release()``."""
+        while True:
+            instance = await self._resolve(target)
+            try:
+                instance.sleep_ctl.acquire()
+            except errors.ActorStopping:
+                continue  # it began to stop meanwhile: wait for that and wake it again
+            return instance
 
     async def _resolve(self, target: DirectTarget | QueryTarget) -> ActorInstance:
         """The awake instance the target addresses, creating (getOrCreate) and waking it."""
@@ -225,7 +243,7 @@ class RivetApp:
         resolved = target
 
         async def resolve() -> ActorInstance:
-            return await self._resolve(resolved)
+            return await self._acquire(resolved)
 
         config = self.registry.config
         if actor_path == "/connect":
@@ -238,9 +256,12 @@ class RivetApp:
             except errors.RivetError as err:
                 await close_unaccepted(receive, send, options, CLOSE_ERROR, err.full_code)
                 return
-            await handle_raw_websocket(
-                scope, receive, send, instance, actor_path, target.query, options, config
-            )
+            try:  # a raw WebSocket handler keeps the actor awake while it runs
+                await handle_raw_websocket(
+                    scope, receive, send, instance, actor_path, target.query, options, config
+                )
+            finally:
+                instance.sleep_ctl.release()
         else:
             missing = errors.route_not_found(actor_path)
             await close_unaccepted(receive, send, options, CLOSE_ERROR, missing.full_code)

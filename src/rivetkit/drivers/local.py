@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import cbor2
 
 from .. import errors
 from .._log import storage_logger
+from .._runtime.clock import REAL_CLOCK, Clock, TimerHandle
 from .._runtime.instance import ActorInstance
 from .._runtime.journal import StateJournal
 from .._runtime.storage import ActorStore, actor_db_path, remove_if_exists
@@ -45,16 +45,20 @@ CREATE TABLE IF NOT EXISTS actors (
   created_at INTEGER NOT NULL,
   started_at INTEGER,
   slept_at INTEGER,
-  destroyed_at INTEGER
+  destroyed_at INTEGER,
+  alarm_at INTEGER
 ) STRICT;
 CREATE UNIQUE INDEX IF NOT EXISTS actors_by_key ON actors (namespace, name, key)
   WHERE destroyed_at IS NULL;
 CREATE INDEX IF NOT EXISTS actors_by_name ON actors (namespace, name, created_at);
 """
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+_ALARM_INDEX = """
+CREATE INDEX IF NOT EXISTS actors_by_alarm ON actors (alarm_at)
+  WHERE alarm_at IS NOT NULL AND destroyed_at IS NULL;
+"""
+# Asleep: slept, or created and never started. (At open, actors left awake by a crash are
+# marked asleep first.)
+_ASLEEP = "(slept_at IS NOT NULL OR started_at IS NULL)"
 
 
 def new_actor_id() -> str:
@@ -103,18 +107,20 @@ class ActorRecord:
     started_at: int | None = None
     slept_at: int | None = None
     destroyed_at: int | None = None
+    alarm_at: int | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ActorRecord:
-        actor_id, namespace, name, key, generation, created, started, slept, destroyed = row
+        actor_id, namespace, name, key, generation, created, started, slept, destroyed, alarm = row
         return cls(
             actor_id, namespace, name, tuple(cbor2.loads(key)), generation, created, started,
-            slept, destroyed,
+            slept, destroyed, alarm,
         )
 
 
 _COLUMNS = (
-    "actor_id, namespace, name, key, generation, created_at, started_at, slept_at, destroyed_at"
+    "actor_id, namespace, name, key, generation, created_at, started_at, slept_at, destroyed_at, "
+    "alarm_at"
 )
 
 
@@ -126,15 +132,27 @@ class LocalDriver:
         config: registry settings (storage path, SQLite durability).
     """
 
-    def __init__(self, definitions: Mapping[str, ActorDefinition], config: RegistryConfig) -> None:
+    def __init__(
+        self,
+        definitions: Mapping[str, ActorDefinition],
+        config: RegistryConfig,
+        *,
+        clock: Clock = REAL_CLOCK,
+    ) -> None:
         self.definitions = definitions
         self.config = config
+        self.clock = clock
+        self.registry: Any = None
         self.root = Path(config.storage_path)
         self._db: apsw.Connection | None = None
         self.awake: dict[str, ActorInstance] = {}
         self._by_key: dict[tuple[str, str, tuple[str, ...]], ActorInstance] = {}
         self._starting: dict[str, asyncio.Future[ActorInstance]] = {}
         self._fresh: dict[str, ActorStore] = {}
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._alarm_timer: TimerHandle | None = None
+        self._alarm_timer_at: int | None = None
+        self._waking: set[asyncio.Task[None]] = set()
         self.journal: StateJournal | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -150,19 +168,35 @@ class LocalDriver:
         db.set_busy_timeout(5000)
         with db:
             list(db.execute(_DIRECTORY_SCHEMA))
+            columns = {row[1] for row in db.execute("PRAGMA table_info(actors)")}
+            if "alarm_at" not in columns:  # a directory written before alarms existed
+                db.execute("ALTER TABLE actors ADD COLUMN alarm_at INTEGER")
+            list(db.execute(_ALARM_INDEX))
+            # Actors that were awake when the process died are asleep now.
+            db.execute(
+                "UPDATE actors SET slept_at = ? WHERE slept_at IS NULL "
+                "AND started_at IS NOT NULL AND destroyed_at IS NULL",
+                (self.clock.now_ms(),),
+            )
         self._db = db
         self.journal = StateJournal(
             self.root / "journal.db", synchronous=self.config.sqlite_synchronous
         )
         storage_logger.info("storage opened path=%s", self.root)
+        self._arm_alarms()  # alarms missed while the server was down fire now
 
     async def close(self) -> None:
-        """Stop every awake actor (committing state) and close ``registry.db``."""
+        """Put every awake actor to sleep (graceful shutdown, state committed) and close
+        ``registry.db``."""
+        if self._alarm_timer is not None:
+            self._alarm_timer.cancel()
+            self._alarm_timer = None
+        for task in list(self._waking):
+            task.cancel()
         for instance in list(self.awake.values()):
-            try:
-                await instance.stop()
-            except Exception:
-                instance.log.exception("actor failed to stop cleanly")
+            self.stop_actor(instance, "sleep")
+        while self._stopping:
+            await asyncio.gather(*self._stopping.values(), return_exceptions=True)
         self.awake.clear()
         self._by_key.clear()
         for store in self._fresh.values():
@@ -248,11 +282,12 @@ class LocalDriver:
         actor_id = new_actor_id()
         path = actor_db_path(self.root, actor_id)
         store = ActorStore.create(path, input=input, synchronous=self.config.sqlite_synchronous)
-        record = ActorRecord(actor_id, namespace, definition.name, parts, 1, now_ms())
+        record = ActorRecord(actor_id, namespace, definition.name, parts, 1, self.clock.now_ms())
         try:
             with self.db:
                 self.db.execute(
-                    f"INSERT INTO actors ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+                    f"INSERT INTO actors ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, "
+                    "NULL)",
                     (actor_id, namespace, name, cbor2.dumps(list(parts)), 1, record.created_at),
                 )
         except BaseException:
@@ -282,10 +317,28 @@ class LocalDriver:
         return self._by_key.get((namespace, name, key))
 
     async def instance(self, record: ActorRecord) -> ActorInstance:
-        """The awake instance of ``record``, starting it if needed (once, however many ask)."""
+        """The awake instance of ``record``, starting it if needed (once, however many ask).
+
+        A request for an actor that is going to sleep waits for the sleep to finish and wakes
+        it again; for an actor being destroyed it gets ``actor.not_found``.
+
+        Raises:
+            RivetError: ``actor.not_found`` when the actor was destroyed meanwhile.
+        """
         instance = self.awake.get(record.actor_id)
         if instance is not None:
             return instance
+        stopping = self._stopping.get(record.actor_id)
+        while stopping is not None:
+            await asyncio.shield(stopping)
+            fresh = self.get_record(record.actor_id)
+            if fresh is None:
+                raise errors.actor_not_found()
+            record = fresh
+            instance = self.awake.get(record.actor_id)
+            if instance is not None:
+                return instance
+            stopping = self._stopping.get(record.actor_id)
         pending = self._starting.get(record.actor_id)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -310,7 +363,7 @@ class LocalDriver:
         generation = record.generation
         if record.started_at is not None:
             generation += 1
-        started_at = now_ms()
+        started_at = self.clock.now_ms()
         instance = ActorInstance(
             definition,
             actor_id=record.actor_id,
@@ -318,14 +371,11 @@ class LocalDriver:
             generation=generation,
             store=store,
             codec=definition.state_codec,
+            clock=self.clock,
+            host=self,
         )
         instance.max_outgoing = self.config.max_outgoing_message_size
         instance.journal = self.journal
-        try:
-            await instance.start()
-        except BaseException:
-            store.close()
-            raise
         with self.db:
             self.db.execute(
                 "UPDATE actors SET generation = ?, started_at = ?, slept_at = NULL "
@@ -334,28 +384,154 @@ class LocalDriver:
             )
         record.generation = generation
         record.started_at = started_at
-        self.awake[record.actor_id] = instance
-        self._by_key[(record.namespace, record.name, record.key)] = instance
+        record.slept_at = None
+        try:
+            await instance.start(arm_alarms=record.alarm_at is not None)
+        except BaseException:
+            instance.stopped = True
+            store.close()
+            self._mark_asleep(record.actor_id)
+            raise
+        if instance.stopping is None:  # start hooks may already have asked to stop
+            self.awake[record.actor_id] = instance
+            self._by_key[(record.namespace, record.name, record.key)] = instance
         return instance
 
-    async def destroy(self, actor_id: str) -> bool:
-        """Destroy an actor: stop it, delete its storage, free its key. False if unknown."""
-        record = self.get_record(actor_id)
-        if record is None:
-            return False
+    def _forget_awake(self, instance: ActorInstance) -> None:
+        if self.awake.get(instance.actor_id) is instance:
+            del self.awake[instance.actor_id]
+        for key, value in list(self._by_key.items()):
+            if value is instance:
+                del self._by_key[key]
+                break
+
+    def _mark_asleep(self, actor_id: str) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE actors SET slept_at = ? WHERE actor_id = ? AND destroyed_at IS NULL",
+                (self.clock.now_ms(), actor_id),
+            )
+
+    # -- sleep, destroy, alarms ------------------------------------------------------------
+
+    def stop_actor(self, instance: ActorInstance, reason: str) -> asyncio.Task[None]:
+        """Begin putting ``instance`` to sleep or destroying it; new requests for the actor
+        wait for the stop (and then wake a new generation, unless it was destroyed)."""
+        existing = self._stopping.get(instance.actor_id)
+        if existing is not None:
+            return existing
+        self._forget_awake(instance)
+        instance.begin_stop(reason)
+        task = asyncio.get_running_loop().create_task(self._stop(instance, reason))
+        self._stopping[instance.actor_id] = task
+        return task
+
+    async def _stop(self, instance: ActorInstance, reason: str) -> None:
+        actor_id = instance.actor_id
+        try:
+            try:
+                await instance.shutdown(reason)
+            except Exception:
+                instance.log.exception("actor failed to stop cleanly reason=%s", reason)
+                instance.stopped = True
+                instance.store.close()
+            if reason == "destroy" or instance._destroy_after_sleep:
+                self._remove(actor_id)
+                instance.log.info("actor destroyed")
+            elif self._db is not None:
+                self._mark_asleep(actor_id)
+                instance.log.debug("actor asleep")
+                self._arm_alarms()
+        finally:
+            del self._stopping[actor_id]
+
+    def _remove(self, actor_id: str) -> None:
         fresh = self._fresh.pop(actor_id, None)
         if fresh is not None:
             fresh.close()
-        instance = self.awake.pop(actor_id, None)
-        if instance is not None:
-            self._by_key.pop((record.namespace, record.name, record.key), None)
-            instance.stopped = True
-            instance.store.close()
         with self.db:
             self.db.execute(
-                "UPDATE actors SET destroyed_at = ? WHERE actor_id = ?", (now_ms(), actor_id)
+                "UPDATE actors SET destroyed_at = ?, alarm_at = NULL WHERE actor_id = ?",
+                (self.clock.now_ms(), actor_id),
             )
         if self.journal is not None:
             self.journal.forget(actor_id)
         remove_if_exists(actor_db_path(self.root, actor_id))
+
+    def set_alarm(self, actor_id: str, at_ms: int | None) -> None:
+        """Record the actor's next alarm (``None``: none) so it is woken for it when asleep."""
+        with self.db:
+            self.db.execute(
+                "UPDATE actors SET alarm_at = ? WHERE actor_id = ? AND destroyed_at IS NULL",
+                (at_ms, actor_id),
+            )
+        if actor_id not in self.awake:
+            self._arm_alarms()
+
+    def _arm_alarms(self) -> None:
+        """Arm one timer for the earliest alarm of a sleeping actor."""
+        if self._db is None:
+            return
+        rows = list(
+            self.db.execute(
+                f"SELECT min(alarm_at) FROM actors WHERE alarm_at IS NOT NULL "
+                f"AND destroyed_at IS NULL AND {_ASLEEP}"
+            )
+        )
+        at_ms = rows[0][0] if rows else None
+        if at_ms == self._alarm_timer_at and self._alarm_timer is not None:
+            return
+        if self._alarm_timer is not None:
+            self._alarm_timer.cancel()
+            self._alarm_timer = None
+        self._alarm_timer_at = at_ms
+        if at_ms is not None:
+            delay = max(0.0, (at_ms - self.clock.now_ms()) / 1000.0)
+            self._alarm_timer = self.clock.call_later(delay, self._alarms_due)
+
+    def _alarms_due(self) -> None:
+        """Wake every sleeping actor whose alarm is due; they fire it themselves once awake."""
+        self._alarm_timer = None
+        self._alarm_timer_at = None
+        if self._db is None:
+            return
+        now = self.clock.now_ms()
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM actors WHERE alarm_at IS NOT NULL AND alarm_at <= ? "
+            f"AND destroyed_at IS NULL AND {_ASLEEP} ORDER BY alarm_at",
+            (now,),
+        )
+        loop = asyncio.get_running_loop()
+        for row in list(rows):
+            record = ActorRecord.from_row(row)
+            if record.actor_id in self.awake or record.actor_id in self._starting:
+                continue
+            task = loop.create_task(self._wake_for_alarm(record))
+            self._waking.add(task)
+            task.add_done_callback(self._waking.discard)
+        self._arm_alarms()
+
+    async def _wake_for_alarm(self, record: ActorRecord) -> None:
+        try:
+            await self.instance(record)
+        except Exception:
+            storage_logger.exception("failed to wake actor for its alarm actor_id=%s", record.actor_id)
+
+    def client(self) -> Any:
+        """The in-process client actors use to call each other (``c.client()``)."""
+        if self.registry is None:
+            raise RuntimeError("this driver is not part of a registry")
+        return self.registry.in_process_client()
+
+    async def destroy(self, actor_id: str) -> bool:
+        """Destroy an actor: ``on_destroy`` runs (the actor is woken for it if asleep), its
+        storage is deleted and its key freed. False if unknown or already destroyed."""
+        stopping = self._stopping.get(actor_id)
+        if stopping is not None:
+            await asyncio.shield(stopping)
+        record = self.get_record(actor_id)
+        if record is None:
+            return False
+        instance = await self.instance(record)
+        await asyncio.shield(self.stop_actor(instance, "destroy"))
         return True
