@@ -21,6 +21,7 @@ Outside pytest, :func:`run_test_registry` is the same thing as an async context 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import tempfile
@@ -96,7 +97,17 @@ async def run_test_registry(
             finally:
                 await client.aclose()
         finally:
-            await registry.stop()
+            # Stopping runs each actor's graceful shutdown, bounded by its grace period on the
+            # fake clock: let fake time pass until it is done.
+            stopping = asyncio.ensure_future(registry.stop())
+            try:
+                for _ in range(3600):
+                    done, _pending = await asyncio.wait({stopping}, timeout=0.01)
+                    if done:
+                        break
+                    await clock.advance(seconds=1)
+            finally:
+                await stopping
 
 
 try:

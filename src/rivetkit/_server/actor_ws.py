@@ -133,11 +133,12 @@ class Socket:
             self._enqueue(frame)
 
     def close(self, code: int, reason: str) -> None:
-        """Close after the frames already produced; a normal close requested while actions are in
-        flight (``conn.disconnect()`` inside an action) waits for their responses first."""
+        """Close after the frames already produced; a normal or going-away close requested while
+        actions are in flight (``conn.disconnect()`` inside an action, the actor going to sleep)
+        waits for their responses first."""
         if self.closing:
             return
-        if code == CLOSE_NORMAL and self.inflight:
+        if code in (CLOSE_NORMAL, CLOSE_GOING_AWAY) and self.inflight:
             if self._deferred is None:
                 self._deferred = _Close(code, reason)
             return
