@@ -9,15 +9,24 @@ def test_top_level_exports() -> None:
     assert sorted(rivetkit.__all__) == [
         "ActionContext",
         "ActorContext",
+        "ActorDb",
         "ActorDefinition",
         "ActorError",
+        "ActorKv",
         "ActorOptions",
         "BigInt",
         "Conn",
+        "Cron",
+        "CronFire",
+        "CronJob",
         "DefinitionError",
         "Registry",
         "RegistryConfig",
         "RivetError",
+        "Schedule",
+        "ScheduleErrorInfo",
+        "ScheduledEvent",
+        "ScheduledFireInfo",
         "UserError",
         "__version__",
         "actor",
@@ -26,3 +35,14 @@ def test_top_level_exports() -> None:
     ]
     for name in rivetkit.__all__:
         assert getattr(rivetkit, name) is not None
+
+
+def test_testing_exports() -> None:
+    import rivetkit.testing
+
+    assert sorted(rivetkit.testing.__all__) == [
+        "ActorTest",
+        "FakeClock",
+        "actor_test",
+        "run_test_registry",
+    ]

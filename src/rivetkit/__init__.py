@@ -28,6 +28,15 @@ from ._protocol.values import BigInt as BigInt
 from ._runtime.conn import Conn as Conn
 from ._runtime.context import ActionContext as ActionContext
 from ._runtime.context import ActorContext as ActorContext
+from ._runtime.db import ActorDb as ActorDb
+from ._runtime.kv import ActorKv as ActorKv
+from ._runtime.schedule import Cron as Cron
+from ._runtime.schedule import CronFire as CronFire
+from ._runtime.schedule import CronJob as CronJob
+from ._runtime.schedule import Schedule as Schedule
+from ._runtime.schedule import ScheduledEvent as ScheduledEvent
+from ._runtime.schedule import ScheduledFireInfo as ScheduledFireInfo
+from ._runtime.schedule import ScheduleErrorInfo as ScheduleErrorInfo
 from .config import ActorOptions as ActorOptions
 from .config import RegistryConfig as RegistryConfig
 from .definition import ActorDefinition as ActorDefinition
@@ -43,15 +52,24 @@ from .registry import setup as setup
 __all__ = [
     "ActionContext",
     "ActorContext",
+    "ActorDb",
     "ActorDefinition",
     "ActorError",
+    "ActorKv",
     "ActorOptions",
     "BigInt",
     "Conn",
+    "Cron",
+    "CronFire",
+    "CronJob",
     "DefinitionError",
     "Registry",
     "RegistryConfig",
     "RivetError",
+    "Schedule",
+    "ScheduleErrorInfo",
+    "ScheduledEvent",
+    "ScheduledFireInfo",
     "UserError",
     "__version__",
     "actor",

@@ -87,6 +87,9 @@ class RegistryConfig:
             liveness interval); ``None`` disables them.
         ws_ping_timeout: seconds without a pong before a connection is dropped and its
             ``on_disconnect`` runs (20 s).
+        max_open_databases: actor database files kept open at once (256); the least recently
+            opened are closed beyond that and reopened on use. Each open file costs about
+            200 KB and two file descriptors.
     """
 
     host: str = "127.0.0.1"
@@ -102,6 +105,7 @@ class RegistryConfig:
     sqlite_synchronous: str = "NORMAL"
     ws_ping_interval: float | None = 5.0
     ws_ping_timeout: float | None = 20.0
+    max_open_databases: int = 256
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage_path", Path(self.storage_path))
@@ -109,7 +113,12 @@ class RegistryConfig:
             raise ValueError(f"port must be 0..65535, got {self.port}")
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
-        for name in ("max_incoming_message_size", "max_outgoing_message_size", "max_input_size"):
+        for name in (
+            "max_incoming_message_size",
+            "max_outgoing_message_size",
+            "max_input_size",
+            "max_open_databases",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not self.namespaces:

@@ -87,6 +87,16 @@ def _invalid_args(name: str, got: int, lo: int, hi: int | None) -> errors.RivetE
 class ActorInstance:
     """An awake actor and everything it holds in memory."""
 
+    # Slots: an awake actor should cost a few kilobytes (100k awake actors per process).
+    __slots__ = (
+        "definition", "clock", "host", "name", "actor_id", "key", "generation", "store", "codec",
+        "state", "vars", "conns", "subscribers", "_log", "_committed", "_in_file", "journal",
+        "_save_future", "_after_save", "_save_scheduled", "_save_interval", "_action_timeout",
+        "_loop", "max_outgoing", "ready", "stopping", "stopped", "sleep_ctl", "_abort", "_tasks",
+        "_wait_until", "_run_task", "_autosave", "_changed", "_kv", "_db", "_scheduler",
+        "_destroy_after_sleep", "_http_headers", "__weakref__",
+    )
+
     def __init__(
         self,
         definition: ActorDefinition,
@@ -112,14 +122,12 @@ class ActorInstance:
         self.vars: Any = None
         self.conns: dict[str, Conn] = {}
         self.subscribers: dict[str, set[Conn]] = {}
-        self.log = ActorLogger(
-            actor_logger, {"actor": self.name, "actor_key": list(key), "actor_id": actor_id}
-        )
+        self._log: ActorLogger | None = None
         self._committed: bytes | None = None  # last durable state (journal or file)
         self._in_file: bytes | None = None  # what the actor's own file holds
         self.journal: StateJournal | None = None
         self._save_future: asyncio.Future[None] | None = None
-        self._after_save: list[Callable[[BaseException | None], None]] = []
+        self._after_save: list[Callable[[BaseException | None], None]] | None = None
         self._save_scheduled = False
         self._save_interval = definition.options.state_save_interval
         self._action_timeout = definition.options.action_timeout
@@ -130,8 +138,10 @@ class ActorInstance:
         self.stopped = False  # final state written, storage released
         self.sleep_ctl = SleepController(self, definition.options.sleep_timeout)
         self._abort: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()  # run, keep_awake, wait_until
-        self._wait_until: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] | None = None  # run, keep_awake, wait_until
+        self._wait_until: set[asyncio.Task[Any]] | None = None
+        self._destroy_after_sleep = False
+        self._http_headers: Any = None
         self._run_task: asyncio.Task[Any] | None = None
         self._autosave: Any = None
         self._changed: asyncio.Event | None = None  # set when busy work or conns go away
@@ -141,6 +151,17 @@ class ActorInstance:
 
     def __repr__(self) -> str:
         return f"<ActorInstance {self.name} {self.key!r} {self.actor_id}>"
+
+    @property
+    def log(self) -> ActorLogger:
+        """The actor's logger (``c.log``), tagging records with its name, key and id."""
+        log = self._log
+        if log is None:
+            log = self._log = ActorLogger(
+                actor_logger,
+                {"actor": self.name, "actor_key": list(self.key), "actor_id": self.actor_id},
+            )
+        return log
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -157,6 +178,18 @@ class ActorInstance:
         opts = definition.options
         ctx = ActorContext(self)
         has_initialized, input_bytes, state_bytes = self.store.load()
+        on_migrate = hooks.get("on_migrate")
+        if on_migrate is not None:
+            from .db import migrate
+
+            await migrate(
+                ctx,
+                on_migrate,
+                db=self.db,
+                is_new=not has_initialized,
+                timeout=opts.on_migrate_timeout,
+                clock=self.clock,
+            )
         self._in_file = state_bytes
         if self.journal is not None:
             journaled = self.journal.get(self.actor_id)
@@ -200,7 +233,7 @@ class ActorInstance:
         if definition.has_state and (on_wake is not None or create_vars is not None):
             await self.save_state()  # what the wake hooks changed is durable now
         self.ready = True
-        if arm_alarms:
+        if arm_alarms or self._scheduler is not None:
             self.scheduler.arm()
         run = hooks.get("run")
         if run is not None:
@@ -226,8 +259,6 @@ class ActorInstance:
         if self.host is None:
             raise RuntimeError(f"actor {self.name!r} is not hosted by a registry")
         self.host.stop_actor(self, reason)
-
-    _destroy_after_sleep = False
 
     @property
     def abort_signal(self) -> asyncio.Event:
@@ -275,7 +306,9 @@ class ActorInstance:
             )
         except Exception:
             self.log.exception("shutdown hook failed reason=%s", reason)
-        leftovers = [t for t in self._tasks if not t.done()]
+        if self._scheduler is not None:
+            self._scheduler.cancel_running()
+        leftovers = [t for t in self._tasks or () if not t.done()]
         for task in leftovers:
             task.cancel()
         if leftovers:
@@ -284,7 +317,11 @@ class ActorInstance:
             if conn.socket is not None:
                 conn.socket.close(*_close_for(reason))
             await self.close_conn(conn)
-        await self.stop()
+        if self.store.gate.busy:  # the final write must not join a user transaction
+            async with self.store.gate.hold():
+                await self.stop()
+        else:
+            await self.stop()
 
     async def _graceful(self, reason: str) -> None:
         ctx = ActorContext(self)
@@ -305,7 +342,7 @@ class ActorInstance:
                 changed = self._changed = asyncio.Event()
             changed.clear()
             pending: set[Any] = {asyncio.ensure_future(changed.wait())}
-            pending.update(self._wait_until)
+            pending.update(self._wait_until or ())
             waiter = next(iter(pending))
             try:
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -320,6 +357,8 @@ class ActorInstance:
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -381,6 +420,8 @@ class ActorInstance:
             return await awaitable
 
         task = self._spawn(body())
+        if self._wait_until is None:
+            self._wait_until = set()
         self._wait_until.add(task)
         task.add_done_callback(self._wait_until.discard)
         return task
@@ -512,20 +553,25 @@ class ActorInstance:
         future = self._save_future
         self._save_future = None
         callbacks = self._after_save
-        self._after_save = []
+        self._after_save = None
         if future is not None and not future.done():
             if error is None:
                 future.set_result(None)
             else:
                 future.set_exception(error)
-        for callback in callbacks:
-            try:
-                callback(error)
-            except Exception:
-                self.log.exception("error while answering after a state commit")
+        if callbacks is not None:
+            for callback in callbacks:
+                try:
+                    callback(error)
+                except Exception:
+                    self.log.exception("error while answering after a state commit")
 
-    def _save_tick(self) -> None:
+    def _save_tick(self, gated: bool = False) -> None:
         """Commit to the actor's own file (no journal, or a deferred ``state_save_interval``)."""
+        if not gated and self.store.gate.busy and not self.stopped:
+            # A user transaction spans awaits on the file: commit after it, not inside it.
+            self._spawn(self._save_tick_after_gate())
+            return
         try:
             data = self.prepare_commit()
             if data is not None:
@@ -535,6 +581,10 @@ class ActorInstance:
             self.finish_commit(None, exc)
             return
         self.finish_commit(data, None)
+
+    async def _save_tick_after_gate(self) -> None:
+        async with self.store.gate.hold():
+            self._save_tick(gated=True)
 
     def _schedule_save(self) -> None:
         if not self._save_scheduled:
@@ -572,7 +622,10 @@ class ActorInstance:
         if self._save_interval is not None:
             callback(None)
             return
-        self._after_save.append(callback)
+        if self._after_save is None:
+            self._after_save = [callback]
+        else:
+            self._after_save.append(callback)
 
     # -- connections -----------------------------------------------------------------------
 

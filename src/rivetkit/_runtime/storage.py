@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 import apsw
 
-__all__ = ["ActorStore", "SqlGate", "SCHEMA_VERSION", "INTERNAL_SCHEMA", "MAX_SQL_WAITERS"]
+__all__ = ["ActorStore", "StorePool", "SqlGate", "SCHEMA_VERSION", "INTERNAL_SCHEMA", "MAX_SQL_WAITERS"]
 
 MAX_SQL_WAITERS = 128  # RivetKit's transaction coordinator queue
 
@@ -89,6 +89,49 @@ def new_inspector_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+class StorePool:
+    """Bounds how many actor databases are open at once (least recently used are closed).
+
+    An open SQLite connection costs about 200 KB of memory and two file descriptors; an awake
+    actor that is not touching its database needs neither. The state journal carries state
+    saves, so most actors only open their file to load and again for ``c.db``, ``c.kv`` or
+    schedules. Closing skips the checkpoint (``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``): the WAL stays
+    on disk and is read back at the next open, so a close costs no fsync.
+    """
+
+    __slots__ = ("max_open", "_open")
+
+    def __init__(self, max_open: int = 256) -> None:
+        if max_open < 1:
+            raise ValueError(f"max_open must be at least 1, got {max_open}")
+        self.max_open = max_open
+        self._open: dict[ActorStore, None] = {}  # insertion order = least recently opened first
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def opened(self, store: ActorStore) -> None:
+        self._open[store] = None
+        if len(self._open) > self.max_open:
+            self._evict()
+
+    def closed(self, store: ActorStore) -> None:
+        self._open.pop(store, None)
+
+    def _evict(self) -> None:
+        excess = len(self._open) - self.max_open
+        for store in list(self._open):
+            if excess <= 0:
+                return
+            if store.gate.busy or store.in_transaction:
+                continue  # a transaction spans awaits on this connection: keep it
+            store.close()
+            excess -= 1
+
+
+UNBOUNDED_POOL = StorePool(max_open=1 << 30)
+
+
 class ActorStore:
     """The SQLite database of one actor.
 
@@ -96,18 +139,28 @@ class ActorStore:
     transaction (tens of microseconds), cheaper than handing work to a thread.
     """
 
-    __slots__ = ("path", "_conn", "_synchronous", "gate")
+    __slots__ = ("path", "_conn", "_synchronous", "gate", "pool")
 
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str = "NORMAL", pool: StorePool = UNBOUNDED_POOL
+    ) -> None:
         self.path = path
         self._synchronous = synchronous
         self._conn: apsw.Connection | None = None
         self.gate = SqlGate()
+        self.pool = pool
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: Path, *, input: bytes | None, synchronous: str = "NORMAL") -> ActorStore:
+    def create(
+        cls,
+        path: Path,
+        *,
+        input: bytes | None,
+        synchronous: str = "NORMAL",
+        pool: StorePool = UNBOUNDED_POOL,
+    ) -> ActorStore:
         """Create the file with the internal schema, the creation input and no state yet.
 
         The schema comes from a template image built once per process, so a new actor costs one
@@ -128,6 +181,7 @@ class ActorStore:
         conn: apsw.Connection | None = None
         try:
             conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
             _run(conn, "PRAGMA locking_mode=EXCLUSIVE")
             _run(conn, "PRAGMA synchronous=OFF")
             with conn:
@@ -146,8 +200,9 @@ class ActorStore:
                 conn.close()
             remove_if_exists(path)
             raise
-        store = cls(path, synchronous=synchronous)
+        store = cls(path, synchronous=synchronous, pool=pool)
         store._conn = conn
+        pool.opened(store)
         return store
 
     @property
@@ -155,15 +210,32 @@ class ActorStore:
         """The open connection, opening the file on first use."""
         conn = self._conn
         if conn is None:
-            if not self.path.exists():
-                raise FileNotFoundError(f"actor database is missing: {self.path}")
-            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE)
-            _run(conn, "PRAGMA locking_mode=EXCLUSIVE")
-            _run(conn, "PRAGMA journal_mode=WAL")
-            _run(conn, f"PRAGMA synchronous={self._synchronous}")
-            self._check_schema(conn)
+            try:
+                conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE)
+            except apsw.CantOpenError:
+                raise FileNotFoundError(f"actor database is missing: {self.path}") from None
+            try:
+                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+                _run(conn, "PRAGMA locking_mode=EXCLUSIVE")
+                _run(conn, "PRAGMA journal_mode=WAL")
+                _run(conn, f"PRAGMA synchronous={self._synchronous}")
+                self._check_schema(conn)
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
+            self.pool.opened(self)
         return conn
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def in_transaction(self) -> bool:
+        """A transaction is open on the connection (user code between BEGIN and COMMIT)."""
+        conn = self._conn
+        return conn is not None and not conn.getautocommit()
 
     def _check_schema(self, conn: apsw.Connection) -> None:
         rows = _run(conn, "SELECT value FROM _rivet_meta WHERE key = 'schema_version'")
@@ -178,8 +250,9 @@ class ActorStore:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            self.pool.closed(self)
+            conn.close()
 
     def delete(self) -> None:
         """Close and remove the database files."""
@@ -195,6 +268,10 @@ class ActorStore:
         transaction). When the gate is free, no waiting happens at all.
         """
         if self.gate.busy:
+            from .db import owns_transaction
+
+            if owns_transaction(self):  # this task holds the gate (transaction, migration)
+                return fn(self.conn)
             async with self.gate.hold():
                 return fn(self.conn)
         return fn(self.conn)
@@ -245,7 +322,7 @@ class SqlGate:
 
     def __init__(self) -> None:
         self._held = False
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[None]] | None = None  # made when needed
 
     @property
     def busy(self) -> bool:
@@ -260,6 +337,8 @@ class SqlGate:
             RivetError: ``sqlite.transaction_queue_full`` with 128 callers already waiting.
         """
         if self._held or self._waiters:
+            if self._waiters is None:
+                self._waiters = collections.deque()
             if len(self._waiters) >= MAX_SQL_WAITERS:
                 from .. import errors
 
@@ -288,6 +367,7 @@ class SqlGate:
 
     def _release(self) -> None:
         while self._waiters:
+            assert self._waiters is not None
             future = self._waiters.popleft()
             if not future.done():
                 future.set_result(None)  # ownership passes on; _held stays true

@@ -52,7 +52,7 @@ def bad_request(message: str) -> errors.RivetError:
 
 def actor_headers(instance: ActorInstance) -> list[tuple[bytes, bytes]]:
     """``x-rivet-actor*`` response headers (§4.5); the key is omitted if it has CR or LF."""
-    cached: list[tuple[bytes, bytes]] | None = getattr(instance, "_http_headers", None)
+    cached: list[tuple[bytes, bytes]] | None = instance._http_headers
     if cached is not None and cached[1][1] == str(instance.generation).encode():
         return cached
     headers = [
@@ -62,7 +62,7 @@ def actor_headers(instance: ActorInstance) -> list[tuple[bytes, bytes]]:
     serialized = serialize_key(list(instance.key)) if instance.key else ""
     if "\r" not in serialized and "\n" not in serialized:
         headers.append((b"x-rivet-actor-key", serialized.encode()))
-    instance._http_headers = headers  # type: ignore[attr-defined]
+    instance._http_headers = headers
     return headers
 
 

@@ -24,7 +24,7 @@ from .._log import storage_logger
 from .._runtime.clock import REAL_CLOCK, Clock, TimerHandle
 from .._runtime.instance import ActorInstance
 from .._runtime.journal import StateJournal
-from .._runtime.storage import ActorStore, actor_db_path, remove_if_exists
+from .._runtime.storage import ActorStore, StorePool, actor_db_path, remove_if_exists
 from ..config import RegistryConfig
 from ..definition import ActorDefinition
 
@@ -149,6 +149,7 @@ class LocalDriver:
         self._by_key: dict[tuple[str, str, tuple[str, ...]], ActorInstance] = {}
         self._starting: dict[str, asyncio.Future[ActorInstance]] = {}
         self._fresh: dict[str, ActorStore] = {}
+        self.pool = StorePool(config.max_open_databases)
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._alarm_timer: TimerHandle | None = None
         self._alarm_timer_at: int | None = None
@@ -281,7 +282,9 @@ class LocalDriver:
             )
         actor_id = new_actor_id()
         path = actor_db_path(self.root, actor_id)
-        store = ActorStore.create(path, input=input, synchronous=self.config.sqlite_synchronous)
+        store = ActorStore.create(
+            path, input=input, synchronous=self.config.sqlite_synchronous, pool=self.pool
+        )
         record = ActorRecord(actor_id, namespace, definition.name, parts, 1, self.clock.now_ms())
         try:
             with self.db:
@@ -358,7 +361,9 @@ class LocalDriver:
     async def _start(self, record: ActorRecord) -> ActorInstance:
         definition = self.definition(record.name)
         store = self._fresh.pop(record.actor_id, None) or ActorStore(
-            actor_db_path(self.root, record.actor_id), synchronous=self.config.sqlite_synchronous
+            actor_db_path(self.root, record.actor_id),
+            synchronous=self.config.sqlite_synchronous,
+            pool=self.pool,
         )
         generation = record.generation
         if record.started_at is not None:

@@ -1,0 +1,705 @@
+"""``c.db``: the actor's own SQLite database (user tables beside RivetKit's ``_rivet_*`` tables).
+
+Ordering (RivetKit's transaction coordinator, rivetkit-core ``actor/sqlite/tx.rs``): a
+transaction holds the actor's :class:`~.storage.SqlGate` from ``BEGIN`` to ``COMMIT``; every
+other statement (user SQL, KV, the runtime's own writes through ``store.run``) waits behind it
+in first-in first-out order, at most 128 waiting (``sqlite.transaction_queue_full``).
+
+Joining: the task that opened a transaction (or runs ``on_migrate``) is remembered in a context
+variable. Its ``c.db.execute`` and ``c.kv`` calls run inside that transaction instead of waiting
+for the gate it holds (in RivetKit they would wait until the deadline fires). Other tasks wait,
+as in RivetKit; inside the block use ``tx.execute`` from any task, e.g. under
+``asyncio.gather``.
+
+Protection: user SQL runs with a SQLite authorizer that refuses every table, index, trigger or
+view named ``_rivet_*`` (RivetKit documents the prefix as reserved for its runtime data in
+``docs-internal/engine/rivetkit-core-internals.md`` but does not enforce it; we do, because those
+tables hold the actor's state, queue, schedules and KV), renames onto reserved names or of
+temporary tables (a temporary table would shadow an internal one), ``ATTACH``/``DETACH``,
+``VACUUM`` (RivetKit's limits page advises against it; ``VACUUM INTO`` writes files), and the
+pragmas that would break durability or the schema. User statements are never taken from the
+statement cache, so they are always authorised afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import apsw
+
+from .. import errors
+from .clock import REAL_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from .storage import ActorStore
+
+__all__ = [
+    "DEFAULT_TRANSACTION_TIMEOUT",
+    "MIGRATION_SAVEPOINT",
+    "ActorDb",
+    "Transaction",
+    "migrate",
+    "owns_transaction",
+    "run_sql",
+]
+
+T = TypeVar("T")
+
+DEFAULT_TRANSACTION_TIMEOUT = 60.0  # seconds, RivetKit DEFAULT_TRANSACTION_TIMEOUT
+MIGRATION_SAVEPOINT = "__rivet_on_migrate"  # RivetKit's savepoint name (common/database/mod.ts)
+
+_log = logging.getLogger("rivetkit.actor")
+
+# What RivetKit's `isManualTransactionControl` matches (common/database/shared.ts).
+_MANUAL_TRANSACTION = re.compile(r"\s*(?:BEGIN|SAVEPOINT|COMMIT|END|ROLLBACK)\b", re.IGNORECASE)
+# `ALTER TABLE ... RENAME TO _rivet_...`: the authorizer is told the old name only.
+_SQL_GAP = r"(?>\s+|/\*.*?\*/|--[^\n]*\n)++"  # atomic: no backtracking
+_RENAME_TO_RESERVED = re.compile(
+    rf"\bRENAME{_SQL_GAP}TO{_SQL_GAP}[\"'`\[]?_rivet_", re.IGNORECASE | re.DOTALL
+)
+
+_RESERVED_PREFIX = "_rivet_"
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+# -- the transaction of the current task ---------------------------------------------------
+
+
+class _Scope:
+    """An open transaction or migration savepoint and the task it belongs to."""
+
+    __slots__ = ("active", "store", "task")
+
+    def __init__(self, store: ActorStore, task: asyncio.Task[Any] | None) -> None:
+        self.store = store
+        self.task = task
+        self.active = True
+
+
+_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar(
+    "rivetkit_sql_scope", default=None
+)
+
+
+def _owned_scope(store: ActorStore) -> _Scope | None:
+    """The open transaction of ``store`` that the current task owns, if any."""
+    scope = _scope.get()
+    if (
+        scope is not None
+        and scope.active
+        and scope.store is store
+        and scope.task is asyncio.current_task()
+    ):
+        return scope
+    return None
+
+
+def owns_transaction(store: ActorStore) -> bool:
+    """Whether the current task runs inside an open ``c.db.transaction()`` or ``on_migrate`` of
+    ``store`` (it holds the gate: its statements must run directly, not wait for the gate)."""
+    return _owned_scope(store) is not None
+
+
+async def run_sql(store: ActorStore, fn: Callable[[apsw.Connection], T]) -> T:
+    """Run synchronous ``fn(conn)`` on ``store``: inside the current task's open transaction
+    or migration if it has one, else through ``store.run`` (FIFO behind the gate)."""
+    if _owned_scope(store) is not None:
+        return fn(store.conn)
+    return await store.run(fn)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def _sqlite_error(
+    code: str, message: str, *, status: int = 400, **metadata: Any
+) -> errors.RivetError:
+    return errors.RivetError("sqlite", code, message, metadata=metadata or None, status=status)
+
+
+def _result_code_name(exc: apsw.Error) -> str | None:
+    code = getattr(exc, "extendedresult", None)
+    if not isinstance(code, int):
+        return None
+    name = apsw.mapping_extended_result_codes.get(code) or apsw.mapping_result_codes.get(code)
+    return name if isinstance(name, str) else None
+
+
+def _query_failed(exc: apsw.Error) -> errors.RivetError:
+    """A statement SQLite refused: masked for clients, as RivetKit sends statement errors as
+    internal errors (their text can carry schema and data: ``UNIQUE constraint failed: ...``)."""
+    name = _result_code_name(exc)
+    detail = str(exc) or type(exc).__name__
+    message = f"SQLite error: {detail}" + (f" ({name})" if name else "")
+    return errors.RivetError(
+        "sqlite",
+        "query_failed",
+        message,
+        metadata={"sqlite_code": name} if name else None,
+        public=False,
+        status=500,
+    )
+
+
+def _expired(timeout: float) -> errors.RivetError:
+    ms = round(timeout * 1000)
+    return _sqlite_error(
+        "transaction_expired",
+        f"The database transaction ran past its {timeout:g} s deadline and was rolled back. "
+        "Pass a larger `timeout` to c.db.transaction() if the work needs longer, and check "
+        "that nothing in the block waits for another task's database work.",
+        status=500,
+        timeout_ms=ms,
+    )
+
+
+def _check_timeout(timeout: object) -> float:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise _sqlite_error(
+            "transaction_invalid_argument",
+            f"c.db.transaction() timeout must be a positive finite number of seconds, "
+            f"got {timeout!r}.",
+        )
+    return float(timeout)
+
+
+# -- user statements -----------------------------------------------------------------------
+
+
+def _is_blank(text: str) -> bool:
+    """Whether ``text`` holds only whitespace, ``;`` and comments (no statement)."""
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace() or text[i] == ";":
+            i += 1
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            if end < 0:
+                return True
+            i = end + 1
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end < 0:
+                return True  # SQLite ends an unterminated comment at the end of the input
+            i = end + 2
+        else:
+            return False
+    return True
+
+
+def _check_value(value: object, where: str) -> None:
+    if value is None or isinstance(value, (str, float, bytes, bytearray, memoryview)):
+        return
+    if isinstance(value, int):  # bool included: SQLite stores it as 1 / 0
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise _sqlite_error(
+                "invalid_bind_parameter",
+                f"SQL argument {where} is out of SQLite's 64-bit integer range.",
+                name=where,
+            )
+        return
+    raise _sqlite_error(
+        "invalid_bind_parameter",
+        f"SQL argument {where} has type {type(value).__name__}; SQLite values are None, int, "
+        "float, str or bytes.",
+        name=where,
+    )
+
+
+def _bindings(args: tuple[Any, ...], named: dict[str, Any]) -> Any:
+    """Positional ``?`` arguments or named ``:name`` arguments, checked."""
+    if len(args) == 1 and isinstance(args[0], Mapping) and not named:
+        named = dict(args[0])  # RivetKit style: one object of named bindings
+        args = ()
+    if args and named:
+        raise _sqlite_error(
+            "invalid_bind_parameter",
+            "Pass SQL arguments either positionally (`?`) or by name (`:name`), not both.",
+            name="*",
+        )
+    if named:
+        for name, value in named.items():
+            if not isinstance(name, str):
+                raise _sqlite_error(
+                    "invalid_bind_parameter",
+                    f"SQL argument names must be str, got {type(name).__name__}.",
+                    name=repr(name),
+                )
+            _check_value(value, f":{name}")
+        return named
+    if args:
+        for index, value in enumerate(args, 1):
+            _check_value(value, f"#{index}")
+        return args
+    return None
+
+
+class _Authorizer:
+    """The SQLite authorizer user statements run under (see the module docstring)."""
+
+    __slots__ = ("denied", "scoped", "sql")
+
+    # Operations whose first argument (for the second set: first and second) names a table,
+    # index, trigger or view.
+    _TABLE_P1 = frozenset(
+        {
+            apsw.SQLITE_CREATE_TABLE,
+            apsw.SQLITE_CREATE_TEMP_TABLE,
+            apsw.SQLITE_DROP_TABLE,
+            apsw.SQLITE_DROP_TEMP_TABLE,
+            apsw.SQLITE_CREATE_VIEW,
+            apsw.SQLITE_CREATE_TEMP_VIEW,
+            apsw.SQLITE_DROP_VIEW,
+            apsw.SQLITE_DROP_TEMP_VIEW,
+            apsw.SQLITE_CREATE_VTABLE,
+            apsw.SQLITE_DROP_VTABLE,
+            apsw.SQLITE_READ,
+            apsw.SQLITE_INSERT,
+            apsw.SQLITE_UPDATE,
+            apsw.SQLITE_DELETE,
+            apsw.SQLITE_ANALYZE,
+            apsw.SQLITE_REINDEX,
+        }
+    )
+    _TABLE_P1_P2 = frozenset(
+        {
+            apsw.SQLITE_CREATE_INDEX,
+            apsw.SQLITE_CREATE_TEMP_INDEX,
+            apsw.SQLITE_DROP_INDEX,
+            apsw.SQLITE_DROP_TEMP_INDEX,
+            apsw.SQLITE_CREATE_TRIGGER,
+            apsw.SQLITE_CREATE_TEMP_TRIGGER,
+            apsw.SQLITE_DROP_TRIGGER,
+            apsw.SQLITE_DROP_TEMP_TRIGGER,
+        }
+    )
+    # Pragmas whose change would break durability, locking or the schema.
+    _GUARDED_PRAGMAS = frozenset({"journal_mode", "locking_mode", "synchronous", "schema_version"})
+
+    def __init__(self, sql: str, scoped: bool) -> None:
+        self.sql = sql
+        self.scoped = scoped
+        self.denied: str | None = None
+
+    def _deny(self, reason: str) -> int:
+        if self.denied is None:
+            self.denied = reason
+        return apsw.SQLITE_DENY
+
+    def __call__(
+        self, op: int, p1: str | None, p2: str | None, db_name: str | None, source: str | None
+    ) -> int:
+        if op in self._TABLE_P1:
+            names: tuple[str | None, ...] = (p1,)
+        elif op in self._TABLE_P1_P2:
+            names = (p1, p2)
+        elif op == apsw.SQLITE_ALTER_TABLE:
+            # Renaming could make a table shadow an internal one (temp tables are looked up
+            # first) or take a reserved name.
+            if (p1 or "").lower() == "temp":
+                return self._deny("temporary tables cannot be altered on an actor's database")
+            if _RENAME_TO_RESERVED.search(self.sql):
+                return self._deny("names starting with `_rivet_` are reserved for RivetKit")
+            names = (p2,)
+        elif op == apsw.SQLITE_PRAGMA:
+            pragma = (p1 or "").lower()
+            if pragma == "writable_schema" or (pragma in self._GUARDED_PRAGMAS and p2 is not None):
+                return self._deny(
+                    f"`PRAGMA {pragma}` would change how RivetKit stores the actor's data"
+                )
+            return apsw.SQLITE_OK
+        elif op in (apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH):
+            if op == apsw.SQLITE_ATTACH and not p1:  # how plain VACUUM shows up
+                return self._deny("VACUUM is not available on an actor's database")
+            return self._deny(
+                "ATTACH, DETACH and VACUUM INTO are not available on an actor's database"
+            )
+        elif op == apsw.SQLITE_TRANSACTION:
+            if self.scoped:
+                return self._deny(
+                    f"`{p1}` inside c.db.transaction() or on_migrate: RivetKit begins and ends "
+                    "that transaction (use SAVEPOINT for nested work)"
+                )
+            return apsw.SQLITE_OK
+        elif op == apsw.SQLITE_SAVEPOINT:
+            if p2 is not None and p2.lower().lstrip("_").startswith("rivet_"):
+                return self._deny(f"savepoint `{p2}` is reserved for RivetKit")
+            return apsw.SQLITE_OK
+        else:
+            return apsw.SQLITE_OK
+        for name in names:
+            if name is not None and name.lower().startswith(_RESERVED_PREFIX):
+                return self._deny(
+                    f"`{name}`: names starting with `_rivet_` are reserved for RivetKit"
+                )
+        return apsw.SQLITE_OK
+
+
+def _run_user_sql(
+    conn: apsw.Connection, sql: str, bindings: Any, *, scoped: bool
+) -> list[dict[str, Any]]:
+    """Run user SQL synchronously and return the rows of its last statement that has columns.
+
+    Without arguments, a string may hold several statements (RivetKit runs them all and
+    returns the rows of the last one that returned rows). With arguments it must hold one.
+    """
+    authorizer = _Authorizer(sql, scoped)
+    columns: list[str] = []
+    rows: list[tuple[Any, ...]] = []
+    statements = 0
+
+    def trace(cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
+        nonlocal columns, rows, statements
+        statements += 1
+        if statements == 1 and bindings is not None:
+            at = sql.find(statement)
+            if at < 0 or not _is_blank(sql[at + len(statement) :]):
+                raise _sqlite_error(
+                    "invalid_argument",
+                    "c.db.execute() with arguments runs a single statement; run the other "
+                    "statements in separate calls.",
+                )
+        description = cursor.get_description()
+        if description:
+            columns = [column[0] for column in description]
+            rows = []
+        return True
+
+    conn.authorizer = authorizer
+    try:
+        cursor = conn.cursor()
+        cursor.exec_trace = trace
+        try:
+            for row in cursor.execute(sql, bindings, can_cache=False):
+                rows.append(row)  # noqa: PERF402 - `trace` swaps `rows` at each statement
+        finally:
+            cursor.close()
+    except errors.RivetError:
+        raise
+    except apsw.AuthError as exc:
+        if authorizer.denied is None:
+            raise _query_failed(exc) from exc
+        raise _sqlite_error(
+            "not_authorized", f"SQL statement refused: {authorizer.denied}."
+        ) from exc
+    except apsw.BindingsError as exc:
+        raise _sqlite_error("invalid_bind_parameter", f"SQL arguments: {exc}", name="*") from exc
+    except KeyError as exc:  # a named parameter without a value
+        raise _sqlite_error(
+            "invalid_bind_parameter",
+            f"SQL parameter :{exc.args[0]} has no value.",
+            name=f":{exc.args[0]}",
+        ) from exc
+    except apsw.Error as exc:
+        raise _query_failed(exc) from exc
+    finally:
+        conn.authorizer = None
+    return [dict(zip(columns, row)) for row in rows]
+
+
+class ActorDb:
+    """``c.db``: SQL on the actor's own SQLite database.
+
+    Values are ``None``, ``int`` (64-bit), ``float``, ``str`` and ``bytes`` (``bytearray`` and
+    ``memoryview`` too); ``bool`` is accepted and stored as ``1``/``0`` (SQLite has no boolean
+    type and returns it as ``int``). Rows come back as dicts keyed by column name; with
+    duplicate column names the last one wins, as in RivetKit.
+
+    Example::
+
+        @chat.on_migrate
+        async def migrate(c, is_new):
+            await c.db.execute(
+                "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, body TEXT)"
+            )
+
+        @chat.action
+        async def post(c, body):
+            await c.db.execute("INSERT INTO messages (body) VALUES (?)", body)
+            return await c.db.execute("SELECT id, body FROM messages ORDER BY id")
+    """
+
+    __slots__ = ("_clock", "_log", "_store", "_warn_manual", "_warned")
+
+    def __init__(
+        self,
+        store: ActorStore,
+        clock: Clock = REAL_CLOCK,
+        *,
+        log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        warn_on_manual_transactions: bool = True,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._log = log if log is not None else _log
+        self._warn_manual = warn_on_manual_transactions
+        self._warned = False
+
+    def __repr__(self) -> str:
+        return f"<ActorDb {self._store.path}>"
+
+    async def execute(self, sql: str, /, *args: Any, **named: Any) -> list[dict[str, Any]]:
+        """Run ``sql`` and return its rows as dicts (``[]`` for statements without rows).
+
+        Args:
+            sql: one statement with ``?`` or ``:name`` parameters; without arguments it may
+                hold several statements separated by ``;`` (all run; the rows of the last one
+                that has result columns are returned).
+            *args: values for ``?`` parameters, in order (or one mapping of named values).
+            **named: values for ``:name`` parameters. Not together with ``*args``.
+
+        Raises:
+            RivetError: ``sqlite.query_failed`` (not public: masked for clients) for SQL that
+                SQLite refuses (syntax, constraints, missing tables), with the SQLite message;
+                ``sqlite.invalid_bind_parameter`` / ``sqlite.invalid_argument`` for bad
+                arguments; ``sqlite.not_authorized`` for statements touching ``_rivet_*``;
+                ``sqlite.transaction_queue_full`` with 128 operations already waiting.
+
+        Inside ``async with c.db.transaction()``, calls from the task running the block join
+        the transaction.
+        """
+        if not isinstance(sql, str):
+            raise _sqlite_error("invalid_argument", f"SQL must be a str, got {type(sql).__name__}.")
+        bindings = _bindings(args, named)
+        store = self._store
+        if _owned_scope(store) is not None:
+            return _run_user_sql(store.conn, sql, bindings, scoped=True)
+        if self._warn_manual and not self._warned and _MANUAL_TRANSACTION.match(sql):
+            self._warned = True
+            self._log.warning(
+                "manual sqlite transaction statements can interleave with other actor work; "
+                "use `async with c.db.transaction()` for coordinated transactions sql=%.40r",
+                sql,
+            )
+        return await store.run(lambda conn: _run_user_sql(conn, sql, bindings, scoped=False))
+
+    def transaction(self, *, timeout: float = DEFAULT_TRANSACTION_TIMEOUT) -> Transaction:
+        """An async context manager running its block as one transaction.
+
+        The block waits its turn (FIFO with other transactions and statements), then runs
+        between ``BEGIN`` and ``COMMIT``; if it raises, the transaction is rolled back and the
+        error propagates. Statements run with ``tx.execute(...)`` (from any task) or
+        ``c.db.execute(...)`` / ``c.kv`` from the task running the block.
+
+        Args:
+            timeout: deadline of the block in seconds once it has begun (60 s, RivetKit's
+                safety timeout). When it passes, the block is cancelled and rolled back.
+
+        Raises:
+            RivetError: ``sqlite.transaction_expired`` after the deadline;
+                ``sqlite.transaction_nested`` when the block's own task opens another one;
+                ``sqlite.transaction_invalid_argument`` for a bad ``timeout``;
+                ``sqlite.transaction_queue_full`` with 128 operations already waiting.
+
+        Example::
+
+            async with c.db.transaction() as tx:
+                await tx.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", 10, a)
+                await tx.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", 10, b)
+        """
+        return Transaction(self, _check_timeout(timeout))
+
+
+class Transaction:
+    """One ``c.db.transaction()``: an async context manager whose value runs statements.
+
+    Entered once. ``execute`` works while the block runs; afterwards it raises
+    ``sqlite.transaction_terminal``.
+    """
+
+    __slots__ = ("_cm", "_db", "_scope", "_state", "_timeout")
+
+    def __init__(self, db: ActorDb, timeout: float) -> None:
+        self._db = db
+        self._timeout = timeout
+        self._scope: _Scope | None = None
+        self._cm: contextlib.AbstractAsyncContextManager[None] | None = None
+        self._state = "new"  # new -> open -> committed | rolled back
+
+    def __repr__(self) -> str:
+        return f"<Transaction {self._state}>"
+
+    async def execute(self, sql: str, /, *args: Any, **named: Any) -> list[dict[str, Any]]:
+        """Run ``sql`` inside this transaction; see :meth:`ActorDb.execute`."""
+        scope = self._scope
+        if scope is None or not scope.active:
+            raise _sqlite_error(
+                "transaction_terminal",
+                f"This transaction is {self._state}; statements need an open "
+                "`async with c.db.transaction()` block.",
+                state=self._state,
+            )
+        if not isinstance(sql, str):
+            raise _sqlite_error("invalid_argument", f"SQL must be a str, got {type(sql).__name__}.")
+        return _run_user_sql(scope.store.conn, sql, _bindings(args, named), scoped=True)
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise _sqlite_error(
+                "transaction_terminal", "A transaction object can be entered only once."
+            )
+        cm = _transaction(self)
+        await cm.__aenter__()
+        self._cm = cm
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        cm = self._cm
+        assert cm is not None
+        self._cm = None
+        return await cm.__aexit__(exc_type, exc, tb)
+
+
+def _rollback(conn: apsw.Connection) -> None:
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except apsw.Error:
+        _log.exception("sqlite rollback failed")
+
+
+@contextlib.asynccontextmanager
+async def _transaction(tx: Transaction) -> AsyncIterator[None]:
+    db = tx._db
+    store = db._store
+    if _owned_scope(store) is not None:
+        tx._state = "rolled back"
+        raise _sqlite_error(
+            "transaction_nested",
+            "c.db.transaction() inside a transaction of the same task would wait for itself; "
+            "use the open transaction (or a SAVEPOINT) instead.",
+        )
+    async with store.gate.hold():
+        conn = store.conn
+        try:
+            conn.execute("BEGIN")
+        except apsw.Error as exc:
+            tx._state = "rolled back"
+            raise _query_failed(exc) from exc
+        scope = _Scope(store, asyncio.current_task())
+        tx._scope = scope
+        tx._state = "open"
+        token = _scope.set(scope)
+        deadline = db._clock.timeout(tx._timeout)
+        try:
+            try:
+                async with deadline:
+                    yield
+            except TimeoutError:
+                if deadline.expired():
+                    raise _expired(tx._timeout) from None
+                raise
+            if deadline.expired():  # the block swallowed its cancellation
+                raise _expired(tx._timeout)
+            try:
+                conn.execute("COMMIT")
+            except apsw.Error as exc:
+                raise _query_failed(exc) from exc
+            tx._state = "committed"
+        except BaseException:
+            _rollback(conn)
+            tx._state = "rolled back"
+            raise
+        finally:
+            scope.active = False
+            _scope.reset(token)
+
+
+# -- migrations ----------------------------------------------------------------------------
+
+
+async def migrate(
+    ctx: Any,
+    hook: Callable[[Any, bool], Any] | None,
+    *,
+    db: ActorDb,
+    is_new: bool,
+    timeout: float,
+    clock: Clock | None = None,
+) -> None:
+    """Run the actor's ``on_migrate`` hook ``hook(ctx, is_new)`` atomically.
+
+    The hook (sync or async) runs while this actor's database gate is held, inside
+    ``SAVEPOINT __rivet_on_migrate`` (RivetKit's name): ``c.db.execute`` and ``c.kv`` calls it
+    makes from its own task join the savepoint, and either everything it did is released
+    (committed) or, if it raises or runs out of time, everything is rolled back. Call it first
+    in actor start, before any other hook.
+
+    Args:
+        ctx: the context passed to the hook as ``c``.
+        hook: the ``on_migrate`` hook; ``None`` does nothing.
+        db: the actor's :class:`ActorDb`.
+        is_new: true when the actor is being created.
+        timeout: ``on_migrate_timeout`` in seconds (30 s by default).
+        clock: the clock for the deadline (default: the one of ``db``).
+
+    Raises:
+        RivetError: ``actor.callback_timed_out`` after ``timeout`` (RivetKit's code for hook
+            timeouts); whatever the hook raised otherwise.
+    """
+    if hook is None:
+        return
+    store = db._store
+    clock = clock if clock is not None else db._clock
+    async with store.gate.hold():
+        conn = store.conn
+        conn.execute(f"SAVEPOINT {MIGRATION_SAVEPOINT}")
+        scope = _Scope(store, asyncio.current_task())
+        token = _scope.set(scope)
+        deadline = clock.timeout(timeout)
+        try:
+            try:
+                async with deadline:
+                    result = hook(ctx, is_new)
+                    if inspect.isawaitable(result):
+                        await result
+            except TimeoutError:
+                if deadline.expired():
+                    raise _migrate_timed_out(timeout) from None
+                raise
+            if deadline.expired():
+                raise _migrate_timed_out(timeout)
+            conn.execute(f"RELEASE {MIGRATION_SAVEPOINT}")
+        except BaseException:
+            try:
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {MIGRATION_SAVEPOINT}")
+                    conn.execute(f"RELEASE {MIGRATION_SAVEPOINT}")
+            except apsw.Error:
+                _log.exception("sqlite rollback of on_migrate failed")
+                _rollback(conn)
+            raise
+        finally:
+            scope.active = False
+            _scope.reset(token)
+
+
+def _migrate_timed_out(timeout: float) -> errors.RivetError:
+    return errors.RivetError(
+        "actor",
+        "callback_timed_out",
+        f"on_migrate timed out after {timeout:g} s",
+        metadata={"callback_name": "on_migrate", "duration_ms": round(timeout * 1000)},
+        status=500,
+    )
