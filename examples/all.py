@@ -9,9 +9,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import rivetkit  # noqa: E402
 from counter import counter  # noqa: E402
+from reminders import reminders  # noqa: E402
 from todos import todo_list  # noqa: E402
 
-registry = rivetkit.setup(counter, todo_list)
+registry = rivetkit.setup(counter, todo_list, reminders)
 
 if __name__ == "__main__":
     registry.run()

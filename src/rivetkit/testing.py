@@ -36,7 +36,7 @@ from .registry import Registry
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["FakeClock", "ActorTest", "run_test_registry", "actor_test"]
+__all__ = ["ActorTest", "FakeClock", "actor_test", "run_test_registry"]
 
 
 @dataclasses.dataclass(slots=True)

@@ -656,7 +656,9 @@ async def test_concurrent_actions_run_transactions_in_order(
 
 async def test_transaction_deadline_through_the_client(serve_registry: Callable[..., Any]) -> None:
     clock = FakeClock()
-    async with serve_registry(db_actor(), clock=clock) as served, Client(served.url) as client:
+    # The action timeout (60 s by default) runs on the same clock: give it more room.
+    actor = db_actor(action_timeout=120)
+    async with serve_registry(actor, clock=clock) as served, Client(served.url) as client:
         h = client.get_or_create("dbActor", ["deadline"])
         await h.sql("CREATE TABLE log (who TEXT, step INTEGER)")
         store = store_of(served, await h.resolve())

@@ -190,17 +190,16 @@ async def test_requests_during_shutdown_are_held_until_the_actor_wakes(
         c.sleep()
 
     clock = FakeClock()
-    async with serve_registry(a, clock=clock) as served:
-        async with Client(served.url) as client:
-            h = client.get_or_create("slow_sleeper", ["a"])
-            await h.inc()
-            await h.nap()
-            await clock.settle()
-            pending = asyncio.ensure_future(h.inc())
-            await asyncio.sleep(0.05)
-            assert not pending.done()  # held while on_sleep runs
-            release.set()
-            assert await pending == {"n": 2, "sleeps": 1}
+    async with serve_registry(a, clock=clock) as served, Client(served.url) as client:
+        h = client.get_or_create("slow_sleeper", ["a"])
+        await h.inc()
+        await h.nap()
+        await clock.settle()
+        pending = asyncio.ensure_future(h.inc())
+        await asyncio.sleep(0.05)
+        assert not pending.done()  # held while on_sleep runs
+        release.set()
+        assert await pending == {"n": 2, "sleeps": 1}
 
 
 async def test_sleep_grace_period_bounds_on_sleep(serve_registry: Callable[..., Any]) -> None:
@@ -221,17 +220,16 @@ async def test_sleep_grace_period_bounds_on_sleep(serve_registry: Callable[..., 
         return int(c.state["n"])
 
     clock = FakeClock()
-    async with serve_registry(a, clock=clock) as served:
-        async with Client(served.url) as client:
-            h = client.get_or_create("stuck", ["a"])
-            actor_id = await h.resolve()
-            await h.nap()
-            await clock.settle()
-            assert actor_id in served.registry.driver._stopping
-            await clock.advance(seconds=5)
-            assert actor_id not in served.registry.driver._stopping
-            assert await h.get() == 100
-            never.set()  # the stop at server shutdown runs on_sleep again (no fake time then)
+    async with serve_registry(a, clock=clock) as served, Client(served.url) as client:
+        h = client.get_or_create("stuck", ["a"])
+        actor_id = await h.resolve()
+        await h.nap()
+        await clock.settle()
+        assert actor_id in served.registry.driver._stopping
+        await clock.advance(seconds=5)
+        assert actor_id not in served.registry.driver._stopping
+        assert await h.get() == 100
+        never.set()  # the stop at server shutdown runs on_sleep again (no fake time then)
 
 
 async def test_keep_awake_blocks_idle_sleep_and_wait_until_only_the_shutdown(
@@ -257,28 +255,27 @@ async def test_keep_awake_blocks_idle_sleep_and_wait_until_only_the_shutdown(
         return list(c.state["done"])
 
     clock = FakeClock()
-    async with serve_registry(a, clock=clock) as served:
-        async with Client(served.url) as client:
-            h = client.get_or_create("bg", ["k"])
-            actor_id = await h.resolve()
-            await h.hold("keep_awake")
-            await clock.advance(minutes=5)
-            assert actor_id in awake(served)
-            gate.set()
-            await clock.settle()
-            await clock.advance(seconds=30)
-            assert actor_id not in awake(served)
-            assert await h.done() == ["keep_awake"]
+    async with serve_registry(a, clock=clock) as served, Client(served.url) as client:
+        h = client.get_or_create("bg", ["k"])
+        actor_id = await h.resolve()
+        await h.hold("keep_awake")
+        await clock.advance(minutes=5)
+        assert actor_id in awake(served)
+        gate.set()
+        await clock.settle()
+        await clock.advance(seconds=30)
+        assert actor_id not in awake(served)
+        assert await h.done() == ["keep_awake"]
 
-            gate.clear()
-            await h.hold("wait_until")
-            await clock.advance(seconds=30)  # wait_until does not keep it awake...
-            assert actor_id not in awake(served)
-            assert actor_id in served.registry.driver._stopping  # ...but the stop waits
-            gate.set()
-            await clock.settle()
-            assert actor_id not in served.registry.driver._stopping
-            assert await h.done() == ["keep_awake", "wait_until"]
+        gate.clear()
+        await h.hold("wait_until")
+        await clock.advance(seconds=30)  # wait_until does not keep it awake...
+        assert actor_id not in awake(served)
+        assert actor_id in served.registry.driver._stopping  # ...but the stop waits
+        gate.set()
+        await clock.settle()
+        assert actor_id not in served.registry.driver._stopping
+        assert await h.done() == ["keep_awake", "wait_until"]
 
 
 def runner_actor(log: list[str], mode: str) -> rivetkit.ActorDefinition:
@@ -418,11 +415,10 @@ async def test_delete_api_destroys_a_sleeping_actor_running_on_destroy(
             await clock.advance(seconds=30)
             assert actor_id not in awake(served)
             log.clear()
-            async with aiohttp.ClientSession() as http:
-                async with http.delete(
-                    f"{served.url}/actors/{actor_id}?namespace=default"
-                ) as resp:
-                    assert resp.status == 200
+            async with aiohttp.ClientSession() as http, http.delete(
+                f"{served.url}/actors/{actor_id}?namespace=default"
+            ) as resp:
+                assert resp.status == 200
             # Woken to run on_destroy, then removed.
             assert log == ["create_vars", "on_wake", "on_destroy"]
             assert served.registry.driver.get_record(actor_id) is None

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Protocol
 
-__all__ = ["Clock", "TimerHandle", "TimeoutScope", "REAL_CLOCK"]
+__all__ = ["REAL_CLOCK", "Clock", "TimeoutScope", "TimerHandle"]
 
 
 class TimerHandle(Protocol):
@@ -32,7 +33,12 @@ class TimeoutScope(Protocol):
 
     async def __aenter__(self) -> Any: ...
 
-    async def __aexit__(self, *exc: Any) -> bool | None: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None: ...
 
     def expired(self) -> bool: ...
 

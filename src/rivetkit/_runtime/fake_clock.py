@@ -13,6 +13,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from .clock import Clock
@@ -21,7 +22,7 @@ __all__ = ["FakeClock"]
 
 
 class _FakeTimer:
-    __slots__ = ("when", "seq", "callback", "args", "cancelled")
+    __slots__ = ("args", "callback", "cancelled", "seq", "when")
 
     def __init__(self, when: float, seq: int, callback: Callable[..., Any], args: tuple[Any, ...]):
         self.when = when
@@ -58,11 +59,16 @@ class _FakeTimeout:
         # cancellation into TimeoutError, exactly as with a real deadline.
         self._inner.reschedule(asyncio.get_running_loop().time())
 
-    async def __aexit__(self, *exc: Any) -> bool | None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        await self._inner.__aexit__(*exc)
+        await self._inner.__aexit__(exc_type, exc, tb)
         return None
 
     def expired(self) -> bool:

@@ -43,15 +43,17 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-async def _run_hook(what: str, seconds: float | None, fn: Callable[..., Any], *args: Any) -> Any:
-    """Call a hook, awaiting it within ``seconds`` when it is async."""
+async def _run_hook(
+    clock: Clock, what: str, seconds: float | None, fn: Callable[..., Any], *args: Any
+) -> Any:
+    """Call a hook, awaiting it within ``seconds`` (on ``clock``) when it is async."""
     result = fn(*args)
     if not inspect.isawaitable(result):
         return result
     if seconds is None:
         return await result
     try:
-        async with asyncio.timeout(seconds):
+        async with clock.timeout(seconds):
             return await result
     except TimeoutError:
         raise errors.RivetError(
@@ -89,12 +91,46 @@ class ActorInstance:
 
     # Slots: an awake actor should cost a few kilobytes (100k awake actors per process).
     __slots__ = (
-        "definition", "clock", "host", "name", "actor_id", "key", "generation", "store", "codec",
-        "state", "vars", "conns", "subscribers", "_log", "_committed", "_in_file", "journal",
-        "_save_future", "_after_save", "_save_scheduled", "_save_interval", "_action_timeout",
-        "_loop", "max_outgoing", "ready", "stopping", "stopped", "sleep_ctl", "_abort", "_tasks",
-        "_wait_until", "_run_task", "_autosave", "_changed", "_kv", "_db", "_scheduler",
-        "_destroy_after_sleep", "_http_headers", "__weakref__",
+        "__weakref__",
+        "_abort",
+        "_action_timeout",
+        "_after_save",
+        "_autosave",
+        "_changed",
+        "_committed",
+        "_db",
+        "_destroy_after_sleep",
+        "_http_headers",
+        "_in_file",
+        "_kv",
+        "_log",
+        "_loop",
+        "_run_task",
+        "_save_future",
+        "_save_interval",
+        "_save_scheduled",
+        "_scheduler",
+        "_tasks",
+        "_wait_until",
+        "actor_id",
+        "clock",
+        "codec",
+        "conns",
+        "definition",
+        "generation",
+        "host",
+        "journal",
+        "key",
+        "max_outgoing",
+        "name",
+        "ready",
+        "sleep_ctl",
+        "state",
+        "stopped",
+        "stopping",
+        "store",
+        "subscribers",
+        "vars",
     )
 
     def __init__(
@@ -224,7 +260,9 @@ class ActorInstance:
             self.state = self.codec.decode(state_bytes) if state_bytes is not None else None
         create_vars = hooks.get("create_vars")
         if create_vars is not None:
-            self.vars = await _run_hook("create_vars", opts.create_vars_timeout, create_vars, ctx)
+            self.vars = await _run_hook(
+                self.clock, "create_vars", opts.create_vars_timeout, create_vars, ctx
+            )
         elif definition.vars is not None:
             self.vars = copy.deepcopy(definition.vars)
         on_wake = hooks.get("on_wake")
@@ -644,10 +682,13 @@ class ActorInstance:
         ctx = ActionContext(self, conn)
         before = hooks.get("on_before_connect")
         if before is not None:
-            await _run_hook("on_before_connect", opts.on_before_connect_timeout, before, ctx, params)
+            await _run_hook(
+                self.clock, "on_before_connect", opts.on_before_connect_timeout, before, ctx, params
+            )
         create_conn_state = hooks.get("create_conn_state")
         if create_conn_state is not None:
             conn.state = await _run_hook(
+                self.clock,
                 "create_conn_state", opts.create_conn_state_timeout, create_conn_state, ctx, params
             )
         elif definition.conn_state is not None:
@@ -656,7 +697,9 @@ class ActorInstance:
         on_connect = hooks.get("on_connect")
         if on_connect is not None:
             try:
-                await _run_hook("on_connect", opts.on_connect_timeout, on_connect, ctx, conn)
+                await _run_hook(
+                    self.clock, "on_connect", opts.on_connect_timeout, on_connect, ctx, conn
+                )
             except BaseException:
                 await self.close_conn(conn)
                 raise
@@ -801,7 +844,7 @@ class ActorInstance:
         the state (also when the action failed: roll-forward)."""
         try:
             if pending:
-                timeout = asyncio.timeout(self._action_timeout)
+                timeout = self.clock.timeout(self._action_timeout)
                 try:
                     async with timeout:
                         output = await output

@@ -26,7 +26,7 @@ __all__ = ["SleepController"]
 class SleepController:
     """Idle tracking and the sleep timer of one actor."""
 
-    __slots__ = ("_actor", "busy", "run_active", "queue_waits", "_timer", "_since", "_timeout")
+    __slots__ = ("_actor", "_since", "_timeout", "_timer", "busy", "queue_waits", "run_active")
 
     def __init__(self, actor: ActorInstance, timeout: float) -> None:
         self._actor = actor

@@ -93,7 +93,7 @@ async def handle_raw_request(
     conn = await instance.open_conn(params)
     try:
         request = Request(actor_scope, receive)
-        timeout = asyncio.timeout(instance.definition.options.action_timeout)
+        timeout = instance.clock.timeout(instance.definition.options.action_timeout)
         try:
             async with timeout:
                 response = await _call(hook, ActionContext(instance, conn), request)
