@@ -22,8 +22,9 @@ import pytest
 
 import rivetkit
 from rivetkit import ActionContext, ActorContext, UserError
+from rivetkit._runtime.cron import next_cron_time
 from rivetkit._runtime.fake_clock import FakeClock
-from rivetkit._runtime.schedule import ScheduledFireInfo, next_cron_time
+from rivetkit._runtime.schedule import ScheduledFireInfo
 from rivetkit._runtime.storage import actor_db_path
 from rivetkit.client import ActorHandle, Client
 from rivetkit.errors import ActorError
