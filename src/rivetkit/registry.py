@@ -97,7 +97,15 @@ class Registry:
             self._started = True
 
     async def ensure_started(self) -> LocalDriver:
+        """Start on first use (a mounted app whose host skipped the lifespan); refused while
+        the registry is shutting down, so a late request cannot reopen storage."""
         if not self._started:
+            if self.shutting_down:
+                from . import errors
+
+                raise errors.RivetError(
+                    "guard", "service_unavailable", "The server is shutting down.", status=503
+                )
             await self.start()
         return self.driver
 
@@ -149,7 +157,7 @@ class Registry:
         if self._client is None:
             from .client import Client
 
-            self._client = Client(app=self.asgi())
+            self._client = Client(app=self.asgi(), namespace=self.config.namespaces[0])
         return self._client
 
     # -- serving ---------------------------------------------------------------------------

@@ -623,6 +623,7 @@ def test_public_surface() -> None:
         "ConnStatus",
         "Encoding",
         "EventStream",
+        "WebSocket",
     ]
     assert rivetkit.client.ActorError is CanonicalActorError
     public = {

@@ -15,11 +15,18 @@ Connections (``handle.connect()``) add WebSocket actions, events and reconnectio
         conn.on("newCount", lambda count: print("count is", count))
         await conn.increment(1)
 
+In the process that hosts the registry, ``Client(app=registry.asgi())`` calls the ASGI app
+directly in the same event loop (no socket), with the same behaviour::
+
+    async with Client(app=registry.asgi()) as client:
+        await client.get_or_create("counter", ["a"]).increment(1)
+
 Layering: :mod:`._protocol` is sans-I/O (configuration, URLs, ``rvt-*`` parameters, error
 decoding, retry rules) and so is :mod:`._conn_protocol` (the connection state machine: action
 ids, subscriptions, queued actions, status, reconnect decisions); :mod:`._aio` performs the
-requests with aiohttp, :mod:`._conn` drives connections with ``websockets``, :mod:`._raw` does
-raw ``fetch``/``websocket``; :mod:`.sync` drives all of them from a private event loop in a
+requests, :mod:`._conn` drives connections, :mod:`._raw` does raw ``fetch``/``websocket``, all
+through one transport seam (:mod:`._transport`: aiohttp and ``websockets`` over the network,
+or :mod:`._asgi` in-process); :mod:`.sync` drives all of them from a private event loop in a
 background thread.
 """
 
@@ -33,6 +40,7 @@ from ._conn import ActorConn as ActorConn
 from ._conn import EventStream as EventStream
 from ._conn_protocol import ConnStatus as ConnStatus
 from ._raw import ActorResponse as ActorResponse
+from ._transport import WebSocket as WebSocket
 
 __all__ = [
     "ActorConn",
@@ -43,4 +51,5 @@ __all__ = [
     "ConnStatus",
     "Encoding",
     "EventStream",
+    "WebSocket",
 ]

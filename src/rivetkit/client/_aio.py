@@ -1,8 +1,10 @@
-"""The asyncio client: :class:`Client` and :class:`ActorHandle` over aiohttp.
+"""The asyncio client: :class:`Client` and :class:`ActorHandle`.
 
-A thin I/O layer over :mod:`._protocol`, which decides every URL, header, body and retry. One
+A thin I/O layer over :mod:`._protocol`, which decides every URL, header, body and retry. The
+requests go through the client's transport (:mod:`._transport`): over the network, one
 ``aiohttp.ClientSession`` per :class:`Client` (keep-alive, created lazily inside the running loop
-on first use) carries all traffic.
+on first use) carries all HTTP traffic; with ``Client(app=...)`` the ASGI app is called in the
+same event loop instead (:mod:`._asgi`), with the same URLs, retries and errors.
 
 Errors:
 
@@ -10,8 +12,9 @@ Errors:
   ``group``/``code``/``message``/``metadata``/``actor`` and the HTTP ``status``;
 * an answer that is not an error envelope: ``ActorError("client", "http_error")``;
 * a 2xx answer that cannot be decoded: ``ActorError("client", "invalid_response")``;
-* the server could not be reached (refused, reset, DNS): ``ActorError("client", "network_error")``
-  with the aiohttp exception as ``__cause__``; it is not retried;
+* the server could not be reached (refused, reset, DNS), or an in-process app failed in the middle
+  of its answer: ``ActorError("client", "network_error")`` with the aiohttp exception (if any) as
+  ``__cause__``; it is not retried;
 * aiohttp's socket timeouts surface as the builtin :class:`TimeoutError`.
 """
 
@@ -24,10 +27,7 @@ import os
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
-
-import aiohttp
-from yarl import URL
+from typing import Any, Final, Self
 
 from .. import __version__
 from .._log import client_logger
@@ -35,6 +35,7 @@ from .._protocol import DecodeError, get_codec
 from .._protocol.encoding import CONTENT_TYPES, Codec, Encoding
 from .._runtime.keys import serialize_key
 from ..errors import ActorError
+from ._asgi import IN_PROCESS_ENDPOINT, ASGIApp, AsgiTransport
 from ._conn import ActorConn, GetParams
 from ._protocol import (
     ActorQuery,
@@ -58,9 +59,7 @@ from ._protocol import (
     retry_backoff,
 )
 from ._raw import ActorResponse, fetch, open_websocket
-
-if TYPE_CHECKING:
-    from websockets.asyncio.client import ClientConnection
+from ._transport import NetworkTransport, Transport, WebSocket
 
 __all__ = ["ActorHandle", "Client"]
 
@@ -75,11 +74,6 @@ def _params_header(params: Any) -> str | None:
     if params is None:
         return None
     return json.dumps(params, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def _origin(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 class Client:
@@ -97,10 +91,20 @@ class Client:
         encoding: ``"bare"`` (default), ``"cbor"`` or ``"json"``: the encoding of action bodies.
         pool_name: runner pool for actors this client creates; ``RIVET_POOL`` or ``"default"``.
         headers: extra headers added to every HTTP request.
+        app: an ASGI 3 application (``registry.asgi()``, or a host application that mounts it)
+            to call in-process instead of reaching ``endpoint`` over the network: every request
+            and WebSocket runs the app in the client's event loop, with no socket. ``endpoint``
+            then defaults to ``http://rivetkit.in-process`` and only its path prefix matters
+            (``http://x/api/rivet`` for an app that mounts the registry under ``/api/rivet``);
+            ``RIVET_ENGINE``/``RIVET_ENDPOINT`` are ignored. Everything else (``/metadata``,
+            retries, errors, encodings, connections and their reconnects) behaves as over the
+            network. The app must already be started (``await registry.start()``); the client
+            does not run its lifespan.
 
     Raises:
         ValueError: for a malformed endpoint, an unknown encoding, or a namespace/token given both
             in the URL and as an argument.
+        TypeError: ``app`` is not callable.
 
     Before its first request the client fetches ``GET {endpoint}/metadata`` once (retrying
     connection failures and 5xx answers with backoff, like the official client) and follows its
@@ -113,6 +117,12 @@ class Client:
             counter = client.get_or_create("counter", ["my-counter"])
             print(await counter.increment(1))              # attribute sugar
             print(await counter.action("getCount"))        # explicit form
+
+    In-process, from code running in the registry's event loop::
+
+        await registry.start()
+        async with Client(app=registry.asgi()) as client:
+            print(await client.get_or_create("counter", ["a"]).increment(1))
     """
 
     def __init__(
@@ -124,7 +134,10 @@ class Client:
         encoding: Encoding | None = None,
         pool_name: str | None = None,
         headers: Mapping[str, str] | None = None,
+        app: ASGIApp | None = None,
     ) -> None:
+        if app is not None and endpoint is None:
+            endpoint = IN_PROCESS_ENDPOINT
         self._config = resolve_config(
             endpoint,
             namespace=namespace,
@@ -136,7 +149,9 @@ class Client:
         )
         self._codec: Codec = get_codec(self._config.encoding)
         self._resolved: ClientConfig | None = None  # config after GET /metadata
-        self._session: aiohttp.ClientSession | None = None
+        self._transport: Transport = (
+            NetworkTransport(USER_AGENT) if app is None else AsgiTransport(app, USER_AGENT)
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._metadata_lock: asyncio.Lock | None = None
         self._closed = False
@@ -152,9 +167,10 @@ class Client:
 
     def __repr__(self) -> str:
         config = self._resolved or self._config
+        where = " in-process" if isinstance(self._transport, AsgiTransport) else ""
         return (
             f"<Client endpoint={config.endpoint!r} namespace={config.namespace!r} "
-            f"encoding={config.encoding!r}>"
+            f"encoding={config.encoding!r}{where}>"
         )
 
     # -- handles ----------------------------------------------------------------------------
@@ -254,15 +270,16 @@ class Client:
 
     async def aclose(self) -> None:
         """Dispose the connections made with this client and close the HTTP session.
+
+        An in-process client (``app=``) also closes the raw WebSockets it opened (1001) and
+        waits up to 2 s for the app's tasks serving it to finish, then cancels the rest.
         Idempotent; the client cannot be used afterwards."""
         self._closed = True
         conns = list(self._conns)
         self._conns.clear()
         for conn in conns:
             await conn.dispose()
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -282,12 +299,12 @@ class Client:
             raise RuntimeError("this Client is closed")
         self._conns.add(conn)
 
-    def _session_for_loop(self) -> aiohttp.ClientSession:
+    def _bind_loop(self) -> Transport:
+        """The transport, after checking the client is open and bound to the running loop."""
         if self._closed:
             raise RuntimeError("this Client is closed")
         loop = asyncio.get_running_loop()
-        if self._session is None:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+        if self._loop is None:
             self._loop = loop
             self._metadata_lock = asyncio.Lock()
         elif self._loop is not loop:
@@ -295,26 +312,15 @@ class Client:
                 "this Client is bound to the event loop it was first used in; "
                 "create one Client per event loop"
             )
-        return self._session
+        return self._transport
 
     async def _fetch(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> tuple[int, str | None, bytes]:
-        session = self._session_for_loop()
-        try:
-            async with session.request(
-                method, URL(url, encoded=True), headers=headers, data=body
-            ) as response:
-                data = await response.read()
-                return response.status, response.headers.get("Content-Type"), data
-        except TimeoutError:
-            raise
-        except aiohttp.ClientError as exc:
-            raise ActorError(
-                "client",
-                "network_error",
-                f"{method} request to {_origin(url)} failed: {type(exc).__name__}: {exc}",
-            ) from exc
+        transport = self._bind_loop()
+        async with transport.request(method, url, headers, body) as response:
+            data = await response.read()
+            return response.status, response.headers.get("Content-Type"), data
 
     def _headers(self, config: ClientConfig) -> dict[str, str]:
         return dict(config.headers)
@@ -323,9 +329,9 @@ class Client:
         """The configuration to use, after the one-time ``GET /metadata`` lookup."""
         resolved = self._resolved
         if resolved is not None:
-            self._session_for_loop()
+            self._bind_loop()
             return resolved
-        self._session_for_loop()
+        self._bind_loop()
         assert self._metadata_lock is not None
         async with self._metadata_lock:
             if self._resolved is None:
@@ -517,7 +523,9 @@ class ActorHandle:
 
         The request goes to ``{gateway}/request/{path}`` (``path`` may start with ``/`` and carry
         a ``?query``); the handle's params travel in ``x-rivet-conn-params``. The whole answer
-        is read before this returns (the official stack does not stream responses either).
+        is read before this returns, over the network and in-process alike (the official stack
+        does not stream ``onRequest`` responses either), so a streamed answer (server-sent
+        events) is returned once the handler ends it.
 
         Args:
             path: path below the handler, e.g. ``"/hello?x=1"``.
@@ -538,7 +546,7 @@ class ActorHandle:
 
     async def websocket(
         self, path: str = "", *, protocols: Sequence[str] | None = None
-    ) -> ClientConnection:
+    ) -> WebSocket:
         """Open a raw WebSocket to the actor's ``on_websocket`` handler.
 
         Connects to ``{gateway}/websocket/{path}`` offering the subprotocols ``rivet``,
@@ -546,8 +554,10 @@ class ActorHandle:
         ``protocols``. Frames are passed through unchanged.
 
         Returns:
-            The open ``websockets.asyncio.client.ClientConnection`` (``send``, ``recv``,
-            ``async for``, ``close``); close it when done.
+            The open connection: a ``websockets.asyncio.client.ClientConnection`` over the
+            network, an object with the same ``send``, ``recv``, ``async for``, ``close``,
+            ``wait_closed``, ``subprotocol``, ``close_code`` and ``close_reason`` in-process
+            (raising the same ``websockets.exceptions.ConnectionClosed``); close it when done.
 
         Raises:
             ActorError: the upgrade was refused (the server's error) or the server could not be

@@ -1,7 +1,8 @@
 """Actor connections over WebSocket (``handle.connect()``, spec §8), asyncio flavour.
 
 The I/O around :class:`._conn_protocol.ConnProtocol`: one background task per connection opens
-the socket (``websockets``), feeds frames and closes into the state machine, sends the frames it
+the socket through the client's transport (``websockets`` over the network, the in-process ASGI
+app for ``Client(app=...)``), feeds frames and closes into the state machine, sends the frames it
 produces, resolves action futures, calls listeners and sleeps between attempts.
 """
 
@@ -17,9 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeAlias
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.typing import Subprotocol
 
 from .._log import client_logger
 from ..errors import ActorError
@@ -43,6 +42,7 @@ from ._conn_protocol import (
     ws_scheme,
 )
 from ._protocol import error_from_response, is_stale_actor_error
+from ._transport import WebSocket, abort_websocket
 
 if TYPE_CHECKING:
     from ._aio import ActorHandle
@@ -149,7 +149,7 @@ class ActorConn:
         self._background: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._ws: ClientConnection | None = None
+        self._ws: WebSocket | None = None
         self._send_lock: asyncio.Lock | None = None
         try:
             asyncio.get_running_loop()
@@ -460,12 +460,11 @@ class ActorConn:
         url = ws_scheme(gateway_target_url(config, handle._query, handle._actor_id, "/connect"))
         client = self._client
         try:
-            ws = await connect(
+            ws = await client._bind_loop().connect(
                 url,
-                subprotocols=[Subprotocol(p) for p in conn_subprotocols(config.encoding, params)],
-                additional_headers=dict(config.headers),
-                user_agent_header=client._user_agent,
-                proxy=None,
+                subprotocols=conn_subprotocols(config.encoding, params),
+                headers=dict(config.headers),
+                user_agent=client._user_agent,
                 open_timeout=client._open_timeout,
                 close_timeout=_CLOSE_TIMEOUT,
                 max_size=MAX_FRAME_SIZE,
@@ -491,7 +490,7 @@ class ActorConn:
         except ConnectionClosed:
             pass
         except BaseException:
-            ws.transport.abort()  # cancelled (dispose) or crashed: never leak the socket
+            abort_websocket(ws)  # cancelled (dispose) or crashed: never leak the socket
             raise
         finally:
             if self._ws is ws:

@@ -1,8 +1,9 @@
 """Raw requests and WebSockets to an actor's ``on_request``/``on_websocket`` handlers (spec §9).
 
-``handle.fetch(path)`` sends ``{gateway}/request/{path}`` with aiohttp and buffers the answer in an
-:class:`ActorResponse`; ``handle.websocket(path)`` opens ``{gateway}/websocket/{path}`` with
-``websockets`` and returns the open connection.
+``handle.fetch(path)`` sends ``{gateway}/request/{path}`` through the client's transport and
+buffers the answer in an :class:`ActorResponse`; ``handle.websocket(path)`` opens
+``{gateway}/websocket/{path}`` and returns the open connection (``websockets`` over the network,
+an in-process WebSocket with the same API for ``Client(app=...)``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake
 from websockets.typing import Subprotocol
-from yarl import URL
 
 from .._log import client_logger
-from ..errors import ActorError
 from ._conn import MAX_FRAME_SIZE, handshake_error
 from ._conn_protocol import actor_path, conn_subprotocols, gateway_target_url, ws_scheme
 from ._protocol import (
@@ -29,6 +26,7 @@ from ._protocol import (
     is_stale_actor_error,
     lifecycle_max_attempts,
 )
+from ._transport import WebSocket
 
 if TYPE_CHECKING:
     from ._aio import ActorHandle
@@ -124,27 +122,10 @@ async def fetch(
         config = await client._ready()
         url = gateway_target_url(config, query, handle._actor_id, target)
         request_headers = _request_headers(handle, config.token, headers)
-        session = client._session_for_loop()
-        try:
-            async with session.request(
-                method, URL(url, encoded=True), headers=request_headers, data=data
-            ) as response:
-                content = await response.read()
-                result = ActorResponse(
-                    response.status,
-                    response.reason or "",
-                    CIMultiDictProxy(CIMultiDict(response.headers)),
-                    url,
-                    content,
-                )
-        except TimeoutError:
-            raise
-        except aiohttp.ClientError as exc:
-            raise ActorError(
-                "client",
-                "network_error",
-                f"{method} request to the actor failed: {type(exc).__name__}: {exc}",
-            ) from exc
+        transport = client._bind_loop()
+        async with transport.request(method, url, request_headers, data) as response:
+            content = await response.read()
+            result = ActorResponse(response.status, response.reason, response.headers, url, content)
         if result.ok or not query.is_dynamic:
             return result
         # get/get_or_create handles retry answers that say the actor is missing or starting
@@ -177,19 +158,20 @@ async def websocket_target(
 
 async def open_websocket(
     handle: ActorHandle, path: str, protocols: Sequence[str] | None
-) -> ClientConnection:
+) -> WebSocket:
     """Open a raw WebSocket to the actor's ``on_websocket`` handler (see
     ``ActorHandle.websocket``)."""
     client = handle._client
     url, subprotocols, headers = await websocket_target(handle, path, protocols)
+    transport = client._bind_loop()
     try:
-        return await connect(
+        return await transport.connect(
             url,
             subprotocols=subprotocols,
-            additional_headers=headers,
-            user_agent_header=client._user_agent,
-            proxy=None,
+            headers=headers,
+            user_agent=client._user_agent,
             open_timeout=client._open_timeout,
+            close_timeout=None,
             max_size=MAX_FRAME_SIZE,
         )
     except (OSError, TimeoutError, InvalidHandshake) as exc:

@@ -165,6 +165,12 @@ class Client:
         encoding: ``"bare"`` (default), ``"cbor"`` or ``"json"``.
         pool_name: runner pool for created actors.
         headers: extra headers added to every HTTP request.
+        app: not supported by the blocking client (its requests run on a private event loop in
+            another thread, where an in-process app cannot be called); must be ``None``. Use
+            the async :class:`rivetkit.client.Client` with ``app=`` from the app's own loop.
+
+    Raises:
+        TypeError: ``app`` was given.
 
     Example::
 
@@ -183,7 +189,13 @@ class Client:
         encoding: Encoding | None = None,
         pool_name: str | None = None,
         headers: Mapping[str, str] | None = None,
+        app: None = None,
     ) -> None:
+        if app is not None:
+            raise TypeError(
+                "rivetkit.client.sync.Client does not support app= (an in-process ASGI app must "
+                "be called from its own event loop); use the async rivetkit.client.Client(app=...)"
+            )
         self._client = _aio.Client(
             endpoint,
             namespace=namespace,
