@@ -19,6 +19,12 @@ export function buildRequest(host, port, path, bodyStr, extraHeaders = {}) {
 	return { buf: Buffer.concat([Buffer.from(head, "latin1"), body]), path, bodyStr, extraHeaders };
 }
 
+/** Build the bytes of `GET path` (no body). */
+export function buildGet(host, port, path) {
+	const head = `GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\n\r\n`;
+	return { buf: Buffer.from(head, "latin1"), path, bodyStr: null, extraHeaders: {}, method: "GET" };
+}
+
 export class RawConn {
 	constructor(host, port) {
 		this.host = host;
@@ -161,12 +167,12 @@ export class NodeHttpConn {
 	send(reqBuf, cb) {
 		this.cb = cb;
 		this.startedAt = performance.now();
-		const body = Buffer.from(reqBuf.bodyStr);
+		const body = Buffer.from(reqBuf.bodyStr ?? "");
 		const req = http.request(
 			{
 				host: this.host,
 				port: this.port,
-				method: "POST",
+				method: reqBuf.method ?? "POST",
 				path: reqBuf.path,
 				agent: this.agent,
 				headers: {

@@ -37,12 +37,13 @@ export function renderSummary(jsonl, env = null) {
 	const tIdx = (t) => (targetOrder.includes(t) ? targetOrder.indexOf(t) : 99);
 	const groups = new Map();
 	for (const r of rows) {
-		if (!["cold", "http", "ws", "fanout"].includes(r.scenario)) continue;
+		if (!["cold", "http", "ws", "fanout", "wake", "schedule", "mem"].includes(r.scenario)) continue;
 		const k = `${r.scenario}\u0000${r.variant}\u0000${r.target}`;
 		if (!groups.has(k)) groups.set(k, []);
 		groups.get(k).push(r);
 	}
-	const keys = [...groups.keys()].sort((a, b) => {
+	// the main table: cold, http, ws, fanout (the lifecycle scenarios have tables of their own)
+	const keys = [...groups.keys()].filter((k) => ["cold", "http", "ws", "fanout"].includes(k.split("\u0000")[0])).sort((a, b) => {
 		const [sa, va, ta] = a.split("\u0000");
 		const [sb, vb, tb] = b.split("\u0000");
 		const order = (s, v) => {
@@ -105,6 +106,26 @@ export function renderSummary(jsonl, env = null) {
 		[`fan-out to ${subs} subscribers, all received p99, ms`, "", (t) => p("fanout", `${subs} subscribers: send -> all received`, t, (r) => r.latencyMs?.p99), num],
 		[`fan-out to ${subs} subscribers, first received p50, ms`, "", (t) => p("fanout", `${subs} subscribers: send -> first received`, t, (r) => r.latencyMs?.p50), num],
 	];
+	// lifecycle (issue 4): only when those scenarios ran
+	const has = (sc) => rows.some((r) => r.scenario === sc);
+	const schedV = (suffix) => [...new Set(rows.filter((r) => r.scenario === "schedule" && r.variant.includes(`, ${suffix}`)).map((r) => r.variant))][0];
+	if (has("wake")) {
+		hl.push(["wake from sleep (asleep actor → first action) p50, ms", "< 2", (t) => p("wake", "asleep actor -> hit (wake)", t, (r) => r.latencyMs?.p50), num]);
+		hl.push(["wake from sleep p99, ms", "", (t) => p("wake", "asleep actor -> hit (wake)", t, (r) => r.latencyMs?.p99), num]);
+	}
+	for (const [suffix, label] of [["idle:", "idle"], ["load (", "under HTTP load"], ["nap:", "actor asleep before each event"]]) {
+		const v = schedV(suffix);
+		if (!v) continue;
+		hl.push([`schedule lateness p50 / p99, ${label}, ms`, "", (t) => {
+			const a = p("schedule", v, t, (r) => r.latencyMs?.p50);
+			const b = p("schedule", v, t, (r) => r.latencyMs?.p99);
+			return a === null ? null : [a, b];
+		}, (x) => `${num(x[0])} / ${num(x[1])}`]);
+	}
+	if (has("mem")) {
+		const v = [...new Set(rows.filter((r) => r.scenario === "mem").map((r) => r.variant))][0];
+		hl.push(["server RSS per awake actor over HTTP, KiB", "", (t) => p("mem", v, t, (r) => r.kibPerActor), num]);
+	}
 	L.push("## Headline (medians across repetitions)", "");
 	L.push(`| metric | goal (ours) | ${targetOrder.join(" | ")} |`);
 	L.push(`|---|---|${targetOrder.map(() => "---").join("|")}|`);
@@ -113,37 +134,94 @@ export function renderSummary(jsonl, env = null) {
 			const x = f(t);
 			return x === null || x === undefined || Number.isNaN(x) ? "–" : show(x);
 		});
+		if (cells.every((c) => c === "–")) continue; // not measured in this run
 		L.push(`| ${label} | ${goal} | ${cells.join(" | ")} |`);
 	}
 	L.push("");
 
 	// ---- full table
-	L.push("## All measurements: median [min..max] across repetitions", "");
-	L.push(
-		"| scenario | variant | target | reps | actions/s | % of asgi | p50 ms | p90 ms | p99 ms | max ms | errors | consistent | server CPU µs/op | by process µs/op | server %core | harness µs/op | harness %core | other procs %core | server RSS MiB |",
-	);
-	L.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-	for (const k of keys) {
-		const [s, v, t] = k.split("\u0000");
-		const g = groups.get(k);
-		const thr = g.map((r) => r.throughput);
-		const asgiThr = med(get(s, v, "asgi").map((r) => r.throughput));
-		const myThr = med(thr);
-		const pct = (s === "http" || s === "ws") && asgiThr && myThr !== null && t !== "asgi" ? `${num((100 * myThr) / asgiThr)} %` : "";
-		const comms = [...new Set(g.flatMap((r) => Object.keys(r.serverCpuUsPerOpByProc ?? {})))];
-		const byProc =
-			comms.length > 1 ? comms.map((c) => `${c} ${num(med(g.map((r) => r.serverCpuUsPerOpByProc?.[c] ?? 0)))}`).join(", ") : "";
-		const errs = g.reduce((a, r) => a + (r.errors ?? 0), 0);
-		const errsAll = g.reduce((a, r) => a + (r.errorsTotal ?? r.errors ?? 0), 0);
-		const okReps = g.filter((r) => r.consistent).length;
+	if (keys.length) {
+		L.push("## All measurements: median [min..max] across repetitions", "");
 		L.push(
-			`| ${s} | ${v} | ${t} | ${g.length} | ${mmm(thr)} | ${pct} | ${mmm(g.map((r) => r.latencyMs?.p50))} | ${mmm(g.map((r) => r.latencyMs?.p90))} | ` +
-				`${mmm(g.map((r) => r.latencyMs?.p99))} | ${mmm(g.map((r) => r.latencyMs?.max))} | ${errs}${errsAll !== errs ? ` (${errsAll} incl. warm-up)` : ""} | ` +
-				`${okReps}/${g.length} | ${mmm(g.map((r) => r.serverCpuUsPerOp))} | ${byProc} | ${mmm(g.map((r) => r.serverCpuPctCore))} | ` +
-				`${mmm(g.map((r) => r.harnessCpuUsPerOp))} | ${mmm(g.map((r) => r.harnessCpuPctCore))} | ${mmm(g.map((r) => r.otherCpuPctCore))} | ${mmm(g.map((r) => r.serverRssMiB))} |`,
+			"| scenario | variant | target | reps | actions/s | % of asgi | p50 ms | p90 ms | p99 ms | max ms | errors | consistent | server CPU µs/op | by process µs/op | server %core | harness µs/op | harness %core | other procs %core | server RSS MiB |",
 		);
+		L.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+		for (const k of keys) {
+			const [s, v, t] = k.split("\u0000");
+			const g = groups.get(k);
+			const thr = g.map((r) => r.throughput);
+			const asgiThr = med(get(s, v, "asgi").map((r) => r.throughput));
+			const myThr = med(thr);
+			const pct = (s === "http" || s === "ws") && asgiThr && myThr !== null && t !== "asgi" ? `${num((100 * myThr) / asgiThr)} %` : "";
+			const comms = [...new Set(g.flatMap((r) => Object.keys(r.serverCpuUsPerOpByProc ?? {})))];
+			const byProc =
+				comms.length > 1 ? comms.map((c) => `${c} ${num(med(g.map((r) => r.serverCpuUsPerOpByProc?.[c] ?? 0)))}`).join(", ") : "";
+			const errs = g.reduce((a, r) => a + (r.errors ?? 0), 0);
+			const errsAll = g.reduce((a, r) => a + (r.errorsTotal ?? r.errors ?? 0), 0);
+			const okReps = g.filter((r) => r.consistent).length;
+			L.push(
+				`| ${s} | ${v} | ${t} | ${g.length} | ${mmm(thr)} | ${pct} | ${mmm(g.map((r) => r.latencyMs?.p50))} | ${mmm(g.map((r) => r.latencyMs?.p90))} | ` +
+					`${mmm(g.map((r) => r.latencyMs?.p99))} | ${mmm(g.map((r) => r.latencyMs?.max))} | ${errs}${errsAll !== errs ? ` (${errsAll} incl. warm-up)` : ""} | ` +
+					`${okReps}/${g.length} | ${mmm(g.map((r) => r.serverCpuUsPerOp))} | ${byProc} | ${mmm(g.map((r) => r.serverCpuPctCore))} | ` +
+					`${mmm(g.map((r) => r.harnessCpuUsPerOp))} | ${mmm(g.map((r) => r.harnessCpuPctCore))} | ${mmm(g.map((r) => r.otherCpuPctCore))} | ${mmm(g.map((r) => r.serverRssMiB))} |`,
+			);
+		}
+		L.push("");
 	}
-	L.push("");
+
+	// ---- lifecycle tables
+	const lgroups = new Map();
+	for (const r of rows) {
+		if (!["wake", "schedule", "mem"].includes(r.scenario)) continue;
+		const k = `${r.scenario}\u0000${r.variant}\u0000${r.target}`;
+		if (!lgroups.has(k)) lgroups.set(k, []);
+		lgroups.get(k).push(r);
+	}
+	const lkeys = [...lgroups.keys()].sort((a, b) => {
+		const [sa, va, ta] = a.split("\u0000");
+		const [sb, vb, tb] = b.split("\u0000");
+		const first = (s, v) => rows.findIndex((r) => r.scenario === s && r.variant === v);
+		return first(sa, va) - first(sb, vb) || (sa === sb && va === vb ? tIdx(ta) - tIdx(tb) : 0);
+	});
+	const okCol = (g) => `${g.filter((r) => r.consistent).length}/${g.length}`;
+	const errCol = (g) => g.reduce((a, r) => a + (r.errors ?? 0), 0);
+	const lk = (sc) => lkeys.filter((k) => k.startsWith(`${sc}\u0000`));
+	if (lk("wake").length) {
+		L.push("## Wake from sleep (sequential, one keep-alive connection): median [min..max] across repetitions", "");
+		L.push("| variant | target | reps | p50 ms | p90 ms | p99 ms | max ms | errors | consistent | server CPU µs per wake |");
+		L.push("|---|---|---|---|---|---|---|---|---|---|");
+		for (const k of lk("wake")) {
+			const [, v, t] = k.split("\u0000");
+			const g = lgroups.get(k);
+			L.push(`| ${v} | ${t} | ${g.length} | ${mmm(g.map((r) => r.latencyMs?.p50))} | ${mmm(g.map((r) => r.latencyMs?.p90))} | ${mmm(g.map((r) => r.latencyMs?.p99))} | ${mmm(g.map((r) => r.latencyMs?.max))} | ${errCol(g)} | ${okCol(g)} | ${mmm(g.map((r) => r.serverCpuUsPerOp))} |`);
+		}
+		L.push("");
+	}
+	if (lk("schedule").length) {
+		L.push("## Schedule lateness (wall time when the action runs − scheduled_at), ms: median [min..max] across repetitions", "");
+		L.push("| variant | target | reps | p50 | p90 | p99 | max | fired − scheduled p50 / p99 / max | events run / planned | load actions/s | errors | consistent | server %core | other procs %core |");
+		L.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+		for (const k of lk("schedule")) {
+			const [, v, t] = k.split("\u0000");
+			const g = lgroups.get(k);
+			const fm = (f) => mmm(g.map((r) => r.firedMinusScheduledMs?.[f]));
+			L.push(`| ${v} | ${t} | ${g.length} | ${mmm(g.map((r) => r.latencyMs?.p50))} | ${mmm(g.map((r) => r.latencyMs?.p90))} | ${mmm(g.map((r) => r.latencyMs?.p99))} | ${mmm(g.map((r) => r.latencyMs?.max))} | ${fm("p50")} / ${fm("p99")} / ${fm("max")} | ${g.reduce((a, r) => a + (r.fired ?? 0), 0)} / ${g.reduce((a, r) => a + (r.events ?? 0), 0)} | ${mmm(g.map((r) => r.loadThroughput))} | ${errCol(g)} | ${okCol(g)} | ${mmm(g.map((r) => r.serverCpuPctCore))} | ${mmm(g.map((r) => r.otherCpuPctCore))} |`);
+		}
+		L.push("");
+	}
+	if (lk("mem").length) {
+		L.push("## Server memory per actor over HTTP: median [min..max] across repetitions", "");
+		L.push("| variant | target | reps | KiB per actor | by process KiB | RSS before MiB | RSS after MiB | errors | consistent |");
+		L.push("|---|---|---|---|---|---|---|---|---|");
+		for (const k of lk("mem")) {
+			const [, v, t] = k.split("\u0000");
+			const g = lgroups.get(k);
+			const comms = [...new Set(g.flatMap((r) => Object.keys(r.kibPerActorByProc ?? {})))];
+			const byProc = comms.length > 1 ? comms.map((c) => `${c} ${num(med(g.map((r) => r.kibPerActorByProc?.[c] ?? 0)))}`).join(", ") : "";
+			L.push(`| ${v} | ${t} | ${g.length} | ${mmm(g.map((r) => r.kibPerActor))} | ${byProc} | ${mmm(g.map((r) => r.rssBeforeMiB))} | ${mmm(g.map((r) => r.rssAwakeMiB ?? r.rssAsleepMiB))} | ${errCol(g)} | ${okCol(g)} |`);
+		}
+		L.push("");
+	}
 
 	// ---- start-up, gates, failures, inconsistencies
 	const starts = rows.filter((r) => r.scenario === "start" && r.readyMs !== undefined);

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { killAllSync, setPidFile, trackedPids, stopPids } from "./procs.mjs";
 import { coldScenario, Endpoint, gate, httpScenario } from "./scenarios.mjs";
 import { fanoutScenario, wsScenario } from "./wsscenarios.mjs";
+import { memScenario, scheduleScenario, wakeScenario } from "./lifecycle.mjs";
 import { setWsClient } from "./ws.mjs";
 import { makeTargets } from "./targets.mjs";
 import { renderSummary } from "./report.mjs";
@@ -20,7 +21,8 @@ const repoDir = path.resolve(benchDir, "..");
 const HELP = `usage: bench/run.sh [options]
 
   --targets LIST       comma list of ours,official,asgi,official-nodelay   (default ours,official,asgi)
-  --scenarios LIST     comma list of cold,http,ws,fanout                    (default cold,http,ws,fanout)
+  --scenarios LIST     comma list of cold,http,ws,fanout,wake,schedule,mem (default cold,http,ws,fanout)
+                       (wake, schedule, mem: lifecycle, opt-in; not run against asgi)
   --reps N             repetitions, targets interleaved (order rotates)    (default 3)
   --duration S         measured seconds per http / ws measurement          (default 5)
   --warmup S           unmeasured seconds before each http / ws measurement (default 1)
@@ -31,13 +33,26 @@ const HELP = `usage: bench/run.sh [options]
   --ws-many N          ws: N connections to N new actors (connect + loop)  (default 64, 0 = off)
   --fanout-subs N      fanout: subscribers of the one actor                (default 100)
   --fanout-rounds N    fanout: measured increment rounds                   (default 200)
+  --wake-n N           wake: actors, each cold -> hot -> nap -> asleep -> wake (default 100)
+  --wake-poll MS       wake: GET /actors poll interval while waiting for sleep_ts (default 2)
+  --wake-settle MS     wake: extra wait after sleep_ts is visible, before the timed call (default 0)
+  --sched-events N     schedule: one-shot events per variant                (default 1000)
+  --sched-actors N     schedule: ticker actors sharing them                 (default 10)
+  --sched-spread S     schedule: seconds over which they are due            (default 10)
+  --sched-lead S       schedule: seconds from planning to the first event   (default 2)
+  --sched-tail S       schedule: max wait for stragglers after the last due (default 10)
+  --sched-load N       schedule: load connections = counter actors          (default 32)
+  --sched-variants L   schedule: idle,load,nap,nap-load                     (default idle,load,nap,nap-load)
+  --mem-n N            mem: sleepy actors woken over HTTP                   (default 1000)
+  --mem-parallel N     mem: of them at a time                               (default 4)
   --client KIND        raw (default) | node-http  (load-generator HTTP client, for cross-checks)
   --ws-client KIND     raw (default) | ws  (load-generator WebSocket client: own minimal one or npm ws)
   --timeout S          per-request timeout (engine gives up at 15 s itself) (default 30)
   --ready-timeout S    max wait for a server to answer after start          (default 120)
   --out DIR            output dir (default bench/out/<YYYY-MM-DD>[-N]/)
   --python PATH        python for ours + asgi (default <repo>/.venv/bin/python)
-  --ours-app FILE      registry file for ours, relative to the repo         (default examples/counter.py)
+  --ours-app FILE      registry file for ours, relative to the repo         (default bench/actors.py:
+                       examples/counter.py's counter + the lifecycle actors sleepy, ticker)
   --ours-arg ARG       extra argument for "python -m rivetkit serve" (repeatable)
   --keep-data          keep the servers' storage dirs under OUT/data/
   --help
@@ -57,13 +72,25 @@ function parseArgs(argv) {
 		wsMany: 64,
 		fanoutSubs: 100,
 		fanoutRounds: 200,
+		wakeN: 100,
+		wakePoll: 2,
+		wakeSettle: 0,
+		schedEvents: 1000,
+		schedActors: 10,
+		schedSpread: 10,
+		schedLead: 2,
+		schedTail: 10,
+		schedLoad: 32,
+		schedVariants: ["idle", "load", "nap", "nap-load"],
+		memN: 1000,
+		memParallel: 4,
 		client: "raw",
 		wsClient: "raw",
 		timeout: 30,
 		readyTimeout: 120,
 		out: null,
 		python: path.join(repoDir, ".venv", "bin", "python"),
-		oursApp: "examples/counter.py",
+		oursApp: "bench/actors.py",
 		oursArgs: [],
 		keepData: false,
 	};
@@ -87,6 +114,18 @@ function parseArgs(argv) {
 			case "--ws-many": o.wsMany = Number(v()); break;
 			case "--fanout-subs": o.fanoutSubs = Number(v()); break;
 			case "--fanout-rounds": o.fanoutRounds = Number(v()); break;
+			case "--wake-n": o.wakeN = Number(v()); break;
+			case "--wake-poll": o.wakePoll = Number(v()); break;
+			case "--wake-settle": o.wakeSettle = Number(v()); break;
+			case "--sched-events": o.schedEvents = Number(v()); break;
+			case "--sched-actors": o.schedActors = Number(v()); break;
+			case "--sched-spread": o.schedSpread = Number(v()); break;
+			case "--sched-lead": o.schedLead = Number(v()); break;
+			case "--sched-tail": o.schedTail = Number(v()); break;
+			case "--sched-load": o.schedLoad = Number(v()); break;
+			case "--sched-variants": o.schedVariants = list(v()); break;
+			case "--mem-n": o.memN = Number(v()); break;
+			case "--mem-parallel": o.memParallel = Number(v()); break;
 			case "--client": o.client = v(); break;
 			case "--ws-client": o.wsClient = v(); break;
 			case "--timeout": o.timeout = Number(v()); break;
@@ -102,12 +141,17 @@ function parseArgs(argv) {
 	}
 	const known = ["ours", "official", "asgi", "official-nodelay"];
 	for (const t of o.targets) if (!known.includes(t)) throw new Error(`unknown target ${t}`);
-	for (const s of o.scenarios) if (!["cold", "http", "ws", "fanout"].includes(s)) throw new Error(`unknown scenario ${s}`);
+	for (const s of o.scenarios) if (!["cold", "http", "ws", "fanout", ...LIFECYCLE].includes(s)) throw new Error(`unknown scenario ${s}`);
+	for (const v of o.schedVariants) if (!["idle", "load", "nap", "nap-load"].includes(v)) throw new Error(`unknown schedule variant ${v}`);
+	if (!(o.wakeN >= 1 && o.wakePoll >= 1 && o.wakeSettle >= 0 && o.schedEvents >= 1 && o.schedActors >= 1 && o.schedSpread > 0 && o.schedLead >= 0 && o.schedTail >= 0 && o.schedLoad >= 1 && o.memN >= 3 && o.memParallel >= 1)) throw new Error("bad numeric option");
 	if (!["raw", "node-http"].includes(o.client)) throw new Error(`unknown client ${o.client}`);
 	if (!["raw", "ws"].includes(o.wsClient)) throw new Error(`unknown ws client ${o.wsClient}`);
 	if (!(o.reps >= 1 && o.duration > 0 && o.duration <= 60 && o.warmup >= 0 && o.coldN >= 1 && o.wsInflight.every((k) => k >= 1) && o.wsMany >= 0 && o.fanoutSubs >= 1 && o.fanoutRounds >= 1)) throw new Error("bad numeric option");
 	return o;
 }
+
+// scenarios that need the lifecycle actors (sleepy, ticker): not served by the bare ASGI app
+const LIFECYCLE = ["wake", "schedule", "mem"];
 
 function defaultOut() {
 	const d = new Date();
@@ -245,7 +289,30 @@ async function main() {
 						}
 						// the pid set is fixed for a scenario (read once: scanning /proc takes a while)
 						const pids = srv.pids();
-						if (sc === "cold") {
+						if (LIFECYCLE.includes(sc) && name === "asgi") {
+							continue; // the bare ASGI app has no lifecycle
+						} else if (sc === "wake") {
+							await wakeScenario({ ep, tag, pids, n: o.wakeN, pollMs: o.wakePoll, settleMs: o.wakeSettle, timeoutMs: o.timeout * 1000, log });
+						} else if (sc === "schedule") {
+							await scheduleScenario({
+								ep,
+								tag,
+								pids,
+								events: o.schedEvents,
+								actors: o.schedActors,
+								spreadS: o.schedSpread,
+								leadS: o.schedLead,
+								tailMs: o.schedTail * 1000,
+								loadConns: o.schedLoad,
+								variants: o.schedVariants,
+								timeoutMs: o.timeout * 1000,
+								clientKind: o.client,
+								log,
+								gateFn,
+							});
+						} else if (sc === "mem") {
+							await memScenario({ ep, tag, pids, n: o.memN, parallel: o.memParallel, settleMs: 2000, timeoutMs: o.timeout * 1000, log });
+						} else if (sc === "cold") {
 							await coldScenario({ ep, tag, pids, n: o.coldN, timeoutMs: o.timeout * 1000, log });
 						} else if (sc === "ws") {
 							await wsScenario({

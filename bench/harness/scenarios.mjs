@@ -8,9 +8,9 @@ const NCPU = os.cpus().length;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export function gatewayPath(action, key) {
+export function gatewayPath(action, key, name = "counter") {
 	return (
-		`/gateway/counter/action/${action}?rvt-namespace=default&rvt-method=getOrCreate` +
+		`/gateway/${name}/action/${action}?rvt-namespace=default&rvt-method=getOrCreate` +
 		`&rvt-runner=default&rvt-key=${encodeURIComponent(key)}&rvt-crash-policy=sleep`
 	);
 }
@@ -21,11 +21,12 @@ export class Endpoint {
 		this.port = port;
 		this.cache = new Map();
 	}
-	req(action, key, args) {
-		const id = `${action}\u0000${key}\u0000${JSON.stringify(args)}`;
+	/** The pre-built `POST` calling `action(...args)` on actor `name` / [key] (getOrCreate). */
+	req(action, key, args, name = "counter") {
+		const id = `${name}\u0000${action}\u0000${key}\u0000${JSON.stringify(args)}`;
 		let r = this.cache.get(id);
 		if (!r) {
-			r = buildRequest(this.host, this.port, gatewayPath(action, key), JSON.stringify({ args }));
+			r = buildRequest(this.host, this.port, gatewayPath(action, key, name), JSON.stringify({ args }));
 			if (this.cache.size < 10000) this.cache.set(id, r);
 		}
 		return r;
@@ -231,7 +232,7 @@ export async function checkCounts(ep, distinct, outputs, base, errTotal, timeout
 	}
 }
 
-export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeoutMs, clientKind }) {
+export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeoutMs, clientKind, stopSignal = null }) {
 	const c = keys.length;
 	const distinct = [...new Set(keys)];
 	const ctl = new RawConn(ep.host, ep.port);
@@ -321,7 +322,7 @@ export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeout
 	await sleep(warmupMs);
 	m0 = measureStart(pids);
 	tm0 = m0.t;
-	await sleep(durationMs);
+	await (stopSignal ?? sleep(durationMs)); // stopSignal: a promise that ends the window instead
 	// close the window first, then snapshot, so no completion is counted after the CPU snapshot
 	tm1 = performance.now();
 	const cost = measureEnd(m0, pids, okInWindow);

@@ -1,4 +1,5 @@
-// The `counter` registry of the benchmark, served by the official npm `rivetkit` runtime.
+// The bench's registry served by the official npm `rivetkit` runtime: `counter` (as
+// examples/counter.py) and the lifecycle actors `sleepy` and `ticker` (as bench/actors.py).
 // `registry.start()` runs the runtime as an envoy of a local `rivet-engine` (npm @rivetkit/engine-cli),
 // which the runtime spawns itself on RIVET_RUN_ENGINE_PORT (guard), +1 (api-peer), +10 (metrics).
 // All client traffic goes through the engine's gateway; this process listens on no port itself.
@@ -18,7 +19,56 @@ const counter = actor({
 	},
 });
 
-const registry = setup({ use: { counter } });
+// Only `nap` (or a shutdown) puts the lifecycle actors to sleep during a bench run.
+const NO_IDLE_SLEEP = { sleepTimeout: 3_600_000 };
+
+// wake / mem scenarios: `hit` counts durably (state) and per generation (vars are ephemeral), so
+// a reply [count, 1] proves the call ran on a freshly woken instance; `nap` sleeps after the call.
+const sleepy = actor({
+	state: { count: 0 },
+	vars: { calls: 0 },
+	options: NO_IDLE_SLEEP,
+	actions: {
+		hit: (c) => {
+			c.state.count += 1;
+			c.vars.calls += 1;
+			return [c.state.count, c.vars.calls];
+		},
+		nap: (c) => {
+			c.sleep();
+			return c.state.count;
+		},
+		noop: (_c, x) => x,
+	},
+});
+
+// schedule scenario: `plan` schedules n one-shots (`schedule.after` takes milliseconds here, seconds
+// in Python); each `tick` records [j, wall ms now - scheduledAt, firedAt - scheduledAt]. The
+// runtime appends the ScheduledFireInfo to the arguments of a scheduled action.
+const ticker = actor({
+	state: { late: [] },
+	options: NO_IDLE_SLEEP,
+	actions: {
+		plan: async (c, n, firstS, gapS, nap = false) => {
+			c.state.late = [];
+			for (let j = 0; j < n; j++) {
+				await c.schedule.after(Math.round((firstS + j * gapS) * 1000), "tick", j, nap);
+			}
+			if (nap) c.sleep();
+			return n;
+		},
+		tick: (c, j, nap, fire) => {
+			const now = Date.now();
+			if (!fire) return;
+			c.state.late.push([j, now - fire.scheduledAt, fire.firedAt - fire.scheduledAt]);
+			if (nap) c.sleep();
+		},
+		results: (c) => c.state.late,
+		noop: (_c, x) => x,
+	},
+});
+
+const registry = setup({ use: { counter, sleepy, ticker } });
 registry.start();
 
 // Print a marker so the harness can tell the runtime booted (readiness is still checked over HTTP).
