@@ -129,8 +129,12 @@ async function eachParallel(ep, items, parallel, fn) {
 	}
 }
 
-/** Call `action(...args)` once on each key of actor `name`, `parallel` at a time, 3 attempts each. */
-async function callEach(ep, name, keys, action, argsFor, parallel, timeoutMs) {
+/**
+ * Call `action(...args)` once on each key of actor `name`, `parallel` at a time, up to `attempts`
+ * tries each (the official engine sometimes answers 504 after 15 s). Failed attempts are counted;
+ * a key that fails every attempt throws, or with `soft` leaves its output undefined.
+ */
+async function callEach(ep, name, keys, action, argsFor, parallel, timeoutMs, { attempts = 3, soft = false } = {}) {
 	const outputs = new Array(keys.length);
 	let errors = 0;
 	let firstError = null;
@@ -142,7 +146,10 @@ async function callEach(ep, name, keys, action, argsFor, parallel, timeoutMs) {
 			} catch (e) {
 				errors++;
 				firstError ??= e.message;
-				if (attempt >= 3) throw new Error(`${name} ${key} ${action} failed 3 times: ${e.message}`);
+				if (attempt >= attempts) {
+					if (soft) return;
+					throw new Error(`${name} ${key} ${action} failed ${attempts} times: ${e.message}`);
+				}
 			}
 		}
 	});
@@ -171,43 +178,58 @@ export async function scheduleScenario({ ep, tag, pids, events, actors, spreadS,
 		let errors = 0;
 		let firstError = null;
 		const problems = [];
-		await callEach(ep, "ticker", keys, "noop", () => [0], 4, timeoutMs);
+		await callEach(ep, "ticker", keys, "noop", () => [0], 4, timeoutMs, { attempts: 5 });
 		let loadP = null;
 		let release = null;
 		if (withLoad) {
 			const loadKeys = Array.from({ length: loadConns }, (_, i) => `schedload-${tag}-${variant}-${i}`);
-			await callEach(ep, "counter", loadKeys, "getCount", () => [], 4, timeoutMs);
+			await callEach(ep, "counter", loadKeys, "getCount", () => [], 4, timeoutMs, { attempts: 5 });
 			const stop = new Promise((r) => (release = r));
 			loadP = closedLoop({ ep, keys: loadKeys, pids, warmupMs: 1000, durationMs: 0, timeoutMs, clientKind, stopSignal: stop });
 			await sleep(1000);
 		}
-		const m0 = measureStart(pids);
-		const tPlan0 = performance.now();
-		let planErr = null;
-		try {
-			const r = await callEach(ep, "ticker", keys, "plan", (a) => [perActor, leadS + (a * gapS) / actors, gapS, nap], 4, timeoutMs);
-			errors += r.errors;
-			firstError ??= r.firstError;
-		} catch (e) {
-			planErr = e;
-		}
-		const planMs = performance.now() - tPlan0;
-		// every event is due by (end of planning) + lead + spread
-		const lastDue = tPlan0 + planMs + (leadS + spreadS) * 1000;
-		await sleep(Math.max(0, lastDue - performance.now()) + 200);
 		const records = new Array(actors).fill(null);
-		const deadline = performance.now() + tailMs;
-		while (!planErr) {
-			const missing = keys.map((_, a) => a).filter((a) => !records[a] || records[a].length < perActor);
-			if (!missing.length) break;
-			const r = await callEach(ep, "ticker", missing.map((a) => keys[a]), "results", () => [], 4, timeoutMs);
-			missing.forEach((a, i) => (records[a] = r.outputs[i] ?? []));
-			if (performance.now() > deadline) break;
-			if (keys.some((_, a) => records[a].length < perActor)) await sleep(250);
+		const unreadable = new Set();
+		let m0;
+		let cost;
+		let planMs = null;
+		let planErr = null;
+		let load = null;
+		try {
+			m0 = measureStart(pids);
+			const tPlan0 = performance.now();
+			try {
+				const r = await callEach(ep, "ticker", keys, "plan", (a) => [perActor, leadS + (a * gapS) / actors, gapS, nap], 4, timeoutMs);
+				errors += r.errors;
+				firstError ??= r.firstError;
+			} catch (e) {
+				planErr = e;
+			}
+			planMs = performance.now() - tPlan0;
+			// every event is due by (end of planning) + lead + spread
+			const lastDue = tPlan0 + planMs + (leadS + spreadS) * 1000;
+			await sleep(Math.max(0, lastDue - performance.now()) + 200);
+			const deadline = performance.now() + tailMs;
+			while (!planErr) {
+				const missing = keys.map((_, a) => a).filter((a) => !records[a] || records[a].length < perActor);
+				if (!missing.length) break;
+				const r = await callEach(ep, "ticker", missing.map((a) => keys[a]), "results", () => [], 4, timeoutMs, { attempts: 1, soft: true });
+				missing.forEach((a, i) => {
+					if (r.outputs[i] === undefined) unreadable.add(a);
+					else {
+						records[a] = r.outputs[i];
+						unreadable.delete(a);
+					}
+				});
+				firstError ??= r.firstError;
+				if (performance.now() > deadline) break;
+				if (keys.some((_, a) => !records[a] || records[a].length < perActor)) await sleep(250);
+			}
+			cost = measureEnd(m0, pids, null);
+		} finally {
+			if (release) release();
+			if (loadP) load = await loadP;
 		}
-		const cost = measureEnd(m0, pids, null);
-		if (release) release();
-		const load = loadP ? await loadP : null;
 		const late = [];
 		const fireLate = [];
 		let fired = 0;
@@ -226,16 +248,23 @@ export async function scheduleScenario({ ep, tag, pids, events, actors, spreadS,
 			errors++;
 			firstError ??= planErr.message;
 		}
-		if (missingEvents > 0) problems.push(`${missingEvents} of ${perActor * actors} events had not run ${tailMs} ms after the last due time`);
+		if (unreadable.size) {
+			errors += unreadable.size;
+			problems.push(`results of ${unreadable.size} actors could not be read (${firstError})`);
+		}
+		if (missingEvents > 0) problems.push(`${missingEvents} of ${perActor * actors} events had not run (or could not be read) ${tailMs} ms after the last due time`);
 		log({
 			scenario: "schedule",
 			variant: `${perActor * actors} events over ${spreadS} s, ${actors} actors, ${variant}${withLoad ? ` (${loadConns} conns)` : ""}: run - scheduled_at`,
 			latencyMs: quantiles(late),
 			firedMinusScheduledMs: quantiles(fireLate),
+			// how many events ran more than 10 / 50 ms after they were due
+			lateOver10ms: late.filter((x) => x > 10).length,
+			lateOver50ms: late.filter((x) => x > 50).length,
 			planMs,
 			events: perActor * actors,
 			fired,
-			errors: errors + missingEvents,
+			errors, // failed requests (plan, results); events that did not run: `events` - `fired`
 			firstError,
 			consistent: problems.length === 0 && !planErr,
 			consistencyProblems: problems.slice(0, 5),
@@ -244,9 +273,9 @@ export async function scheduleScenario({ ep, tag, pids, events, actors, spreadS,
 			loadErrors: load?.errorsTotal ?? null,
 			loadConsistent: load?.consistent ?? null,
 			throughput: load?.throughput,
-			serverCpuPctCore: cost.serverCpuPctCore,
-			otherCpuPctCore: cost.otherCpuPctCore,
-			serverRssMiB: cost.serverRssMiB,
+			serverCpuPctCore: cost?.serverCpuPctCore,
+			otherCpuPctCore: cost?.otherCpuPctCore,
+			serverRssMiB: cost?.serverRssMiB,
 		});
 	}
 }
@@ -263,7 +292,7 @@ export async function memScenario({ ep, tag, pids, n, parallel, settleMs, timeou
 	const rss0 = rssMiB(pids);
 	const byProc0 = rssByComm(pids);
 	const t0 = performance.now();
-	const woke = await callEach(ep, "sleepy", keys, "hit", () => [], parallel, timeoutMs);
+	const woke = await callEach(ep, "sleepy", keys, "hit", () => [], parallel, timeoutMs, { attempts: 5 });
 	const wakeMs = performance.now() - t0;
 	const bad = woke.outputs.filter((v) => !same(v, [1, 1])).length;
 	await sleep(settleMs);
@@ -280,7 +309,7 @@ export async function memScenario({ ep, tag, pids, n, parallel, settleMs, timeou
 	} finally {
 		probe.close();
 	}
-	const napped = await callEach(ep, "sleepy", keys, "nap", () => [], parallel, timeoutMs);
+	const napped = await callEach(ep, "sleepy", keys, "nap", () => [], parallel, timeoutMs, { attempts: 5 });
 	const poll = new RawConn(ep.host, ep.port);
 	try {
 		for (const k of [keys[0], keys[Math.floor(n / 2)], keys[n - 1]]) await waitAsleep(poll, ep, "sleepy", k, 20, 120000, timeoutMs);

@@ -199,13 +199,13 @@ export function renderSummary(jsonl, env = null) {
 	}
 	if (lk("schedule").length) {
 		L.push("## Schedule lateness (wall time when the action runs − scheduled_at), ms: median [min..max] across repetitions", "");
-		L.push("| variant | target | reps | p50 | p90 | p99 | max | fired − scheduled p50 / p99 / max | events run / planned | load actions/s | errors | consistent | server %core | other procs %core |");
-		L.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+		L.push("| variant | target | reps | p50 | p90 | p99 | max | fired − scheduled p50 / p99 / max | events run / planned | late > 10 ms / > 50 ms | load actions/s | errors | consistent | server %core | other procs %core |");
+		L.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 		for (const k of lk("schedule")) {
 			const [, v, t] = k.split("\u0000");
 			const g = lgroups.get(k);
 			const fm = (f) => mmm(g.map((r) => r.firedMinusScheduledMs?.[f]));
-			L.push(`| ${v} | ${t} | ${g.length} | ${mmm(g.map((r) => r.latencyMs?.p50))} | ${mmm(g.map((r) => r.latencyMs?.p90))} | ${mmm(g.map((r) => r.latencyMs?.p99))} | ${mmm(g.map((r) => r.latencyMs?.max))} | ${fm("p50")} / ${fm("p99")} / ${fm("max")} | ${g.reduce((a, r) => a + (r.fired ?? 0), 0)} / ${g.reduce((a, r) => a + (r.events ?? 0), 0)} | ${mmm(g.map((r) => r.loadThroughput))} | ${errCol(g)} | ${okCol(g)} | ${mmm(g.map((r) => r.serverCpuPctCore))} | ${mmm(g.map((r) => r.otherCpuPctCore))} |`);
+			L.push(`| ${v} | ${t} | ${g.length} | ${mmm(g.map((r) => r.latencyMs?.p50))} | ${mmm(g.map((r) => r.latencyMs?.p90))} | ${mmm(g.map((r) => r.latencyMs?.p99))} | ${mmm(g.map((r) => r.latencyMs?.max))} | ${fm("p50")} / ${fm("p99")} / ${fm("max")} | ${g.reduce((a, r) => a + (r.fired ?? 0), 0)} / ${g.reduce((a, r) => a + (r.events ?? 0), 0)} | ${g.some((r) => r.lateOver10ms !== undefined) ? `${g.reduce((a, r) => a + (r.lateOver10ms ?? 0), 0)} / ${g.reduce((a, r) => a + (r.lateOver50ms ?? 0), 0)}` : ""} | ${mmm(g.map((r) => r.loadThroughput))} | ${errCol(g)} | ${okCol(g)} | ${mmm(g.map((r) => r.serverCpuPctCore))} | ${mmm(g.map((r) => r.otherCpuPctCore))} |`);
 		}
 		L.push("");
 	}
