@@ -175,17 +175,24 @@ class Scheduler:
             return True
         return False
 
-    def _query_next(self, conn: apsw.Connection, *, future_only: bool) -> int | None:
+    def _query_next(
+        self, conn: apsw.Connection, *, future_only: bool, now: int | None = None
+    ) -> int | None:
         if future_only:
-            row = conn.execute(NEXT_FUTURE_ALARM, (self._actor.clock.now_ms(),)).fetchone()
+            # ``now`` must be the time the due events were claimed at: with a second clock read,
+            # an event falling due in between would be neither claimed nor re-armed.
+            at = self._actor.clock.now_ms() if now is None else now
+            row = conn.execute(NEXT_FUTURE_ALARM, (at,)).fetchone()
         else:
             row = conn.execute(NEXT_ALARM).fetchone()
         value = row[0] if row else None
         return value if isinstance(value, int) else None
 
-    def _refresh(self, conn: apsw.Connection, *, future_only: bool = False) -> None:
+    def _refresh(
+        self, conn: apsw.Connection, *, future_only: bool = False, now: int | None = None
+    ) -> None:
         """After a change: find the earliest trigger, report it to the host, re-arm the timer."""
-        at = self._query_next(conn, future_only=future_only)
+        at = self._query_next(conn, future_only=future_only, now=now)
         self._next_at = at
         self._loaded = True
         if not self._reported_any or at != self._reported:
@@ -330,7 +337,8 @@ class Scheduler:
                 dispatches.append(_Dispatch(event, fire, history_id))
         self._history_inserts = inserts  # only once the transaction committed
         self._running.update(d.event.event_id for d in dispatches if d.fire.name is not None)
-        self._refresh(conn, future_only=True)  # rows that cannot fire must not re-fire at once
+        # Rows that cannot fire must not re-fire at once; rows due after `now` arm the timer.
+        self._refresh(conn, future_only=True, now=now)
         return dispatches
 
     async def _dispatch(self, dispatch: _Dispatch) -> None:

@@ -405,10 +405,11 @@ class LocalDriver:
     def _forget_awake(self, instance: ActorInstance) -> None:
         if self.awake.get(instance.actor_id) is instance:
             del self.awake[instance.actor_id]
-        for key, value in list(self._by_key.items()):
-            if value is instance:
-                del self._by_key[key]
-                break
+        record = self.get_record(instance.actor_id)
+        if record is not None:
+            by_key = (record.namespace, record.name, record.key)
+            if self._by_key.get(by_key) is instance:
+                del self._by_key[by_key]
 
     def _mark_asleep(self, actor_id: str) -> None:
         with self.db:
