@@ -444,3 +444,49 @@ async def test_state_survives_sleep_and_registry_restart(
         async with Client(served.url) as client:
             snap = await client.get_or_create("life", ["a"]).snapshot()
             assert snap["n"] == 4 and snap["wakes"] == 3
+
+
+async def test_sleeping_actor_is_one_compacted_file(
+    serve_registry: Callable[..., Any], tmp_path: Path
+) -> None:
+    a = rivetkit.actor("notes", state={"n": 0})
+
+    @a.on_migrate
+    async def migrate(c: ActorContext, is_new: bool) -> None:
+        await c.db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)")
+
+    @a.action
+    async def add(c: ActionContext, body: str) -> int:
+        await c.db.execute("INSERT INTO notes (body) VALUES (?)", body)
+        c.state["n"] += 1
+        return int(c.state["n"])
+
+    @a.action
+    async def bodies(c: ActionContext) -> list[str]:
+        return [row["body"] for row in await c.db.execute("SELECT body FROM notes ORDER BY id")]
+
+    @a.action
+    def nap(c: ActionContext) -> None:
+        c.sleep()
+
+    storage = tmp_path / "compact"
+    async with serve_registry(a, storage_path=storage) as served:
+        async with Client(served.url) as client:
+            h = client.get_or_create("notes", ["x"])
+            for i in range(20):
+                await h.add("x" * 500 + str(i))
+            actor_id = await h.resolve()
+            path = actor_db_path(storage, actor_id)
+            wal = Path(str(path) + "-wal")
+            assert wal.stat().st_size > 0  # the writes sit in the log while the actor is awake
+
+            await h.nap()
+            await served.registry.driver.wait_stopped(actor_id)
+            assert actor_id not in awake(served)
+            assert not wal.exists()
+            header = path.read_bytes()[:100]
+            assert int.from_bytes(header[16:18], "big") == 2048  # page size of new files
+            assert path.stat().st_size % 2048 == 0
+
+            assert await h.bodies() == ["x" * 500 + str(i) for i in range(20)]
+            assert await h.add("again") == 21

@@ -151,10 +151,12 @@ class LocalDriver:
         self._fresh: dict[str, ActorStore] = {}
         self.pool = StorePool(config.max_open_databases)
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._compacting: dict[str, asyncio.Task[None]] = {}
         self._alarm_timer: TimerHandle | None = None
         self._alarm_timer_at: int | None = None
         self._waking: set[asyncio.Task[None]] = set()
         self.journal: StateJournal | None = None
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -189,6 +191,7 @@ class LocalDriver:
     async def close(self) -> None:
         """Put every awake actor to sleep (graceful shutdown, state committed) and close
         ``registry.db``."""
+        self._closing = True  # write-ahead logs stay as they are: the next sleep folds them in
         if self._alarm_timer is not None:
             self._alarm_timer.cancel()
             self._alarm_timer = None
@@ -196,8 +199,9 @@ class LocalDriver:
             task.cancel()
         for instance in list(self.awake.values()):
             self.stop_actor(instance, "sleep")
-        while self._stopping:
-            await asyncio.gather(*self._stopping.values(), return_exceptions=True)
+        while self._stopping or self._compacting:
+            tasks = [*self._stopping.values(), *self._compacting.values()]
+            await asyncio.gather(*tasks, return_exceptions=True)
         self.awake.clear()
         self._by_key.clear()
         for store in self._fresh.values():
@@ -331,7 +335,7 @@ class LocalDriver:
         instance = self.awake.get(record.actor_id)
         if instance is not None:
             return instance
-        stopping = self._stopping.get(record.actor_id)
+        stopping = self._stop_in_progress(record.actor_id)
         while stopping is not None:
             await asyncio.shield(stopping)
             fresh = self.get_record(record.actor_id)
@@ -341,7 +345,7 @@ class LocalDriver:
             instance = self.awake.get(record.actor_id)
             if instance is not None:
                 return instance
-            stopping = self._stopping.get(record.actor_id)
+            stopping = self._stop_in_progress(record.actor_id)
         pending = self._starting.get(record.actor_id)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -448,8 +452,29 @@ class LocalDriver:
                 self._mark_asleep(actor_id)
                 instance.log.debug("actor asleep")
                 self._arm_alarms()
+                if not self._closing:
+                    self._start_compaction(instance)
         finally:
             del self._stopping[actor_id]
+
+    def _start_compaction(self, instance: ActorInstance) -> None:
+        """Leave a sleeping actor as one file (no write-ahead log), in a worker thread. Anything
+        that would open the file again (a wake, a destroy) waits for it first."""
+        actor_id = instance.actor_id
+        task = asyncio.get_running_loop().create_task(self._compact(instance))
+        self._compacting[actor_id] = task
+        task.add_done_callback(lambda _: self._compacting.pop(actor_id, None))
+
+    async def _compact(self, instance: ActorInstance) -> None:
+        store = instance.store
+        if store.is_open:
+            instance.log.warning("actor file still open after stop path=%s", store.path)
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, store.compact)
+        except (apsw.Error, OSError) as exc:
+            # The log stays and is read back at the next wake: nothing is lost, only disk.
+            instance.log.warning("actor file not compacted path=%s error=%r", store.path, exc)
 
     def _remove(self, actor_id: str) -> None:
         fresh = self._fresh.pop(actor_id, None)
@@ -516,6 +541,19 @@ class LocalDriver:
             self._waking.add(task)
             task.add_done_callback(self._waking.discard)
         self._arm_alarms()
+
+    def _stop_in_progress(self, actor_id: str) -> asyncio.Task[None] | None:
+        """The stop (or, after it, the compaction of the file) to wait for before the actor's
+        file may be opened again."""
+        return self._stopping.get(actor_id) or self._compacting.get(actor_id)
+
+    async def wait_stopped(self, actor_id: str) -> None:
+        """Return once the actor is not on its way to sleep or destruction (its file is closed
+        and compacted, or removed)."""
+        stopping = self._stop_in_progress(actor_id)
+        while stopping is not None:
+            await asyncio.shield(stopping)
+            stopping = self._stop_in_progress(actor_id)
 
     async def _wake_for_alarm(self, record: ActorRecord) -> None:
         try:
