@@ -47,7 +47,7 @@ async def test_one_tick_commits_every_actor_then_stop_writes_files(tmp_path: Pat
         results = await asyncio.gather(*(i.call_action("inc", [], None) for i in instances))
         assert results == [1, 1, 1]
         assert driver.journal is not None
-        assert {driver.journal.get(i.actor_id) for i in instances} == {cbor2.dumps({"n": 1})}
+        assert {driver.journal.get(i.actor_id) for i in instances} == {(cbor2.dumps({"n": 1}), 1)}
         # The actor files still hold the initial state: the journal is the durable copy.
         for instance in instances:
             assert instance.store.load()[2] == cbor2.dumps({"n": 0})
@@ -81,6 +81,37 @@ async def test_journal_row_wins_over_the_file_after_a_crash(tmp_path: Path) -> N
         restarted = await again.driver.instance(found)
         assert restarted.state == {"n": 3}
         assert await restarted.call_action("inc", [], None) == 4
+
+
+async def test_a_file_commit_newer_than_the_journal_row_wins_after_a_crash(tmp_path: Path) -> None:
+    registry = rivetkit.setup(counter(), storage_path=tmp_path)
+    await registry.start()
+    record, _ = registry.driver.get_or_create("default", "counter", ("k",), None)
+    instance = await registry.driver.instance(record)
+    for _ in range(3):
+        await instance.call_action("inc", [], None)
+    # State and other rows committed together to the actor's file (as a workflow step does):
+    # the journal still holds {"n": 3}, older than the file.
+    instance.state["n"] = 10
+    await instance.commit_with(
+        lambda conn: conn.execute("INSERT INTO _rivet_wf_kv (key, value) VALUES (x'01', x'02')")
+    )
+    instance.store.close()
+    assert registry.driver.journal is not None
+    registry.driver.journal.close()
+    registry.driver.db.close()
+    assert cbor2.loads(journal_rows(tmp_path)[record.actor_id]) == {"n": 3}
+
+    again = rivetkit.setup(counter(), storage_path=tmp_path)
+    async with again.lifespan():
+        found = again.driver.lookup("default", "counter", ("k",))
+        assert found is not None
+        restarted = await again.driver.instance(found)
+        assert restarted.state == {"n": 10}
+        rows = list(restarted.store.conn.execute("SELECT key, value FROM _rivet_wf_kv"))
+        assert rows == [(b"\x01", b"\x02")]
+        # Later commits go through the journal again and win over the file after the next crash.
+        assert await restarted.call_action("inc", [], None) == 11
 
 
 async def test_destroy_forgets_the_journal_row(tmp_path: Path) -> None:

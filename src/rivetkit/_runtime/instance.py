@@ -22,11 +22,14 @@ from .._log import ActorLogger, actor_logger
 from .clock import REAL_CLOCK, Clock
 from .conn import Conn, ConnSocket
 from .context import ActionContext, ActorContext
-from .lifecycle import ActorLifecycle, maybe_await
+from .lifecycle import UNKNOWN_ALARM, ActorLifecycle, maybe_await
 from .sleep import SleepController
 from .state import StateCodec
+from .storage import write_state
 
 if TYPE_CHECKING:
+    import apsw
+
     from ..definition import ActorDefinition
     from .db import ActorDb
     from .journal import StateJournal
@@ -99,11 +102,15 @@ class ActorInstance(ActorLifecycle):
         "_kv",
         "_log",
         "_loop",
+        "_pushed_alarm",
+        "_run_alarm",
         "_run_task",
         "_save_future",
         "_save_interval",
         "_save_scheduled",
+        "_schedule_alarm",
         "_scheduler",
+        "_state_seq",
         "_tasks",
         "_wait_until",
         "actor_id",
@@ -155,6 +162,7 @@ class ActorInstance(ActorLifecycle):
         self._log: ActorLogger | None = None
         self._committed: bytes | None = None  # last durable state (journal or file)
         self._in_file: bytes | None = None  # what the actor's own file holds
+        self._state_seq = 0  # number of the last state commit (file or journal)
         self.journal: StateJournal | None = None
         self._save_future: asyncio.Future[None] | None = None
         self._after_save: list[Callable[[BaseException | None], None]] | None = None
@@ -178,6 +186,9 @@ class ActorInstance(ActorLifecycle):
         self._kv: ActorKv | None = None
         self._db: ActorDb | None = None
         self._scheduler: Scheduler | None = None
+        self._schedule_alarm: Any = UNKNOWN_ALARM  # earliest schedule (scheduler reports it)
+        self._run_alarm: int | None = None  # a workflow's durable sleep
+        self._pushed_alarm: Any = UNKNOWN_ALARM  # what the host was told last
 
     def __repr__(self) -> str:
         return f"<ActorInstance {self.name} {self.key!r} {self.actor_id}>"
@@ -207,7 +218,7 @@ class ActorInstance(ActorLifecycle):
         hooks = definition.hooks
         opts = definition.options
         ctx = ActorContext(self)
-        has_initialized, input_bytes, state_bytes = self.store.load()
+        has_initialized, input_bytes, state_bytes, self._state_seq = self.store.load()
         on_migrate = hooks.get("on_migrate")
         if on_migrate is not None:
             from .db import migrate
@@ -223,8 +234,8 @@ class ActorInstance(ActorLifecycle):
         self._in_file = state_bytes
         if self.journal is not None:
             journaled = self.journal.get(self.actor_id)
-            if journaled is not None:
-                state_bytes = journaled  # written after the file by construction: newer
+            if journaled is not None and journaled[1] > self._state_seq:
+                state_bytes, self._state_seq = journaled  # committed after the file's state
         if not has_initialized:
             input_value = decode_input(input_bytes)
             create_state = hooks.get("create_state")
@@ -267,6 +278,8 @@ class ActorInstance(ActorLifecycle):
         self.ready = True
         if arm_alarms or self._scheduler is not None:
             self.scheduler.arm()
+        else:  # the host knows of no alarm: none is pending
+            self._schedule_alarm = self._pushed_alarm = None
         run = hooks.get("run")
         if run is not None:
             self.sleep_ctl.run_active = True
@@ -288,7 +301,7 @@ class ActorInstance(ActorLifecycle):
                 data = self.codec.encode(self.state)
                 changed = data != self._committed
                 if data != self._in_file:
-                    self.store.save_state(data)
+                    self.store.save_state(data, self.next_state_seq())
                     self._in_file = data
                 self._committed = data
                 if self.journal is not None:
@@ -319,6 +332,36 @@ class ActorInstance(ActorLifecycle):
                 hook(ActorContext(self), self.state)
             except Exception:
                 self.log.exception("on_state_change raised")
+
+    def next_state_seq(self) -> int:
+        """The number of the next state commit (see journal.py)."""
+        self._state_seq += 1
+        return self._state_seq
+
+    async def commit_with(self, write: Callable[[apsw.Connection], None]) -> None:
+        """Commit the current state together with ``write(conn)``'s changes in one transaction
+        of the actor's own file (a workflow step and the state changes it made are durable
+        together, or not at all).
+
+        ``write`` runs inside the transaction and must not await. The state's commit number
+        makes this file write win over an older journal row after a crash.
+        """
+        has_state = self.definition.has_state
+        data = self.codec.encode(self.state) if has_state else None
+
+        def txn(conn: apsw.Connection) -> None:
+            with conn:
+                if data is not None and data != self._in_file:
+                    write_state(conn, data, self._state_seq + 1)
+                write(conn)
+
+        await self.store.run(txn)
+        if data is not None and data != self._in_file:
+            self._state_seq += 1
+            self._in_file = data
+            if data != self._committed:
+                self._committed = data
+                self._state_changed()
 
     def prepare_commit(self) -> bytes | None:
         """The state's bytes if they changed since the last commit, else ``None``."""
@@ -358,7 +401,7 @@ class ActorInstance(ActorLifecycle):
         try:
             data = self.prepare_commit()
             if data is not None:
-                self.store.save_state(data)
+                self.store.save_state(data, self.next_state_seq())
                 self._in_file = data
         except BaseException as exc:
             self.finish_commit(None, exc)

@@ -6,8 +6,11 @@ transaction of ``<storage>/journal.db``, before any of those actions answer: the
 (committed before the response) holds, at the cost of one commit per tick instead of one per actor.
 
 Write-behind: an actor's own file receives its state when the actor stops; the journal row is then
-deleted. A row still present when an actor starts (the process died) is newer than the file, by
-construction, and is what the actor loads. Rows are only ever read at actor start.
+deleted. Every commit of an actor's state, to the journal or to its file, carries a number that
+grows by one per commit (``seq``); when an actor starts after the process died, it loads whichever
+of its journal row and its file has the higher number. (The file can be the newer one: a
+workflow step commits the state with its history in the actor's file, and a crash between a final
+write at sleep and the deletion of the row leaves both.) Rows are only ever read at actor start.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ __all__ = ["StateJournal"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS actor_state (
   actor_id TEXT PRIMARY KEY,
-  state BLOB NOT NULL
+  state BLOB NOT NULL,
+  seq INTEGER NOT NULL DEFAULT 0
 ) STRICT, WITHOUT ROWID;
 """
 _UPSERT = (
-    "INSERT INTO actor_state (actor_id, state) VALUES (?, ?) "
-    "ON CONFLICT (actor_id) DO UPDATE SET state = excluded.state"
+    "INSERT INTO actor_state (actor_id, state, seq) VALUES (?, ?, ?) "
+    "ON CONFLICT (actor_id) DO UPDATE SET state = excluded.state, seq = excluded.seq"
 )
 
 
@@ -45,6 +49,9 @@ class StateJournal:
         list(conn.execute("PRAGMA journal_mode=WAL"))
         list(conn.execute(f"PRAGMA synchronous={synchronous}"))
         list(conn.execute(_SCHEMA))
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(actor_state)")}
+        if "seq" not in columns:  # a journal written before commit numbers existed
+            conn.execute("ALTER TABLE actor_state ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
         self._conn: apsw.Connection | None = conn
         self._dirty: list[ActorInstance] = []
         self._scheduled = False
@@ -60,10 +67,12 @@ class StateJournal:
             self._conn.close()
             self._conn = None
 
-    def get(self, actor_id: str) -> bytes | None:
-        """The journaled state of ``actor_id`` (newer than its file), if any."""
-        rows = list(self.conn.execute("SELECT state FROM actor_state WHERE actor_id = ?", (actor_id,)))
-        return rows[0][0] if rows else None
+    def get(self, actor_id: str) -> tuple[bytes, int] | None:
+        """The journaled state of ``actor_id`` and its commit number, if any."""
+        rows = list(
+            self.conn.execute("SELECT state, seq FROM actor_state WHERE actor_id = ?", (actor_id,))
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def forget(self, actor_id: str) -> None:
         """Drop the row of an actor whose file now holds its latest state (or that is gone)."""
@@ -80,7 +89,7 @@ class StateJournal:
         self._scheduled = False
         dirty = self._dirty
         self._dirty = []
-        staged: list[tuple[ActorInstance, bytes]] = []
+        staged: list[tuple[ActorInstance, bytes, int]] = []
         for instance in dirty:
             try:
                 data = instance.prepare_commit()
@@ -90,16 +99,18 @@ class StateJournal:
             if data is None:
                 instance.finish_commit(None, None)
             else:
-                staged.append((instance, data))
+                staged.append((instance, data, instance.next_state_seq()))
         if not staged:
             return
         try:
             conn = self.conn
             with conn:
-                conn.executemany(_UPSERT, [(inst.actor_id, data) for inst, data in staged])
+                conn.executemany(
+                    _UPSERT, [(inst.actor_id, data, seq) for inst, data, seq in staged]
+                )
         except BaseException as exc:
-            for instance, _ in staged:
+            for instance, _, _ in staged:
                 instance.finish_commit(None, exc)
             return
-        for instance, data in staged:
+        for instance, data, _ in staged:
             instance.finish_commit(data, None)

@@ -9,8 +9,9 @@ signal, and lazy handles for ``c.kv``, ``c.db``, ``c.schedule``, ``c.cron`` and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from .context import ActorContext
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .sleep import SleepController
     from .storage import ActorStore
 
-__all__ = ["ActorLifecycle", "maybe_await"]
+__all__ = ["ActorLifecycle", "UNKNOWN_ALARM", "maybe_await"]
 
 
 async def maybe_await(value: Any) -> Any:
@@ -70,6 +71,9 @@ class ActorLifecycle:
         _scheduler: Scheduler | None
         _destroy_after_sleep: bool
         _save_interval: float | None
+        _schedule_alarm: Any
+        _run_alarm: int | None
+        _pushed_alarm: Any
 
         @property
         def log(self) -> ActorLogger: ...
@@ -328,10 +332,54 @@ class ActorLifecycle:
             self.sleep_ctl.release()
 
     def alarm_changed(self, at_ms: int | None) -> None:
-        """Record when the actor's next alarm is due (``None``: no alarm), so that a sleeping
-        actor is woken for it and alarms missed while the server was down fire at restart."""
-        if self.host is not None:
-            self.host.set_alarm(self.actor_id, at_ms)
+        """The scheduler's earliest pending event changed (``None``: nothing pending)."""
+        self._schedule_alarm = at_ms
+        self._push_alarm()
+
+    def set_run_alarm(self, at_ms: int | None) -> None:
+        """When the run handler (a workflow's durable sleep) needs the actor awake again, in
+        epoch ms (``None``: never). Together with the schedules this is the actor's alarm: a
+        sleeping actor is woken for it, also after a restart of the server."""
+        self._run_alarm = at_ms
+        self._push_alarm()
+
+    def _push_alarm(self) -> None:
+        """Record the earliest of the scheduler's and the run handler's alarms with the host, so
+        that a sleeping actor is woken for it and alarms missed while the server was down fire
+        at restart."""
+        if self.host is None:
+            return
+        schedule = self._schedule_alarm
+        if schedule is UNKNOWN_ALARM:
+            scheduler = self.scheduler
+            schedule = scheduler.next_alarm_at()
+            if not scheduler.loaded:
+                return  # loading reports through alarm_changed, which pushes both
+            self._schedule_alarm = schedule
+        run = self._run_alarm
+        candidates = [at for at in (schedule, run) if isinstance(at, int)]
+        at_ms = min(candidates) if candidates else None
+        if at_ms == self._pushed_alarm:
+            return
+        self.host.set_alarm(self.actor_id, at_ms)
+        self._pushed_alarm = at_ms
+
+    @contextlib.contextmanager
+    def idle_wait(self) -> Iterator[None]:
+        """Mark the run handler as waiting for something from outside (a queue message, the
+        end of a workflow's durable sleep): the actor may sleep meanwhile, as RivetKit allows
+        while ``run`` is blocked on a queue receive. A sleep ends the wait through the abort
+        signal."""
+        ctl = self.sleep_ctl
+        ctl.queue_waits += 1
+        ctl.check()
+        try:
+            yield
+        finally:
+            ctl.queue_waits -= 1
+
+
+UNKNOWN_ALARM: Any = object()  # not known yet in this generation
 
 
 def _close_for(reason: str) -> tuple[int, str]:

@@ -149,6 +149,11 @@ class Scheduler:
         for task in list(self._runs):
             task.cancel()
 
+    @property
+    def loaded(self) -> bool:
+        """The earliest pending event is known (read from storage in this generation)."""
+        return self._loaded
+
     def next_alarm_at(self) -> int | None:
         """When the earliest pending schedule is due, in epoch ms (``None``: nothing pending)."""
         actor = self._actor

@@ -41,6 +41,7 @@ __all__ = [
     "INTERNAL_SCHEMA",
     "MAX_SQL_WAITERS",
     "PAGE_SIZE",
+    "write_state",
 ]
 
 MAX_SQL_WAITERS = 128  # RivetKit's transaction coordinator queue
@@ -92,6 +93,13 @@ _SAVE_STATE = (
     "INSERT INTO _rivet_actor_state (id, state) VALUES (1, ?) "
     "ON CONFLICT (id) DO UPDATE SET state = excluded.state"
 )
+# The commit number of the state in the file (8 bytes little-endian, as ``schema_version``). The
+# state journal numbers its rows the same way; at load the higher number wins (see journal.py).
+_SAVE_STATE_SEQ = (
+    "INSERT INTO _rivet_meta (key, value) VALUES ('state_seq', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+_LOAD_STATE_SEQ = "SELECT value FROM _rivet_meta WHERE key = 'state_seq'"
 
 
 def _run(conn: apsw.Connection, sql: str, bindings: Any = None) -> list[Any]:
@@ -317,21 +325,26 @@ class ActorStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def load(self) -> tuple[bool, bytes | None, bytes | None]:
-        """``(has_initialized, input, state)`` as stored."""
+    def load(self) -> tuple[bool, bytes | None, bytes | None, int]:
+        """``(has_initialized, input, state, state_seq)`` as stored (``state_seq`` 0 when the
+        file never recorded one)."""
         conn = self.conn
         actor_rows = _run(conn, "SELECT has_initialized, input FROM _rivet_actor WHERE id = 1")
         if not actor_rows:
             raise RuntimeError(f"actor database {self.path} has no _rivet_actor row")
         has_initialized, input = actor_rows[0]
         state_rows = _run(conn, "SELECT state FROM _rivet_actor_state WHERE id = 1")
-        return bool(has_initialized), input, state_rows[0][0] if state_rows else None
+        seq_rows = _run(conn, _LOAD_STATE_SEQ)
+        seq = struct.unpack("<q", seq_rows[0][0])[0] if seq_rows else 0
+        return bool(has_initialized), input, state_rows[0][0] if state_rows else None, seq
 
     # -- writes ----------------------------------------------------------------------------
 
-    def save_state(self, state: bytes) -> None:
-        """Commit the state bytes: one statement in autocommit mode is one transaction."""
-        self.conn.execute(_SAVE_STATE, (state,))
+    def save_state(self, state: bytes, seq: int) -> None:
+        """Commit the state bytes and their commit number in one transaction."""
+        conn = self.conn
+        with conn:
+            write_state(conn, state, seq)
 
     def initialize(self, state: bytes | None) -> None:
         """Commit the initial state and mark the actor initialised (one transaction)."""
@@ -344,6 +357,12 @@ class ActorStore:
                     (state,),
                 )
             conn.execute("UPDATE _rivet_actor SET has_initialized = 1 WHERE id = 1")
+
+
+def write_state(conn: apsw.Connection, state: bytes, seq: int) -> None:
+    """Write the state and its commit number (inside the caller's transaction)."""
+    conn.execute(_SAVE_STATE, (state,))
+    conn.execute(_SAVE_STATE_SEQ, (struct.pack("<q", seq),))
 
 
 class SqlGate:
