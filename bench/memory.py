@@ -195,7 +195,10 @@ async def sleep_all(
             if len(insts) == batch:
                 break
         t0 = time.perf_counter()
-        await asyncio.gather(*(drv.stop_actor(inst, "sleep") for inst in insts))
+        for inst in insts:
+            drv.stop_actor(inst, "sleep")
+        # The stop is done when the file is compacted too (a worker thread folds the WAL in).
+        await asyncio.gather(*(drv.wait_stopped(inst.actor_id) for inst in insts))
         timings.append((n_awake, (time.perf_counter() - t0) / len(insts)))
         stopped += len(insts)
     remove_forget_shim(drv)

@@ -14,12 +14,15 @@ def test_top_level_exports() -> None:
         "ActorError",
         "ActorKv",
         "ActorOptions",
+        "ActorQueue",
         "BigInt",
         "Conn",
         "Cron",
         "CronFire",
         "CronJob",
         "DefinitionError",
+        "QueueMessage",
+        "QueueSpec",
         "Registry",
         "RegistryConfig",
         "RivetError",
@@ -31,6 +34,7 @@ def test_top_level_exports() -> None:
         "__version__",
         "actor",
         "event",
+        "queue",
         "setup",
     ]
     for name in rivetkit.__all__:

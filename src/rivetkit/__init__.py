@@ -30,6 +30,8 @@ from ._runtime.context import ActionContext as ActionContext
 from ._runtime.context import ActorContext as ActorContext
 from ._runtime.db import ActorDb as ActorDb
 from ._runtime.kv import ActorKv as ActorKv
+from ._runtime.queue import ActorQueue as ActorQueue
+from ._runtime.queue import QueueMessage as QueueMessage
 from ._runtime.schedule import Cron as Cron
 from ._runtime.schedule import CronFire as CronFire
 from ._runtime.schedule import CronJob as CronJob
@@ -41,8 +43,10 @@ from .config import ActorOptions as ActorOptions
 from .config import RegistryConfig as RegistryConfig
 from .definition import ActorDefinition as ActorDefinition
 from .definition import DefinitionError as DefinitionError
+from .definition import QueueSpec as QueueSpec
 from .definition import actor as actor
 from .definition import event as event
+from .definition import queue as queue
 from .errors import ActorError as ActorError
 from .errors import RivetError as RivetError
 from .errors import UserError as UserError
@@ -57,12 +61,15 @@ __all__ = [
     "ActorError",
     "ActorKv",
     "ActorOptions",
+    "ActorQueue",
     "BigInt",
     "Conn",
     "Cron",
     "CronFire",
     "CronJob",
     "DefinitionError",
+    "QueueMessage",
+    "QueueSpec",
     "Registry",
     "RegistryConfig",
     "RivetError",
@@ -74,6 +81,7 @@ __all__ = [
     "__version__",
     "actor",
     "event",
+    "queue",
     "setup",
 ]
 

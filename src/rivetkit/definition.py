@@ -19,7 +19,7 @@ from .config import ActorOptions
 if typing.TYPE_CHECKING:
     from ._runtime.state import StateCodec
 
-__all__ = ["ActorDefinition", "DefinitionError", "EventSpec", "actor", "event"]
+__all__ = ["ActorDefinition", "DefinitionError", "EventSpec", "QueueSpec", "actor", "event", "queue"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +53,38 @@ def event(type: Any = None, *, can_subscribe: Callable[..., Any] | None = None) 
     if can_subscribe is not None and not callable(can_subscribe):
         raise DefinitionError("event(can_subscribe=...) must be a callable taking the context")
     return EventSpec(type=type, can_subscribe=can_subscribe)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A declared queue: ``queues={"jobs": rivetkit.queue(Job, complete=Result)}``.
+
+    Attributes:
+        type: the message body type (documentation and typing; not enforced at runtime).
+        complete: the type of the completion response (documentation).
+        can_publish: optional ``(c) -> bool`` deciding whether a client may send to the queue.
+    """
+
+    type: Any = None
+    complete: Any = None
+    can_publish: Callable[..., Any] | None = None
+
+
+def queue(
+    type: Any = None, *, complete: Any = None, can_publish: Callable[..., Any] | None = None
+) -> QueueSpec:
+    """Declare a durable queue an actor consumes (``c.queue.next(["jobs"])``).
+
+    Args:
+        type: message body type (documentation only).
+        complete: type of the response given to ``message.complete(...)`` (documentation only).
+        can_publish: optional ``(c) -> bool`` hook run before a client's send is stored;
+            ``c.conn.params`` holds the sender's connection params. Sends from inside the actor
+            (``c.queue.send``) are not checked.
+    """
+    if can_publish is not None and not callable(can_publish):
+        raise DefinitionError("queue(can_publish=...) must be a callable taking the context")
+    return QueueSpec(type=type, complete=complete, can_publish=can_publish)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +189,7 @@ class ActorDefinition:
         events: Mapping[str, EventSpec] | None = None,
         options: ActorOptions | None = None,
         conn_state: Any = None,
+        queues: Mapping[str, QueueSpec] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise DefinitionError("actor name must be a non-empty string")
@@ -178,11 +211,23 @@ class ActorDefinition:
                         f"event {ev_name!r} must be declared with rivetkit.event(...), "
                         f"got {spec!r}"
                     )
+        if queues is not None:
+            if not isinstance(queues, Mapping):
+                raise DefinitionError('queues must be a dict like {"jobs": rivetkit.queue(dict)}')
+            for queue_name, queue_spec in queues.items():
+                if not isinstance(queue_name, str) or not queue_name:
+                    raise DefinitionError("queue names must be non-empty strings")
+                if not isinstance(queue_spec, QueueSpec):
+                    raise DefinitionError(
+                        f"queue {queue_name!r} must be declared with rivetkit.queue(...), "
+                        f"got {queue_spec!r}"
+                    )
         self.name = name
         self.state = state
         self.vars = vars
         self.conn_state = conn_state
         self.events: dict[str, EventSpec] | None = dict(events) if events is not None else None
+        self.queues: dict[str, QueueSpec] | None = dict(queues) if queues is not None else None
         self.options = options or ActorOptions()
         self.actions: dict[str, ActionSpec] = {}
         self.hooks: dict[str, Callable[..., Any]] = {}
@@ -406,6 +451,7 @@ def actor(
     events: Mapping[str, EventSpec] | None = None,
     options: ActorOptions | None = None,
     conn_state: Any = None,
+    queues: Mapping[str, QueueSpec] | None = None,
 ) -> ActorDefinition:
     """Define a kind of actor.
 
@@ -418,6 +464,9 @@ def actor(
             undeclared event is an error.
         options: :class:`~rivetkit.ActorOptions`; RivetKit's defaults otherwise.
         conn_state: initial per-connection state; mutually exclusive with ``@create_conn_state``.
+        queues: declared durable queues, ``{"jobs": rivetkit.queue(dict)}``. When given, a send
+            to an undeclared queue is refused with ``queue.not_declared``; without it, any
+            name is accepted (as RivetKit).
 
     Example::
 
@@ -429,5 +478,11 @@ def actor(
             return c.state["count"]
     """
     return ActorDefinition(
-        name, state=state, vars=vars, events=events, options=options, conn_state=conn_state
+        name,
+        state=state,
+        vars=vars,
+        events=events,
+        options=options,
+        conn_state=conn_state,
+        queues=queues,
     )

@@ -623,6 +623,7 @@ def test_public_surface() -> None:
         "ConnStatus",
         "Encoding",
         "EventStream",
+        "QueueSendResult",
         "WebSocket",
     ]
     assert rivetkit.client.ActorError is CanonicalActorError
@@ -645,5 +646,6 @@ def test_public_surface() -> None:
         "action",
         "connect",
         "fetch",
+        "send",
         "websocket",
     }

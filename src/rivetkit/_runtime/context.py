@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .db import ActorDb
     from .instance import ActorInstance
     from .kv import ActorKv
+    from .queue import ActorQueue
     from .schedule import Cron, Schedule
 
 __all__ = ["ActorContext", "ActionContext"]
@@ -88,6 +89,12 @@ class ActorContext:
     def db(self) -> ActorDb:
         """The actor's own SQLite database (user tables beside RivetKit's ``_rivet_*``)."""
         return self._actor.db
+
+    @property
+    def queue(self) -> ActorQueue:
+        """The actor's durable queues: ``await c.queue.send("jobs", body)``,
+        ``await c.queue.next(["jobs"])``, ``async for m in c.queue.iter(...)``."""
+        return self._actor.queue
 
     @property
     def schedule(self) -> Schedule:

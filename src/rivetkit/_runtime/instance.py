@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .db import ActorDb
     from .journal import StateJournal
     from .kv import ActorKv
+    from .queue import ActorQueue
     from .schedule import Scheduler
     from .storage import ActorStore
 
@@ -103,6 +104,7 @@ class ActorInstance(ActorLifecycle):
         "_log",
         "_loop",
         "_pushed_alarm",
+        "_queue",
         "_run_alarm",
         "_run_task",
         "_save_future",
@@ -186,6 +188,7 @@ class ActorInstance(ActorLifecycle):
         self._kv: ActorKv | None = None
         self._db: ActorDb | None = None
         self._scheduler: Scheduler | None = None
+        self._queue: ActorQueue | None = None
         self._schedule_alarm: Any = UNKNOWN_ALARM  # earliest schedule (scheduler reports it)
         self._run_alarm: int | None = None  # a workflow's durable sleep
         self._pushed_alarm: Any = UNKNOWN_ALARM  # what the host was told last

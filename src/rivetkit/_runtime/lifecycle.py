@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .db import ActorDb
     from .instance import ActorInstance
     from .kv import ActorKv
+    from .queue import ActorQueue
     from .schedule import Cron, Schedule, Scheduler
     from .sleep import SleepController
     from .storage import ActorStore
@@ -69,6 +70,7 @@ class ActorLifecycle:
         _kv: ActorKv | None
         _db: ActorDb | None
         _scheduler: Scheduler | None
+        _queue: ActorQueue | None
         _destroy_after_sleep: bool
         _save_interval: float | None
         _schedule_alarm: Any
@@ -120,6 +122,8 @@ class ActorLifecycle:
         self.sleep_ctl.cancel()
         if self._abort is not None:
             self._abort.set()
+        if self._queue is not None:
+            self._queue.abort()
         if self._scheduler is not None:
             self._scheduler.disarm()
 
@@ -223,6 +227,8 @@ class ActorLifecycle:
             self.log.exception("run handler raised")
         finally:
             self.sleep_ctl.run_active = False
+            if self._queue is not None:
+                self._queue.release_in_flight()  # delivered again by the next receive
             if self.definition.has_state and not self.stopped:
                 try:
                     await self.save_state()
@@ -289,6 +295,14 @@ class ActorLifecycle:
 
             self._db = ActorDb(self.store, self.clock, log=self.log)
         return self._db
+
+    @property
+    def queue(self) -> ActorQueue:
+        if self._queue is None:
+            from .queue import ActorQueue
+
+            self._queue = ActorQueue(self._self())
+        return self._queue
 
     @property
     def scheduler(self) -> Scheduler:

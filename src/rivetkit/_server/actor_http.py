@@ -37,6 +37,7 @@ from .http import (
 if TYPE_CHECKING:
     from .._runtime.instance import ActorInstance
     from ..config import RegistryConfig
+    from .actor_queue import Pin
 
 __all__ = ["handle_actor_http", "actor_headers", "decode_conn_params", "MAX_CONN_PARAMS_BYTES"]
 
@@ -127,12 +128,15 @@ async def handle_actor_http(
     path: str,
     query: str,
     config: RegistryConfig,
+    pin: Pin | None = None,
 ) -> None:
     """Serve one HTTP request on the actor router.
 
     Args:
         path: the raw actor path (``/action/increment``).
         query: the actor's query string with every ``rvt-*`` parameter removed.
+        pin: the hold keeping the actor awake for this request (a queue send waiting for its
+            completion releases it early).
     """
     encoding = encoding_from_header(
         (header(scope, b"x-rivet-encoding") or b"").decode("latin-1") or None
@@ -153,14 +157,17 @@ async def handle_actor_http(
             await handle_raw_request(scope, receive, send, instance, path, query, config)
             return
         if path.startswith("/queue/"):
+            raw_name = path[len("/queue/") :]
+            if not raw_name or "/" in raw_name:
+                raise errors.route_not_found(path)
             if method != "POST":
                 raise errors.method_not_allowed(method, path)
-            raise errors.RivetError(
-                "actor",
-                "queues_not_enabled",
-                "Queues are not available on this server version yet.",
-                status=404,
+            from .actor_queue import Pin, handle_queue_send
+
+            await handle_queue_send(
+                scope, receive, send, pin or Pin(instance), unquote(raw_name), encoding, config
             )
+            return
         if path == "/health" and method == "GET":
             await send_response(scope, send, 200, b"ok", [TEXT_CONTENT_TYPE])
             return

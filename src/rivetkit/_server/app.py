@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from .. import __version__, errors
 from .._log import server_logger
 from .actor_http import handle_actor_http
+from .actor_queue import Pin
 from .actor_ws import (
     CLOSE_ERROR,
     CLOSE_GOING_AWAY,
@@ -117,14 +118,14 @@ class RivetApp:
                 target = parse_gateway_path(path, scope["query_string"].decode("latin-1"))
                 if target is None:
                     raise errors.route_not_found(path)
-                instance = await self._acquire(target)
+                pin = Pin(await self._acquire(target))
                 try:
                     await handle_actor_http(
-                        scope, receive, send, instance, target.path, target.query,
-                        self.registry.config,
+                        scope, receive, send, pin.instance, target.path, target.query,
+                        self.registry.config, pin,
                     )
                 finally:
-                    instance.sleep_ctl.release()
+                    pin.release()
                 return
             if header(scope, b"x-rivet-target") == b"actor":
                 actor_id = header(scope, b"x-rivet-actor")
@@ -137,13 +138,13 @@ class RivetApp:
                     )
                 query = scope["query_string"].decode("latin-1")
                 target = DirectTarget(actor_id.decode("latin-1"), None, path, query)
-                instance = await self._acquire(target)
+                pin = Pin(await self._acquire(target))
                 try:
                     await handle_actor_http(
-                        scope, receive, send, instance, path, query, self.registry.config
+                        scope, receive, send, pin.instance, path, query, self.registry.config, pin
                     )
                 finally:
-                    instance.sleep_ctl.release()
+                    pin.release()
                 return
             if await handle_manager(scope, receive, send, driver, path):
                 return

@@ -39,6 +39,7 @@ from ._aio import Client as Client
 from ._conn import ActorConn as ActorConn
 from ._conn import EventStream as EventStream
 from ._conn_protocol import ConnStatus as ConnStatus
+from ._protocol import QueueSendResult as QueueSendResult
 from ._raw import ActorResponse as ActorResponse
 from ._transport import WebSocket as WebSocket
 
@@ -51,5 +52,6 @@ __all__ = [
     "ConnStatus",
     "Encoding",
     "EventStream",
+    "QueueSendResult",
     "WebSocket",
 ]

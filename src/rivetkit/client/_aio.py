@@ -31,7 +31,8 @@ from typing import Any, Final, Self
 
 from .. import __version__
 from .._log import client_logger
-from .._protocol import DecodeError, get_codec
+from .._protocol import DecodeError, HttpQueueSendRequest, get_codec
+from .._protocol.messages import MISSING
 from .._protocol.encoding import CONTENT_TYPES, Codec, Encoding
 from .._runtime.keys import serialize_key
 from ..errors import ActorError
@@ -40,6 +41,7 @@ from ._conn import ActorConn, GetParams
 from ._protocol import (
     ActorQuery,
     ClientConfig,
+    QueueSendResult,
     actor_id_from_response,
     api_url,
     apply_metadata,
@@ -402,7 +404,12 @@ class Client:
             ) from None
 
     async def _post_action(
-        self, config: ClientConfig, url: str, body: bytes, params_header: str | None
+        self,
+        config: ClientConfig,
+        url: str,
+        body: bytes,
+        params_header: str | None,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> Any:
         encoding = config.encoding
         headers = self._headers(config)
@@ -416,10 +423,10 @@ class Client:
         if not 200 <= status < 300:
             raise error_from_response(status, content_type, data, encoding)
         try:
-            return self._codec.decode_action_response(data)
+            return (decode or self._codec.decode_action_response)(data)
         except DecodeError as exc:
             raise ActorError(
-                "client", "invalid_response", f"undecodable action response: {exc}", status=status
+                "client", "invalid_response", f"undecodable response: {exc}", status=status
             ) from None
 
 
@@ -446,6 +453,13 @@ class ActorHandle:
         self._params = params
         self._params_header = _params_header(params)
         self._actor_id: str | None = query.actor_id
+
+    def _with_params_header(self, params_header: str | None) -> ActorHandle:
+        """This handle with other connection params (already encoded as the header)."""
+        handle = ActorHandle(self._client, self._query, None)
+        handle._params_header = params_header
+        handle._actor_id = self._actor_id
+        return handle
 
     def __repr__(self) -> str:
         q = self._query
@@ -630,13 +644,56 @@ class ActorHandle:
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"action name must be a non-empty string, got {name!r}")
+        body = self._client._codec.encode_action_request(args)
+        return await self._post_with_retries(name, "/action/" + encode_uri_component(name), body)
+
+    async def send(
+        self, name: str, body: Any = None, *, wait: bool = False, timeout: float | None = None
+    ) -> QueueSendResult | None:
+        """Send ``body`` to the actor's queue ``name`` (``POST /queue/{name}``).
+
+        Without ``wait`` this returns ``None`` once the message is durably stored. With
+        ``wait=True`` it returns when the consumer calls ``message.complete(response)``
+        (``QueueSendResult("completed", response)``) or after ``timeout`` seconds
+        (``QueueSendResult("timedOut")``); the actor may sleep and wake meanwhile.
+
+        Raises:
+            ActorError: ``queue.full``, ``queue.message_too_large``, ``queue.not_declared``,
+                ``auth.forbidden`` (``can_publish`` refused) and the errors of :meth:`action`.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"queue name must be a non-empty string, got {name!r}")
+        if timeout is not None and (isinstance(timeout, bool) or timeout < 0):
+            raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
+        codec = self._client._codec
+        request = HttpQueueSendRequest(
+            body, name, wait, None if timeout is None else int(round(timeout * 1000))
+        )
+        data = codec.encode_queue_send_request(request)
+        response = await self._post_with_retries(
+            name,
+            "/queue/" + encode_uri_component(name),
+            data,
+            codec.decode_queue_send_response,
+        )
+        if not wait:
+            return None
+        return QueueSendResult(
+            response.status, None if response.response is MISSING else response.response
+        )
+
+    async def _post_with_retries(
+        self,
+        name: str,
+        path: str,
+        body: bytes,
+        decode: Callable[[bytes], Any] | None = None,
+    ) -> Any:
         client = self._client
-        body = client._codec.encode_action_request(args)
-        path = "/action/" + encode_uri_component(name)
         attempt = 0
         while True:
             try:
-                return await self._send_action(name, path, body)
+                return await self._send_action(name, path, body, decode)
             except ActorError as err:
                 attempt += 1
                 if (
@@ -649,7 +706,9 @@ class ActorHandle:
                 client_logger.debug("retrying action %s after %s in %.3f s", name, err, delay)
                 await asyncio.sleep(delay)
 
-    async def _send_action(self, name: str, path: str, body: bytes) -> Any:
+    async def _send_action(
+        self, name: str, path: str, body: bytes, decode: Callable[[bytes], Any] | None = None
+    ) -> Any:
         """One action, with the lifecycle retries of ``get``/``get_or_create`` handles."""
         client = self._client
         query = self._query
@@ -664,7 +723,7 @@ class ActorHandle:
             else:
                 url = query_gateway_url(config, query, path)
             try:
-                return await client._post_action(config, url, body, self._params_header)
+                return await client._post_action(config, url, body, self._params_header, decode)
             except ActorError as err:
                 group, code = err.group, err.code
                 if not query.is_dynamic:

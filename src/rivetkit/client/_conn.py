@@ -41,7 +41,7 @@ from ._conn_protocol import (
     params_json,
     ws_scheme,
 )
-from ._protocol import error_from_response, is_stale_actor_error
+from ._protocol import QueueSendResult, error_from_response, is_stale_actor_error
 from ._transport import WebSocket, abort_websocket
 
 if TYPE_CHECKING:
@@ -223,6 +223,16 @@ class ActorConn:
             self._futures.pop(action_id, None)
             self._proto.cancel(action_id)
             raise
+
+    async def send(
+        self, name: str, body: Any = None, *, wait: bool = False, timeout: float | None = None
+    ) -> QueueSendResult | None:
+        """Send to the actor's queue ``name`` as :meth:`ActorHandle.send` does (over HTTP, as
+        the official client), with this connection's params (``get_params`` is asked afresh)."""
+        if self._proto.disposed:
+            raise disposed_error()
+        handle = self._handle._with_params_header(await self._resolve_params())
+        return await handle.send(name, body, wait=wait, timeout=timeout)
 
     # -- events -----------------------------------------------------------------------------
 

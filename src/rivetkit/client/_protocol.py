@@ -35,6 +35,7 @@ __all__ = [
     "ActorQuery",
     "ClientConfig",
     "QueryMethod",
+    "QueueSendResult",
     "actor_id_from_response",
     "api_url",
     "apply_metadata",
@@ -72,6 +73,23 @@ QueryMethod = Literal["get", "getOrCreate", "getForId"]
 
 # -------------------------------------------------------------------------------------------------
 # configuration (§1.1)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSendResult:
+    """The answer to ``handle.send(..., wait=True)``.
+
+    Attributes:
+        status: ``"completed"`` (the consumer called ``message.complete``) or ``"timedOut"``.
+        response: the value given to ``message.complete(response)`` (``None`` if none).
+    """
+
+    status: Literal["completed", "timedOut"] | str
+    response: Any = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
 
 
 @dataclass(frozen=True, slots=True)

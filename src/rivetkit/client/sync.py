@@ -38,6 +38,7 @@ from ..errors import ActorError
 from . import _aio, _conn, _raw
 from ._conn import GetParams, Overflow
 from ._conn_protocol import ConnStatus
+from ._protocol import QueueSendResult
 
 __all__ = ["ActorConn", "ActorHandle", "ActorResponse", "Client", "ConnStatus", "EventStream"]
 
@@ -317,6 +318,15 @@ class ActorHandle:
         """
         return self._owner._portal.call(self._handle.action, name, *args)
 
+    def send(
+        self, name: str, body: Any = None, *, wait: bool = False, timeout: float | None = None
+    ) -> QueueSendResult | None:
+        """Send to the actor's queue ``name`` (blocking); see the async
+        :meth:`rivetkit.client.ActorHandle.send`."""
+        return self._owner._portal.call(
+            self._handle.send, name, body, wait=wait, timeout=timeout
+        )
+
     def resolve(self) -> str:
         """The actor id (looked up or created for ``get``/``get_or_create`` handles)."""
         return self._owner._portal.call(self._handle.resolve)
@@ -500,6 +510,13 @@ class ActorConn:
         """Call action ``name`` over the connection and return its output (blocking; queued
         until connected). Raises as :meth:`rivetkit.client.ActorConn.action`."""
         return self._owner._portal.call(self._conn.action, name, *args)
+
+    def send(
+        self, name: str, body: Any = None, *, wait: bool = False, timeout: float | None = None
+    ) -> QueueSendResult | None:
+        """Send to the actor's queue ``name`` with this connection's params (blocking); see
+        :meth:`rivetkit.client.ActorConn.send`."""
+        return self._owner._portal.call(self._conn.send, name, body, wait=wait, timeout=timeout)
 
     def _unsubscriber(self, unsubscribe: Callable[[], None]) -> Callable[[], None]:
         portal = self._owner._portal

@@ -24,6 +24,7 @@ from .._log import storage_logger
 from .._runtime.clock import REAL_CLOCK, Clock, TimerHandle
 from .._runtime.instance import ActorInstance
 from .._runtime.journal import StateJournal
+from .._runtime.queue import CompletionWaiters
 from .._runtime.storage import ActorStore, StorePool, actor_db_path, remove_if_exists
 from ..config import RegistryConfig
 from ..definition import ActorDefinition
@@ -157,6 +158,7 @@ class LocalDriver:
         self._waking: set[asyncio.Task[None]] = set()
         self.journal: StateJournal | None = None
         self._closing = False
+        self.queue_completions = CompletionWaiters()  # senders waiting with wait=True
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -447,6 +449,7 @@ class LocalDriver:
                 instance.store.close()
             if reason == "destroy" or instance._destroy_after_sleep:
                 self._remove(actor_id)
+                self.queue_completions.drop_actor(actor_id, errors.actor_not_found())
                 instance.log.info("actor destroyed")
             elif self._db is not None:
                 self._mark_asleep(actor_id)
