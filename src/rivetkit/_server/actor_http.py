@@ -8,7 +8,8 @@ changed), encode the output. Errors are encoded in the request's encoding.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 import orjson
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["handle_actor_http", "actor_headers", "decode_conn_params", "MAX_CONN_PARAMS_BYTES"]
 
 MAX_CONN_PARAMS_BYTES = 4096
+
+T = TypeVar("T")
 
 _ROOT_TEXT = "This is a RivetKit actor (rivetkit for Python).\n\nLearn more at https://rivet.dev"
 
@@ -95,6 +98,29 @@ def decode_conn_params(raw: bytes | str | None) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"connection params are not valid JSON: {exc}") from None
+
+
+async def read_request(
+    receive: Receive,
+    config: RegistryConfig,
+    encoding: str,
+    decode: Callable[[bytes], T],
+    what: str,
+) -> T:
+    """Read a request body within the incoming size limit and decode it.
+
+    Raises:
+        RivetError: ``message.incoming_too_long`` past the limit, ``core.internal_error`` (400)
+            for a body that does not decode.
+    """
+    try:
+        body = await read_body(receive, config.max_incoming_message_size)
+    except BodyTooLarge as exc:
+        raise errors.incoming_too_long(exc.size, exc.limit) from None
+    try:
+        return decode(body)
+    except DecodeError as exc:
+        raise bad_request(f"invalid {what} request body ({encoding}): {exc}") from None
 
 
 async def send_actor_error(
@@ -168,6 +194,11 @@ async def handle_actor_http(
                 scope, receive, send, pin or Pin(instance), unquote(raw_name), encoding, config
             )
             return
+        if path.startswith("/inspector/"):
+            from .inspector import handle_inspector
+
+            await handle_inspector(scope, receive, send, instance, path, query, config)
+            return
         if path == "/health" and method == "GET":
             await send_response(scope, send, 200, b"ok", [TEXT_CONTENT_TYPE])
             return
@@ -200,14 +231,7 @@ async def _action(
     config: RegistryConfig,
 ) -> None:
     codec = get_codec(encoding)  # type: ignore[arg-type]
-    try:
-        body = await read_body(receive, config.max_incoming_message_size)
-    except BodyTooLarge as exc:
-        raise errors.incoming_too_long(exc.size, exc.limit) from None
-    try:
-        args = codec.decode_action_request(body)
-    except DecodeError as exc:
-        raise bad_request(f"invalid action request body ({encoding}): {exc}") from None
+    args = await read_request(receive, config, encoding, codec.decode_action_request, "action")
     params = decode_conn_params(header(scope, b"x-rivet-conn-params"))
     conn = await instance.open_conn(params)
     try:

@@ -14,11 +14,11 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
-from .._protocol import CONTENT_TYPES, DecodeError, get_codec
+from .._protocol import CONTENT_TYPES, get_codec
 from .._protocol.messages import HttpQueueSendResponse
 from .._runtime.context import ActionContext
 from .._runtime.lifecycle import maybe_await
-from .http import BodyTooLarge, Receive, Scope, Send, header, read_body, send_response
+from .http import Receive, Scope, Send, header, send_response
 
 if TYPE_CHECKING:
     from .._runtime.instance import ActorInstance
@@ -51,18 +51,13 @@ async def handle_queue_send(
     encoding: str,
     config: RegistryConfig,
 ) -> None:
-    from .actor_http import actor_headers, bad_request, decode_conn_params
+    from .actor_http import actor_headers, bad_request, decode_conn_params, read_request
 
     instance = pin.instance
     codec = get_codec(encoding)  # type: ignore[arg-type]
-    try:
-        body = await read_body(receive, config.max_incoming_message_size)
-    except BodyTooLarge as exc:
-        raise errors.incoming_too_long(exc.size, exc.limit) from None
-    try:
-        request = codec.decode_queue_send_request(body)
-    except DecodeError as exc:
-        raise bad_request(f"invalid queue send body ({encoding}): {exc}") from None
+    request = await read_request(
+        receive, config, encoding, codec.decode_queue_send_request, "queue send"
+    )
     timeout_ms = request.timeout
     if timeout_ms is not None and (not isinstance(timeout_ms, int) or timeout_ms < 0):
         raise bad_request(f"queue send timeout must be a non-negative integer, got {timeout_ms!r}")
