@@ -1,7 +1,7 @@
 """Actors used by the compatibility suite (driven by the official npm client, see scenarios.mjs).
 
 ``counter`` serves the HTTP scenarios 1-12, ``chat`` the connection scenarios (13-23, 26, 29) and
-the browser page of ``tests/browser``, ``raw`` the raw handlers (24-26).
+the browser page of ``tests/browser``, ``raw`` the raw handlers (24-26), ``worker`` the queues (27).
 
 Served with ``python -m rivetkit serve tests/compat/app.py`` (and mounted under ``/api/rivet`` by
 ``prefixed_app.py``). Every action returns what it saw, so the Node side can compare real values.
@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.websockets import WebSocket
 
 import rivetkit
-from rivetkit import ActionContext, ActorContext, Conn, UserError
+from rivetkit import ActionContext, ActorContext, ActorOptions, Conn, UserError
 
 counter = rivetkit.actor("counter", events={"count": rivetkit.event(int)})
 
@@ -396,5 +396,59 @@ def raw_whoami(c: ActionContext) -> dict[str, Any]:
     return {"actorId": c.actor_id, "key": list(c.key)}
 
 
+# -- worker: durable queues consumed by a run loop (scenario 27) -------------------------------
+
+# Small enough that scenario 27 can exceed it without reaching the server's 64 KiB request limit.
+WORKER_MAX_MESSAGE_SIZE = 1024
+
+
+def _worker_can_publish(c: ActionContext) -> bool:
+    """Records the sender's params (so the Node side can see what the hook saw); refuses
+    senders whose params say ``deny``."""
+    params = _conn(c).params
+    c.vars["publish_params"].append(params)
+    return not (isinstance(params, dict) and params.get("deny"))
+
+
+worker = rivetkit.actor(
+    "worker",
+    state={"processed": []},
+    queues={
+        # Consumed by the run loop, which completes every message.
+        "jobs": rivetkit.queue(dict, complete=dict, can_publish=_worker_can_publish),
+        # Never read: a sender waiting on it times out.
+        "ignored": rivetkit.queue(),
+    },
+    options=ActorOptions(max_queue_message_size=WORKER_MAX_MESSAGE_SIZE),
+)
+
+
+@worker.create_vars
+def worker_vars(c: ActorContext) -> dict[str, Any]:
+    return {"publish_params": []}
+
+
+@worker.run
+async def worker_run(c: ActorContext) -> None:
+    async for message in c.queue.iter(["jobs"], completable=True):
+        body = message.body
+        c.state["processed"].append(body)
+        amount = body.get("amount") if isinstance(body, dict) else None
+        if isinstance(amount, int):
+            await message.complete({"value": amount * 10, "id": message.id})
+        else:
+            await message.complete()
+
+
+@worker.action(name="processed")
+def worker_processed(c: ActionContext) -> list[Any]:
+    return list(c.state["processed"])
+
+
+@worker.action(name="publishParams")
+def worker_publish_params(c: ActionContext) -> list[Any]:
+    return list(c.vars["publish_params"])
+
+
 # "ns" is served too: scenario 1 uses the URL-auth endpoint form http://ns:tok@host.
-registry = rivetkit.setup(counter, chat, raw, namespaces=("default", "ns"))
+registry = rivetkit.setup(counter, chat, raw, worker, namespaces=("default", "ns"))

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Compatibility scenarios of client-protocol.md §15, driven by the official `createClient` from
 // `rivetkit/client` against our server: 1-12 here, the connection and raw-handler scenarios
-// (13-19, 21-26, 29) in scenarios_conn.mjs. Scenario 20 (server restart) is restart.mjs.
+// (13-19, 21-26, 29) in scenarios_conn.mjs, the queues (27) in scenarios_queue.mjs. Scenario 20
+// (server restart) is restart.mjs.
 //
 //   node scenarios.mjs --endpoint http://127.0.0.1:6420 --encoding bare [--scenarios 1,2,3]
 //                      [--prefixed-endpoint http://127.0.0.1:6421/api/rivet] [--timeout 90]
@@ -40,12 +41,13 @@ import {
 	runScenario,
 } from "./lib.mjs";
 import { connScenarios } from "./scenarios_conn.mjs";
+import { queueScenarios } from "./scenarios_queue.mjs";
 
 const { values: opts } = parseArgs({
 	options: {
 		endpoint: { type: "string" },
 		encoding: { type: "string" },
-		scenarios: { type: "string", default: "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,21,22,23,24,25,26,29" },
+		scenarios: { type: "string", default: "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,21,22,23,24,25,26,27,29" },
 		"prefixed-endpoint": { type: "string" },
 		timeout: { type: "string", default: "90" },
 		"check-timeout": { type: "string", default: "20" },
@@ -1114,6 +1116,7 @@ const SCENARIOS = {
 	11: ["errors", scenario11],
 	12: ["body parsing robustness", scenario12],
 	...connScenarios({ EP, EP_URL, ENCODING, U, client }),
+	...queueScenarios({ EP, EP_URL, ENCODING, U, client }),
 };
 
 async function main() {

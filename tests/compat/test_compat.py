@@ -1,14 +1,16 @@
-"""Scenarios 1-26, 29 of client-protocol.md §15 (not 27 queues, 28 inspector), each in json, cbor
-and bare.
+"""Scenarios 1-27, 29 of client-protocol.md §15 (not 28, the inspector), each in json, cbor and
+bare.
 
-The checks themselves live in ``scenarios.mjs`` / ``scenarios_conn.mjs`` (and ``restart.mjs`` for
-scenario 20) and run in Node with the official ``createClient`` from ``rivetkit/client``
-(``conftest.py`` starts the servers and the Node processes). Each test here stands for one
-scenario in one encoding: it passes when every check of that scenario passed, and otherwise
-prints, per failed check, the error the client raised, the HTTP exchanges (request as the client
-sent it, response as our server answered) and, for WebSocket scenarios, the recorded sockets
-(offered and selected subprotocols, every frame raw and decoded, close code and reason).
-Scenario 30 (a browser) is ``tests/browser``.
+The checks themselves live in ``scenarios.mjs``, ``scenarios_conn.mjs``, ``scenarios_queue.mjs``
+(queues: ``handle.send`` / ``conn.send`` with and without ``wait``, ``can_publish``, the
+``queue.*`` errors and the wire shape of each send) and ``restart.mjs`` (scenario 20), and run in
+Node with the official ``createClient`` from ``rivetkit/client`` (``conftest.py`` starts the
+servers and the Node processes). Each test here stands for one scenario in one encoding: it passes
+when every check of that scenario passed, and otherwise prints, per failed check, the error the
+client raised, the HTTP exchanges (request as the client sent it, response as our server
+answered) and, for WebSocket scenarios, the recorded sockets (offered and selected subprotocols,
+every frame raw and decoded, close code and reason). Scenario 30 (a browser) is
+``tests/browser``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ SCENARIOS = {
     24: "raw_request",
     25: "raw_websocket",
     26: "skip_ready_wait",
+    27: "queues",
     29: "actor_router_routes",
 }
 
