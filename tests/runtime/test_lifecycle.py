@@ -490,3 +490,24 @@ async def test_sleeping_actor_is_one_compacted_file(
 
             assert await h.bodies() == ["x" * 500 + str(i) for i in range(20)]
             assert await h.add("again") == 21
+
+
+async def test_a_wake_in_the_tick_a_compaction_ends_does_not_spin(
+    serve_registry: Callable[..., Any],
+) -> None:
+    """Regression: a compaction task that is done but not yet removed from the driver's table
+    (its clean-up had not run in that loop tick) made a wake await it in a loop that never
+    yielded, freezing the server (seen under the schedule benchmark's `nap` variant)."""
+    log: list[str] = []
+    async with serve_registry(lifecycle_actor(log)) as served:
+        async with Client(served.url) as client:
+            h = client.get_or_create("life", ["a"])
+            await h.inc()
+            actor_id = await h.resolve()
+            await h.go_to_sleep()
+            driver = served.registry.driver
+            await driver.wait_stopped(actor_id)
+            finished = asyncio.get_running_loop().create_future()
+            finished.set_result(None)
+            driver._compacting[actor_id] = finished  # the state of that tick
+            assert await asyncio.wait_for(h.inc(), 10) == 2

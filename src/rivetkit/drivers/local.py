@@ -201,8 +201,14 @@ class LocalDriver:
             task.cancel()
         for instance in list(self.awake.values()):
             self.stop_actor(instance, "sleep")
-        while self._stopping or self._compacting:
-            tasks = [*self._stopping.values(), *self._compacting.values()]
+        while True:
+            tasks = [
+                task
+                for task in (*self._stopping.values(), *self._compacting.values())
+                if not task.done()
+            ]
+            if not tasks:
+                break
             await asyncio.gather(*tasks, return_exceptions=True)
         self.awake.clear()
         self._by_key.clear()
@@ -466,18 +472,20 @@ class LocalDriver:
         actor_id = instance.actor_id
         task = asyncio.get_running_loop().create_task(self._compact(instance))
         self._compacting[actor_id] = task
-        task.add_done_callback(lambda _: self._compacting.pop(actor_id, None))
 
     async def _compact(self, instance: ActorInstance) -> None:
         store = instance.store
-        if store.is_open:
-            instance.log.warning("actor file still open after stop path=%s", store.path)
-            return
         try:
+            if store.is_open:
+                instance.log.warning("actor file still open after stop path=%s", store.path)
+                return
             await asyncio.get_running_loop().run_in_executor(None, store.compact)
         except (apsw.Error, OSError) as exc:
             # The log stays and is read back at the next wake: nothing is lost, only disk.
             instance.log.warning("actor file not compacted path=%s error=%r", store.path, exc)
+        finally:
+            if self._compacting.get(instance.actor_id) is asyncio.current_task():
+                del self._compacting[instance.actor_id]
 
     def _remove(self, actor_id: str) -> None:
         fresh = self._fresh.pop(actor_id, None)
@@ -548,7 +556,11 @@ class LocalDriver:
     def _stop_in_progress(self, actor_id: str) -> asyncio.Task[None] | None:
         """The stop (or, after it, the compaction of the file) to wait for before the actor's
         file may be opened again."""
-        return self._stopping.get(actor_id) or self._compacting.get(actor_id)
+        for tasks in (self._stopping, self._compacting):
+            task = tasks.get(actor_id)
+            if task is not None and not task.done():  # awaiting a done task would not yield
+                return task
+        return None
 
     async def wait_stopped(self, actor_id: str) -> None:
         """Return once the actor is not on its way to sleep or destruction (its file is closed
