@@ -9,9 +9,13 @@
   sleep is pushed out to an hour so only ``nap`` puts it to sleep;
 * ``ticker``: the ``schedule`` scenario. ``plan`` schedules ``n`` one-shot events with
   ``c.schedule.after``; each ``tick`` records its lateness (wall time when the action runs minus
-  the event's ``scheduled_at``); ``results`` returns the records.
+  the event's ``scheduled_at``); ``results`` returns the records;
+* ``worker``: the ``queue`` scenario. Its ``run`` loop consumes the queue ``jobs``
+  (``completable=True``) and completes every message ``{"s": sender, "n": seq}`` with
+  ``[n, done]`` (``done``: messages completed by this generation, in ``vars``); it counts
+  per-sender order violations; ``stats`` returns ``[done, order violations]``.
 
-``bench/official/server.mjs`` defines the same three actors on the official runtime.
+``bench/official/server.mjs`` defines the same four actors on the official runtime.
 ``counter_for_memory`` builds the counter ``bench/memory.py`` uses in-process.
 """
 
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import rivetkit
-from rivetkit import ActionContext, ActorOptions, ScheduledFireInfo
+from rivetkit import ActionContext, ActorContext, ActorOptions, ScheduledFireInfo
 
 _EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "counter.py"
 
@@ -130,7 +134,45 @@ def ticker_noop(c: ActionContext, x: Any = None) -> Any:
     return x
 
 
-registry = rivetkit.setup(counter, sleepy, ticker)
+# -- worker: queue throughput, send to completion, one consumer -------------------------------
+
+# The enqueue-only variant (wait=False) can store far more than the default 1,000 messages before
+# the one consumer catches up; the limit is raised alike on the official runtime.
+worker = rivetkit.actor(
+    "worker",
+    vars={"done": 0, "last": {}, "disorder": 0},
+    queues={"jobs": rivetkit.queue()},
+    options=ActorOptions(sleep_timeout=3600.0, max_queue_size=1_000_000),
+)
+
+
+@worker.run
+async def consume(c: ActorContext) -> None:
+    """Complete every ``jobs`` message with ``[n, done]``, one at a time, in queue order."""
+    v = c.vars
+    last = v["last"]
+    async for m in c.queue.iter(["jobs"], completable=True):
+        body = m.body
+        sender, n = body["s"], body["n"]
+        if n <= last.get(sender, -1):
+            v["disorder"] += 1
+        last[sender] = n
+        v["done"] += 1
+        await m.complete([n, v["done"]])
+
+
+@worker.action
+def stats(c: ActionContext) -> list[int]:
+    """``[messages completed by this generation, per-sender order violations]``."""
+    return [c.vars["done"], c.vars["disorder"]]
+
+
+@worker.action(name="noop")
+def worker_noop(c: ActionContext, x: Any = None) -> Any:
+    return x
+
+
+registry = rivetkit.setup(counter, sleepy, ticker, worker)
 
 if __name__ == "__main__":
     registry.run()

@@ -12,7 +12,7 @@ const fsRead = (p) => fs.readFileSync(p, "latin1");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** POST action on actor `name` / [key]; returns { v: parsed output, ms } or throws. */
-async function act(conn, ep, name, action, key, args, timeoutMs) {
+export async function act(conn, ep, name, action, key, args, timeoutMs) {
 	const r = await request(conn, ep.req(action, key, args, name), timeoutMs);
 	if (r.status !== 200) throw new Error(`${name}.${action}: HTTP ${r.status}: ${String(r.body).slice(0, 300)}`);
 	let v;
@@ -134,7 +134,7 @@ async function eachParallel(ep, items, parallel, fn) {
  * tries each (the official engine sometimes answers 504 after 15 s). Failed attempts are counted;
  * a key that fails every attempt throws, or with `soft` leaves its output undefined.
  */
-async function callEach(ep, name, keys, action, argsFor, parallel, timeoutMs, { attempts = 3, soft = false } = {}) {
+export async function callEach(ep, name, keys, action, argsFor, parallel, timeoutMs, { attempts = 3, soft = false } = {}) {
 	const outputs = new Array(keys.length);
 	let errors = 0;
 	let firstError = null;

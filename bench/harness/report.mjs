@@ -37,7 +37,7 @@ export function renderSummary(jsonl, env = null) {
 	const tIdx = (t) => (targetOrder.includes(t) ? targetOrder.indexOf(t) : 99);
 	const groups = new Map();
 	for (const r of rows) {
-		if (!["cold", "http", "ws", "fanout", "wake", "schedule", "mem"].includes(r.scenario)) continue;
+		if (!["cold", "http", "ws", "fanout", "wake", "schedule", "mem", "queue"].includes(r.scenario)) continue;
 		const k = `${r.scenario}\u0000${r.variant}\u0000${r.target}`;
 		if (!groups.has(k)) groups.set(k, []);
 		groups.get(k).push(r);
@@ -126,6 +126,22 @@ export function renderSummary(jsonl, env = null) {
 		const v = [...new Set(rows.filter((r) => r.scenario === "mem").map((r) => r.variant))][0];
 		hl.push(["server RSS per awake actor over HTTP, KiB", "", (t) => p("mem", v, t, (r) => r.kibPerActor), num]);
 	}
+	// queue (issue 5): only when that scenario ran
+	const queueV = (prefix, c) => [...new Set(rows.filter((r) => r.scenario === "queue" && r.variant.startsWith(prefix) && r.concurrency === c).map((r) => r.variant))][0];
+	for (const c of env?.options?.queueConcurrency ?? []) {
+		const v = queueV("send wait=true", c);
+		if (v) {
+			hl.push([`queue send to completion, ${c} senders → 1 consumer, msgs/s`, "", (t) => p("queue", v, t, (r) => r.throughput), num]);
+			hl.push([`queue send to completion, ${c} senders, p50 / p99 ms`, "", (t) => {
+				const a = p("queue", v, t, (r) => r.latencyMs?.p50);
+				return a === null ? null : [a, p("queue", v, t, (r) => r.latencyMs?.p99)];
+			}, (x) => `${num(x[0])} / ${num(x[1])}`]);
+		}
+	}
+	for (const c of env?.options?.queueConcurrency ?? []) {
+		const v = queueV("enqueue wait=false", c);
+		if (v) hl.push([`queue enqueue (wait=false), ${c} senders, msgs/s`, "", (t) => p("queue", v, t, (r) => r.throughput), num]);
+	}
 	L.push("## Headline (medians across repetitions)", "");
 	L.push(`| metric | goal (ours) | ${targetOrder.join(" | ")} |`);
 	L.push(`|---|---|${targetOrder.map(() => "---").join("|")}|`);
@@ -172,7 +188,7 @@ export function renderSummary(jsonl, env = null) {
 	// ---- lifecycle tables
 	const lgroups = new Map();
 	for (const r of rows) {
-		if (!["wake", "schedule", "mem"].includes(r.scenario)) continue;
+		if (!["wake", "schedule", "mem", "queue"].includes(r.scenario)) continue;
 		const k = `${r.scenario}\u0000${r.variant}\u0000${r.target}`;
 		if (!lgroups.has(k)) lgroups.set(k, []);
 		lgroups.get(k).push(r);
@@ -206,6 +222,30 @@ export function renderSummary(jsonl, env = null) {
 			const g = lgroups.get(k);
 			const fm = (f) => mmm(g.map((r) => r.firedMinusScheduledMs?.[f]));
 			L.push(`| ${v} | ${t} | ${g.length} | ${mmm(g.map((r) => r.latencyMs?.p50))} | ${mmm(g.map((r) => r.latencyMs?.p90))} | ${mmm(g.map((r) => r.latencyMs?.p99))} | ${mmm(g.map((r) => r.latencyMs?.max))} | ${fm("p50")} / ${fm("p99")} / ${fm("max")} | ${g.reduce((a, r) => a + (r.fired ?? 0), 0)} / ${g.reduce((a, r) => a + (r.events ?? 0), 0)} | ${g.some((r) => r.lateOver10ms !== undefined) ? `${g.reduce((a, r) => a + (r.lateOver10ms ?? 0), 0)} / ${g.reduce((a, r) => a + (r.lateOver50ms ?? 0), 0)}` : ""} | ${mmm(g.map((r) => r.loadThroughput))} | ${errCol(g)} | ${okCol(g)} | ${mmm(g.map((r) => r.serverCpuPctCore))} | ${mmm(g.map((r) => r.otherCpuPctCore))} |`);
+		}
+		L.push("");
+	}
+	if (lk("queue").length) {
+		L.push("## Queue, one consumer (send to completion, enqueue only): median [min..max] across repetitions", "");
+		L.push(
+			"msgs/s and latency: acknowledged sends in the window. wait=false: consumer msgs/s while the senders ran, backlog at the window's end, " +
+				"time from the window's end until the consumer had completed every message and its rate meanwhile. CPU per message over the window, " +
+				"and over the whole run (warm-up to drained: every message enqueued and consumed).",
+			"",
+		);
+		L.push("| variant | target | reps | msgs/s | p50 ms | p90 ms | p99 ms | max ms | errors | consistent | server CPU µs/msg | by process µs/msg | CPU µs/msg incl. consume | consumer msgs/s while sending | backlog at end | drain s | drain msgs/s | server %core | harness µs/op | other procs %core |");
+		L.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+		for (const k of lk("queue")) {
+			const [, v, t] = k.split("\u0000");
+			const g = lgroups.get(k);
+			const f = (field) => mmm(g.map((r) => r[field]));
+			const comms = [...new Set(g.flatMap((r) => Object.keys(r.serverCpuUsPerOpByProc ?? {})))];
+			const byProc = comms.length > 1 ? comms.map((c) => `${c} ${num(med(g.map((r) => r.serverCpuUsPerOpByProc?.[c] ?? 0)))}`).join(", ") : "";
+			L.push(
+				`| ${v} | ${t} | ${g.length} | ${f("throughput")} | ${mmm(g.map((r) => r.latencyMs?.p50))} | ${mmm(g.map((r) => r.latencyMs?.p90))} | ${mmm(g.map((r) => r.latencyMs?.p99))} | ${mmm(g.map((r) => r.latencyMs?.max))} | ` +
+					`${errCol(g)} | ${okCol(g)} | ${f("serverCpuUsPerOp")} | ${byProc} | ${f("wholeCpuUsPerMsg")} | ${f("consumedPerS")} | ${f("backlogAtEnd")} | ${f("drainS")} | ${f("drainPerS")} | ` +
+					`${f("serverCpuPctCore")} | ${f("harnessCpuUsPerOp")} | ${f("otherCpuPctCore")} |`,
+			);
 		}
 		L.push("");
 	}

@@ -11,6 +11,7 @@ import { killAllSync, setPidFile, trackedPids, stopPids } from "./procs.mjs";
 import { coldScenario, Endpoint, gate, httpScenario } from "./scenarios.mjs";
 import { fanoutScenario, wsScenario } from "./wsscenarios.mjs";
 import { memScenario, scheduleScenario, wakeScenario } from "./lifecycle.mjs";
+import { queueScenario } from "./queue.mjs";
 import { setWsClient } from "./ws.mjs";
 import { makeTargets } from "./targets.mjs";
 import { renderSummary } from "./report.mjs";
@@ -21,8 +22,8 @@ const repoDir = path.resolve(benchDir, "..");
 const HELP = `usage: bench/run.sh [options]
 
   --targets LIST       comma list of ours,official,asgi,official-nodelay   (default ours,official,asgi)
-  --scenarios LIST     comma list of cold,http,ws,fanout,wake,schedule,mem (default cold,http,ws,fanout)
-                       (wake, schedule, mem: lifecycle, opt-in; not run against asgi)
+  --scenarios LIST     comma list of cold,http,ws,fanout,wake,schedule,mem,queue (default cold,http,ws,fanout)
+                       (wake, schedule, mem: lifecycle; queue: issue 5; opt-in, not run against asgi)
   --reps N             repetitions, targets interleaved (order rotates)    (default 3)
   --duration S         measured seconds per http / ws measurement          (default 5)
   --warmup S           unmeasured seconds before each http / ws measurement (default 1)
@@ -45,6 +46,11 @@ const HELP = `usage: bench/run.sh [options]
   --sched-variants L   schedule: idle,load,nap,nap-load                     (default idle,load,nap,nap-load)
   --mem-n N            mem: sleepy actors woken over HTTP                   (default 1000)
   --mem-parallel N     mem: of them at a time                               (default 4)
+  --queue-concurrency L queue: senders to the one consumer actor           (default 1,16,64)
+  --queue-modes LIST   queue: wait (send to completion), nowait (enqueue)  (default wait,nowait)
+  --queue-drain S      queue: max wait for the consumer to drain a backlog (default 120)
+  --queue-client KIND  queue: raw (default: HTTP, json) | official (npm rivetkit/client handle.send)
+  --queue-encoding E   queue: encoding of --queue-client official: json|cbor|bare (default bare)
   --client KIND        raw (default) | node-http  (load-generator HTTP client, for cross-checks)
   --ws-client KIND     raw (default) | ws  (load-generator WebSocket client: own minimal one or npm ws)
   --timeout S          per-request timeout (engine gives up at 15 s itself) (default 30)
@@ -84,6 +90,11 @@ function parseArgs(argv) {
 		schedVariants: ["idle", "load", "nap", "nap-load"],
 		memN: 1000,
 		memParallel: 4,
+		queueConcurrency: [1, 16, 64],
+		queueModes: ["wait", "nowait"],
+		queueDrain: 120,
+		queueClient: "raw",
+		queueEncoding: "bare",
 		client: "raw",
 		wsClient: "raw",
 		timeout: 30,
@@ -126,6 +137,11 @@ function parseArgs(argv) {
 			case "--sched-variants": o.schedVariants = list(v()); break;
 			case "--mem-n": o.memN = Number(v()); break;
 			case "--mem-parallel": o.memParallel = Number(v()); break;
+			case "--queue-concurrency": o.queueConcurrency = list(v()).map(Number); break;
+			case "--queue-modes": o.queueModes = list(v()); break;
+			case "--queue-drain": o.queueDrain = Number(v()); break;
+			case "--queue-client": o.queueClient = v(); break;
+			case "--queue-encoding": o.queueEncoding = v(); break;
 			case "--client": o.client = v(); break;
 			case "--ws-client": o.wsClient = v(); break;
 			case "--timeout": o.timeout = Number(v()); break;
@@ -143,6 +159,10 @@ function parseArgs(argv) {
 	for (const t of o.targets) if (!known.includes(t)) throw new Error(`unknown target ${t}`);
 	for (const s of o.scenarios) if (!["cold", "http", "ws", "fanout", ...LIFECYCLE].includes(s)) throw new Error(`unknown scenario ${s}`);
 	for (const v of o.schedVariants) if (!["idle", "load", "nap", "nap-load"].includes(v)) throw new Error(`unknown schedule variant ${v}`);
+	for (const m of o.queueModes) if (!["wait", "nowait"].includes(m)) throw new Error(`unknown queue mode ${m}`);
+	if (!["raw", "official"].includes(o.queueClient)) throw new Error(`unknown queue client ${o.queueClient}`);
+	if (!["json", "cbor", "bare"].includes(o.queueEncoding)) throw new Error(`unknown queue encoding ${o.queueEncoding}`);
+	if (!(o.queueConcurrency.every((c) => c >= 1) && o.queueDrain > 0)) throw new Error("bad numeric option");
 	if (!(o.wakeN >= 1 && o.wakePoll >= 1 && o.wakeSettle >= 0 && o.schedEvents >= 1 && o.schedActors >= 1 && o.schedSpread > 0 && o.schedLead >= 0 && o.schedTail >= 0 && o.schedLoad >= 1 && o.memN >= 3 && o.memParallel >= 1)) throw new Error("bad numeric option");
 	if (!["raw", "node-http"].includes(o.client)) throw new Error(`unknown client ${o.client}`);
 	if (!["raw", "ws"].includes(o.wsClient)) throw new Error(`unknown ws client ${o.wsClient}`);
@@ -150,8 +170,9 @@ function parseArgs(argv) {
 	return o;
 }
 
-// scenarios that need the lifecycle actors (sleepy, ticker): not served by the bare ASGI app
-const LIFECYCLE = ["wake", "schedule", "mem"];
+// scenarios that need the lifecycle actors (sleepy, ticker) or the queue consumer (worker): not
+// served by the bare ASGI app
+const LIFECYCLE = ["wake", "schedule", "mem", "queue"];
 
 function defaultOut() {
 	const d = new Date();
@@ -307,6 +328,23 @@ async function main() {
 								variants: o.schedVariants,
 								timeoutMs: o.timeout * 1000,
 								clientKind: o.client,
+								log,
+								gateFn,
+							});
+						} else if (sc === "queue") {
+							await queueScenario({
+								ep,
+								tag,
+								pids,
+								concurrencies: o.queueConcurrency,
+								modes: o.queueModes,
+								warmupMs: o.warmup * 1000,
+								durationMs: o.duration * 1000,
+								timeoutMs: o.timeout * 1000,
+								drainMs: o.queueDrain * 1000,
+								clientKind: o.client,
+								queueClient: o.queueClient,
+								encoding: o.queueEncoding,
 								log,
 								gateFn,
 							});

@@ -8,9 +8,10 @@ const NCPU = os.cpus().length;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-export function gatewayPath(action, key, name = "counter") {
+/** The query-gateway path of `{kind}/{action}` (kind `action`, or `queue` with a queue name) on actor `name` / [key]. */
+export function gatewayPath(action, key, name = "counter", kind = "action") {
 	return (
-		`/gateway/${name}/action/${action}?rvt-namespace=default&rvt-method=getOrCreate` +
+		`/gateway/${name}/${kind}/${encodeURIComponent(action)}?rvt-namespace=default&rvt-method=getOrCreate` +
 		`&rvt-runner=default&rvt-key=${encodeURIComponent(key)}&rvt-crash-policy=sleep`
 	);
 }
@@ -194,13 +195,6 @@ export async function coldScenario({ ep, tag, pids, n, timeoutMs, log }) {
 }
 
 /**
- * Closed loop: `keys.length` connections, connection i always sends increment(1) to keys[i]
- * (all the same key for the hot actor). Runs warmupMs + durationMs; the measured window is between
- * the two CPU snapshots. Every reply is checked; afterwards getCount per key must equal the start
- * value plus the number of acknowledged increments, and the acknowledged values must be exactly
- * base+1..final (distinct, contiguous); at concurrency 1 each must also be the previous + 1.
- */
-/**
  * After a closed loop of increments: every acknowledged count must be distinct, lie in
  * (count before, count after], and the final getCount must have moved by exactly the number of
  * acknowledged increments (or, with errors, by at most that many more). Appends to `problems`.
@@ -232,64 +226,48 @@ export async function checkCounts(ep, distinct, outputs, base, errTotal, timeout
 	}
 }
 
-export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeoutMs, clientKind, stopSignal = null }) {
-	const c = keys.length;
-	const distinct = [...new Set(keys)];
-	const ctl = new RawConn(ep.host, ep.port);
-	const base = new Map();
-	for (const k of distinct) base.set(k, (await call(ctl, ep, "getCount", k, [], timeoutMs)).v);
-	ctl.close(); // a fresh one afterwards: servers drop idle keep-alive connections after ~5 s
-
-	const conns = makeConns(clientKind, ep.host, ep.port, c);
-	const reqs = keys.map((k) => ep.req("increment", k, [1]));
-	const outputs = new Map(distinct.map((k) => [k, []]));
+/**
+ * The closed-loop engine shared by the http, schedule-load and queue scenarios: `conns.length`
+ * connections, each with one request in flight; `makeReq(i)` is the next request of connection i
+ * and `onReply(i, err, status, body)` judges its reply (true = success; it records whatever the
+ * scenario checks afterwards). Runs `warmupMs` + `durationMs` (or until `stopSignal` resolves);
+ * throughput, latency and errors count replies inside the measured window, which lies between the
+ * two CPU snapshots. `onWindowStart` / `onWindowEnd` run synchronously at its edges. Afterwards the
+ * requests in flight are drained (up to the timeout) and the connections closed.
+ */
+export async function runLoop({ conns, makeReq, onReply, pids, warmupMs, durationMs, timeoutMs, stopSignal = null, onWindowStart = null, onWindowEnd = null }) {
+	const c = conns.length;
 	let lat = new Float64Array(1 << 16);
 	let nlat = 0;
-	let done = 0; // completions inside the window (ok or not)
 	let okInWindow = 0;
 	let errInWindow = 0;
+	let okTotal = 0;
 	let errTotal = 0;
 	let firstError = null;
-	let seqViolations = 0;
-	const lastSeen = new Array(c).fill(null);
 
 	let tm0 = Infinity; // window start (set by the first snapshot)
 	let tm1 = Infinity;
 	let stopping = false;
 	let inflight = 0;
-	let m0;
 	let idleResolve;
 	const idle = new Promise((r) => (idleResolve = r));
 
 	const fire = (i) => {
 		const t0 = performance.now();
 		inflight++;
-		conns[i].send(reqs[i], (err, status, body) => {
+		conns[i].send(makeReq(i), (err, status, body) => {
 			const t1 = performance.now();
 			inflight--;
 			let ok = false;
-			if (err) {
-				errTotal++;
-				firstError ??= err.message;
-				lastSeen[i] = null; // a failed call may or may not have been applied
-			} else {
-				try {
-					const v = intOutput(status, body);
-					outputs.get(keys[i]).push(v);
-					if (c === 1 && lastSeen[i] !== null && v !== lastSeen[i] + 1) {
-						seqViolations++;
-						firstError ??= `c=1: expected ${lastSeen[i] + 1}, got ${v}`;
-					}
-					lastSeen[i] = v;
-					ok = true;
-				} catch (e) {
-					errTotal++;
-					firstError ??= e.message;
-					lastSeen[i] = null;
-				}
+			try {
+				ok = onReply(i, err, status, body) === true;
+				if (!ok) throw err ?? new Error(`rejected reply: HTTP ${status}: ${String(body).slice(0, 300)}`);
+			} catch (e) {
+				firstError ??= e.message;
 			}
+			if (ok) okTotal++;
+			else errTotal++;
 			if (t1 >= tm0 && t1 <= tm1) {
-				done++;
 				if (ok) okInWindow++;
 				else errInWindow++;
 				if (ok && t0 >= tm0) {
@@ -320,12 +298,14 @@ export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeout
 
 	for (let i = 0; i < c; i++) fire(i);
 	await sleep(warmupMs);
-	m0 = measureStart(pids);
+	const m0 = measureStart(pids);
 	tm0 = m0.t;
+	onWindowStart?.();
 	await (stopSignal ?? sleep(durationMs)); // stopSignal: a promise that ends the window instead
 	// close the window first, then snapshot, so no completion is counted after the CPU snapshot
 	tm1 = performance.now();
 	const cost = measureEnd(m0, pids, okInWindow);
+	onWindowEnd?.();
 	stopping = true;
 	if (inflight === 0) idleResolve();
 	let drainTimer;
@@ -336,25 +316,76 @@ export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeout
 	clearTimeout(drainTimer);
 	clearInterval(watchdog);
 	for (const conn of conns) conn.close();
-
-	// consistency check against the actor state
-	const problems = [];
-	if (!drained) problems.push("requests still in flight after the drain timeout");
-	if (seqViolations) problems.push(`${seqViolations} replies not previous+1 at c=1`);
-	await checkCounts(ep, distinct, outputs, base, errTotal, timeoutMs, problems);
 	const windowS = (tm1 - tm0) / 1000;
 	return {
 		concurrency: c,
-		actors: distinct.length,
 		durationS: Math.round(windowS * 1000) / 1000,
 		throughput: okInWindow / windowS,
 		latencyMs: quantiles(lat.subarray(0, nlat)),
 		errors: errInWindow,
 		errorsTotal: errTotal,
+		okTotal,
 		firstError,
+		drained,
+		...cost,
+	};
+}
+
+/**
+ * Closed loop of increment(1): `keys.length` connections, connection i always sends to keys[i]
+ * (all the same key for the hot actor). Every reply is checked; afterwards getCount per key must
+ * equal the start value plus the number of acknowledged increments, and the acknowledged values
+ * must be exactly base+1..final (distinct, contiguous); at concurrency 1 each must also be the
+ * previous + 1.
+ */
+export async function closedLoop({ ep, keys, pids, warmupMs, durationMs, timeoutMs, clientKind, stopSignal = null }) {
+	const c = keys.length;
+	const distinct = [...new Set(keys)];
+	const ctl = new RawConn(ep.host, ep.port);
+	const base = new Map();
+	for (const k of distinct) base.set(k, (await call(ctl, ep, "getCount", k, [], timeoutMs)).v);
+	ctl.close(); // a fresh one afterwards: servers drop idle keep-alive connections after ~5 s
+
+	const reqs = keys.map((k) => ep.req("increment", k, [1]));
+	const outputs = new Map(distinct.map((k) => [k, []]));
+	let seqViolations = 0;
+	let seqFirst = null;
+	const lastSeen = new Array(c).fill(null);
+	const r = await runLoop({
+		conns: makeConns(clientKind, ep.host, ep.port, c),
+		makeReq: (i) => reqs[i],
+		onReply: (i, err, status, body) => {
+			const prev = lastSeen[i];
+			lastSeen[i] = null; // a failed call may or may not have been applied
+			if (err) throw err;
+			const v = intOutput(status, body);
+			outputs.get(keys[i]).push(v);
+			if (c === 1 && prev !== null && v !== prev + 1) {
+				seqViolations++;
+				seqFirst ??= `c=1: expected ${prev + 1}, got ${v}`;
+			}
+			lastSeen[i] = v;
+			return true;
+		},
+		pids,
+		warmupMs,
+		durationMs,
+		timeoutMs,
+		stopSignal,
+	});
+
+	// consistency check against the actor state
+	const problems = [];
+	if (!r.drained) problems.push("requests still in flight after the drain timeout");
+	if (seqViolations) problems.push(`${seqViolations} replies not previous+1 at c=1`);
+	await checkCounts(ep, distinct, outputs, base, r.errorsTotal, timeoutMs, problems);
+	const { okTotal: _ok, drained: _d, ...rest } = r;
+	return {
+		...rest,
+		actors: distinct.length,
+		firstError: r.firstError ?? seqFirst,
 		consistent: problems.length === 0,
 		consistencyProblems: problems.slice(0, 5),
-		...cost,
 	};
 }
 

@@ -1,9 +1,10 @@
 // The bench's registry served by the official npm `rivetkit` runtime: `counter` (as
-// examples/counter.py) and the lifecycle actors `sleepy` and `ticker` (as bench/actors.py).
+// examples/counter.py), the lifecycle actors `sleepy` and `ticker` and the queue consumer `worker`
+// (as bench/actors.py).
 // `registry.start()` runs the runtime as an envoy of a local `rivet-engine` (npm @rivetkit/engine-cli),
 // which the runtime spawns itself on RIVET_RUN_ENGINE_PORT (guard), +1 (api-peer), +10 (metrics).
 // All client traffic goes through the engine's gateway; this process listens on no port itself.
-import { actor, setup } from "rivetkit";
+import { actor, queue, setup } from "rivetkit";
 
 const counter = actor({
 	state: { count: 0 },
@@ -68,7 +69,30 @@ const ticker = actor({
 	},
 });
 
-const registry = setup({ use: { counter, sleepy, ticker } });
+// queue scenario: the run loop consumes `jobs` (completable) one message at a time and completes
+// each {s: sender, n: seq} with [n, done]; `stats` returns [done, per-sender order violations].
+// maxQueueSize raised as in bench/actors.py (the enqueue-only variant outruns the one consumer).
+const worker = actor({
+	vars: { done: 0, last: {}, disorder: 0 },
+	queues: { jobs: queue() },
+	options: { ...NO_IDLE_SLEEP, maxQueueSize: 1_000_000 },
+	run: async (c) => {
+		const v = c.vars;
+		for await (const m of c.queue.iter({ names: ["jobs"], completable: true })) {
+			const { s, n } = m.body;
+			if (n <= (v.last[s] ?? -1)) v.disorder += 1;
+			v.last[s] = n;
+			v.done += 1;
+			await m.complete([n, v.done]);
+		}
+	},
+	actions: {
+		stats: (c) => [c.vars.done, c.vars.disorder],
+		noop: (_c, x) => x,
+	},
+});
+
+const registry = setup({ use: { counter, sleepy, ticker, worker } });
 registry.start();
 
 // Print a marker so the harness can tell the runtime booted (readiness is still checked over HTTP).

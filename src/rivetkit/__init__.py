@@ -39,6 +39,21 @@ from ._runtime.schedule import Schedule as Schedule
 from ._runtime.schedule import ScheduledEvent as ScheduledEvent
 from ._runtime.schedule import ScheduledFireInfo as ScheduledFireInfo
 from ._runtime.schedule import ScheduleErrorInfo as ScheduleErrorInfo
+from ._workflow import CriticalError as CriticalError
+from ._workflow import HistoryDivergedError as HistoryDivergedError
+from ._workflow import JoinError as JoinError
+from ._workflow import RaceError as RaceError
+from ._workflow import RaceResult as RaceResult
+from ._workflow import RollbackError as RollbackError
+from ._workflow import StepExhaustedError as StepExhaustedError
+from ._workflow import StepTimeoutError as StepTimeoutError
+from ._workflow import TryStepFailure as TryStepFailure
+from ._workflow import TryStepResult as TryStepResult
+from ._workflow import WorkflowContext as WorkflowContext
+from ._workflow import WorkflowError as WorkflowError
+from ._workflow import WorkflowErrorEvent as WorkflowErrorEvent
+from ._workflow import WorkflowQueueMessage as WorkflowQueueMessage
+from ._workflow import workflow as workflow
 from .config import ActorOptions as ActorOptions
 from .config import RegistryConfig as RegistryConfig
 from .definition import ActorDefinition as ActorDefinition
@@ -64,25 +79,40 @@ __all__ = [
     "ActorQueue",
     "BigInt",
     "Conn",
+    "CriticalError",
     "Cron",
     "CronFire",
     "CronJob",
     "DefinitionError",
+    "HistoryDivergedError",
+    "JoinError",
     "QueueMessage",
     "QueueSpec",
+    "RaceError",
+    "RaceResult",
     "Registry",
     "RegistryConfig",
     "RivetError",
+    "RollbackError",
     "Schedule",
     "ScheduleErrorInfo",
     "ScheduledEvent",
     "ScheduledFireInfo",
+    "StepExhaustedError",
+    "StepTimeoutError",
+    "TryStepFailure",
+    "TryStepResult",
     "UserError",
+    "WorkflowContext",
+    "WorkflowError",
+    "WorkflowErrorEvent",
+    "WorkflowQueueMessage",
     "__version__",
     "actor",
     "event",
     "queue",
     "setup",
+    "workflow",
 ]
 
 logging.getLogger("rivetkit").addHandler(logging.NullHandler())

@@ -2,8 +2,8 @@
 
 Hierarchy (all are :class:`~rivetkit.errors.RivetError` with group ``workflow``)::
 
-    WorkflowError                   any workflow error; ``terminal`` says whether it fails the run
-    ├── HistoryDivergedError        history_diverged: the code no longer matches the history
+    WorkflowError                   any workflow error; ``terminal``: it fails the workflow
+    ├── HistoryDivergedError        history_diverged: the code does not match the history
     ├── StepExhaustedError          step_exhausted: a step failed on every allowed attempt
     ├── StepTimeoutError            step_timed_out: a step ran longer than its ``timeout``
     ├── CriticalError               critical: raised by a step to fail at once, without retries
@@ -81,9 +81,12 @@ class StepExhaustedError(WorkflowError):
         step: the step's name.
         attempts: how many attempts ran.
         last_error: the text of the last attempt's error.
+        timed_out: the last attempt timed out (``retry_on_timeout=True``).
     """
 
-    def __init__(self, step: str, attempts: int, last_error: str) -> None:
+    def __init__(
+        self, step: str, attempts: int, last_error: str, *, timed_out: bool = False
+    ) -> None:
         super().__init__(
             "step_exhausted",
             f'step "{step}" failed after {attempts} attempt(s): {last_error}',
@@ -92,6 +95,7 @@ class StepExhaustedError(WorkflowError):
         self.step = step
         self.attempts = attempts
         self.last_error = last_error
+        self.timed_out = timed_out
 
 
 class StepTimeoutError(WorkflowError):

@@ -1,0 +1,973 @@
+"""``WorkflowContext``: what a workflow function receives, and the replay of each operation.
+
+Every operation (step, sleep, loop, join, race, queue wait, rollback checkpoint) has a name that
+is unique in its scope, and happens at a position: the n-th operation of the scope. Replay
+matches the n-th operation against the n-th recorded entry of the scope; a different kind or
+name there is a divergence (``workflow.history_diverged``), reported with what was recorded and
+what the code did. Past the last recorded entry the operation executes and is recorded.
+
+Actor data (``state``, ``vars``, ``db``, ``kv``, ``schedule``, ``cron``, ``conns``,
+``broadcast``, ``client()``, ``queue.send``) is reachable only while a step function runs: code
+outside steps runs again on every replay, so an effect there would happen again after each wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from .engine import (
+    WorkflowEngine,
+    WorkflowErrorEvent,
+    _RollbackAction,
+    _RollbackStop,
+    active_step,
+    failure_kind,
+)
+from .errors import (
+    CriticalError,
+    HistoryDivergedError,
+    RollbackError,
+    StepExhaustedError,
+    StepTimeoutError,
+    WorkflowError,
+    code_error,
+    describe_error,
+    outside_step,
+)
+from .history import KIND_LABELS, Entry, decode_value, encode_value, entry_segment, version_segment
+
+if TYPE_CHECKING:
+    import logging
+
+    from .._runtime.conn import Conn
+    from .._runtime.context import ActorContext
+    from .._runtime.db import ActorDb
+    from .._runtime.kv import ActorKv
+    from .._runtime.schedule import Cron, Schedule
+    from ..client import Client
+    from .flow import LoopBreak, LoopContinue, RaceResult
+    from .queue import WorkflowQueue
+
+__all__ = ["Scope", "TryStepFailure", "TryStepResult", "WorkflowContext"]
+
+T = TypeVar("T")
+
+DEFAULT_STEP_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_BACKOFF_BASE = 0.1
+DEFAULT_RETRY_BACKOFF_MAX = 30.0
+_TRY_STEP_CATCH = ("critical", "timeout", "exhausted")
+_CATCH_KINDS = frozenset({"critical", "timeout", "exhausted", "rollback"})
+
+
+class Scope:
+    """One sequential scope: the workflow body, a loop iteration, a join or race branch.
+
+    Attributes:
+        path: where its entries live (see :mod:`.history`).
+        label: readable location for messages, e.g. ``/poll[3]`` or ``/both{a}``.
+        cursor: position of the next operation.
+        names: names used in this run (they must be unique in the scope).
+        busy: the operation in progress, if any (operations of one scope run one at a time).
+        checkpoint: a rollback checkpoint was reached (rollback handlers are allowed).
+        open_messages: ids of completable queue messages received and not completed.
+    """
+
+    __slots__ = ("busy", "checkpoint", "cursor", "label", "names", "open_messages", "path")
+
+    def __init__(self, path: bytes, label: str, *, checkpoint: bool = False) -> None:
+        self.path = path
+        self.label = label
+        self.cursor = 0
+        self.names: set[str] = set()
+        self.busy: str | None = None
+        self.checkpoint = checkpoint
+        self.open_messages: set[int] = set()  # completable queue messages not completed yet
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TryStepFailure:
+    """Why a ``try_step`` failed.
+
+    Attributes:
+        kind: ``"exhausted"`` (every attempt failed), ``"timeout"``, ``"critical"`` (the step
+            raised ``CriticalError``) or ``"rollback"`` (it raised ``RollbackError``).
+        step: the step's name.
+        attempts: how many attempts ran.
+        error: the text of the (last) error.
+    """
+
+    kind: str
+    step: str
+    attempts: int
+    error: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TryStepResult(Generic[T]):
+    """The outcome of ``ctx.try_step``: ``ok`` and ``value``, or ``failure``."""
+
+    ok: bool
+    value: T | None = None
+    failure: TryStepFailure | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _StepOptions:
+    timeout: float | None
+    max_retries: int
+    backoff_base: float
+    backoff_max: float
+    retry_on_timeout: bool
+    rollback: Callable[..., Any] | None
+    ephemeral: bool
+
+    @classmethod
+    def make(
+        cls,
+        name: str,
+        fn: Any,
+        timeout: float | None,
+        max_retries: int,
+        retry_backoff_base: float,
+        retry_backoff_max: float,
+        retry_on_timeout: bool,
+        rollback: Callable[..., Any] | None,
+        ephemeral: bool,
+    ) -> _StepOptions:
+        if not callable(fn):
+            raise TypeError(f'step "{name}" needs a function to run, got {fn!r}')
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f'step "{name}": timeout must be > 0 seconds or None, got {timeout!r}')
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ValueError(f'step "{name}": max_retries must be an int >= 0, got {max_retries!r}')
+        for label, value in (
+            ("retry_backoff_base", retry_backoff_base),
+            ("retry_backoff_max", retry_backoff_max),
+        ):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f'step "{name}": {label} must be >= 0 seconds, got {value!r}')
+        if rollback is not None and not callable(rollback):
+            raise TypeError(f'step "{name}": rollback must be a function, got {rollback!r}')
+        return cls(
+            None if timeout is None else float(timeout),
+            max_retries,
+            float(retry_backoff_base),
+            float(retry_backoff_max),
+            bool(retry_on_timeout),
+            rollback,
+            bool(ephemeral),
+        )
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait before the retry that follows attempt number ``attempts``."""
+        return float(min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1)))
+
+
+class WorkflowContext:
+    """What a workflow function (and each loop iteration, join and race branch) receives.
+
+    Workflow operations (``step``, ``sleep``, ``loop``, ``join``, ``race``, ``queue.next``, ...)
+    are recorded; on a replay each returns what it recorded instead of running again. Code
+    between operations runs again on every replay, so it must be deterministic: do I/O, read
+    the clock and use randomness inside steps.
+    """
+
+    __slots__ = ("_actor_ctx", "_engine", "_scope")
+
+    def __init__(self, engine: WorkflowEngine, scope: Scope, actor_ctx: ActorContext) -> None:
+        self._engine = engine
+        self._scope = scope
+        self._actor_ctx = actor_ctx
+
+    def __repr__(self) -> str:
+        return f"<WorkflowContext {self._engine.instance.name} at {self._scope.label or '/'}>"
+
+    def _child(self, path: bytes, label: str) -> WorkflowContext:
+        return WorkflowContext(
+            self._engine, Scope(path, label, checkpoint=self._scope.checkpoint), self._actor_ctx
+        )
+
+    # -- usable anywhere -------------------------------------------------------------------
+
+    @property
+    def log(self) -> logging.LoggerAdapter[Any]:
+        """The actor's logger."""
+        return self._engine.log
+
+    @property
+    def key(self) -> list[str]:
+        return list(self._engine.instance.key)
+
+    @property
+    def name(self) -> str:
+        return self._engine.instance.name
+
+    @property
+    def actor_id(self) -> str:
+        return self._engine.instance.actor_id
+
+    @property
+    def abort_signal(self) -> asyncio.Event:
+        """Set when the actor starts to sleep or to be destroyed (pass it to long step work)."""
+        return self._engine.instance.abort_signal
+
+    @property
+    def aborted(self) -> bool:
+        """True once the actor began to stop; the workflow stops at its next operation."""
+        return self._engine.instance.aborted
+
+    def is_evicted(self) -> bool:
+        """RivetKit's name for :attr:`aborted`."""
+        return self.aborted
+
+    @property
+    def queue(self) -> WorkflowQueue:
+        """Recorded queue receives: ``await ctx.queue.next("wait-order", names=["orders"])``."""
+        from .queue import WorkflowQueue
+
+        return WorkflowQueue(self)
+
+    # -- actor data: inside steps only -----------------------------------------------------
+
+    def _require_step(self, feature: str) -> None:
+        if active_step.get() is not self._engine:
+            raise outside_step(feature)
+
+    @property
+    def state(self) -> Any:
+        """The actor's state (inside a step only)."""
+        self._require_step("state")
+        return self._engine.instance.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._require_step("state")
+        self._engine.instance.set_state(value)
+
+    @property
+    def vars(self) -> Any:
+        """The actor's ephemeral vars (inside a step only)."""
+        self._require_step("vars")
+        return self._engine.instance.vars
+
+    @vars.setter
+    def vars(self, value: Any) -> None:
+        self._require_step("vars")
+        self._engine.instance.vars = value
+
+    @property
+    def db(self) -> ActorDb:
+        """The actor's SQLite database (inside a step only)."""
+        self._require_step("db")
+        return self._engine.instance.db
+
+    @property
+    def kv(self) -> ActorKv:
+        self._require_step("kv")
+        return self._engine.instance.kv
+
+    @property
+    def schedule(self) -> Schedule:
+        self._require_step("schedule")
+        return self._engine.instance.schedule
+
+    @property
+    def cron(self) -> Cron:
+        self._require_step("cron")
+        return self._engine.instance.cron
+
+    @property
+    def conns(self) -> Mapping[str, Conn]:
+        self._require_step("conns")
+        return self._engine.instance.conns
+
+    def broadcast(self, name: str, *args: Any) -> None:
+        """Send event ``name`` to subscribed connections (inside a step only)."""
+        self._require_step("broadcast")
+        self._engine.instance.broadcast(name, list(args))
+
+    def client(self) -> Client:
+        """A client for other actors of the registry (inside a step only)."""
+        self._require_step("client")
+        return self._engine.instance.client()
+
+    def destroy(self) -> None:
+        """Destroy the actor (inside a step only)."""
+        self._require_step("destroy")
+        self._engine.instance.request_stop("destroy")
+
+    # -- replay machinery ------------------------------------------------------------------
+
+    def _enter(self, kind: str, name: str) -> tuple[Entry | None, int]:
+        """Claim the next position of the scope for operation ``kind`` ``name``.
+
+        Returns the recorded entry at that position (its kind and name match) or ``None`` at
+        the live frontier, and the position.
+
+        Raises:
+            HistoryDivergedError: the history recorded something else at this position.
+            WorkflowError: ``workflow.duplicate_entry_name``, ``workflow.entry_in_progress``.
+        """
+        engine = self._engine
+        scope = self._scope
+        self._check_name(kind, name)
+        engine.check_evicted()
+        scope.names.add(name)
+        position = scope.cursor
+        recorded = engine.history.at(scope.path, position)
+        if recorded is not None:
+            if recorded.kind != kind or recorded.name != name:
+                raise self._diverged(position, recorded, kind, name)
+            scope.cursor += 1
+            return recorded, position
+        if engine.rollback_mode:
+            raise _RollbackStop
+        scope.cursor += 1
+        return None, position
+
+    def _check_name(self, kind: str, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"a workflow {KIND_LABELS.get(kind, kind)} needs a non-empty name, got {name!r}"
+            )
+        scope = self._scope
+        what = f'{KIND_LABELS.get(kind, kind)} "{name}"'
+        if active_step.get() is self._engine:
+            raise code_error(
+                "entry_in_progress",
+                f"{what} was called inside a step function: workflow operations belong in the "
+                "workflow body (or a loop, join or race body), not in steps",
+                location=f"{scope.label}/{name}",
+            )
+        if scope.busy is not None:
+            raise code_error(
+                "entry_in_progress",
+                f"{what} started while {scope.busy} is still running in the same scope "
+                f"({scope.label or '/'}): await each workflow operation before the next one, "
+                "use ctx.join(...) for parallel work, and inside a loop body or a join/race "
+                "branch use the context it receives",
+                location=f"{scope.label}/{name}",
+            )
+        if name in scope.names:
+            raise code_error(
+                "duplicate_entry_name",
+                f'the name "{name}" is used twice in {scope.label or "/"}: each step, sleep, '
+                "loop, join, race, queue wait, checkpoint and version gate needs a unique name "
+                "within its scope (loop iterations and branches are scopes of their own)",
+                location=f"{scope.label}/{name}",
+                name=name,
+            )
+
+    @contextlib.contextmanager
+    def _busy(self, kind: str, name: str) -> Iterator[None]:
+        scope = self._scope
+        scope.busy = f'{KIND_LABELS.get(kind, kind)} "{name}"'
+        try:
+            yield
+        finally:
+            scope.busy = None
+
+    def _new_entry(self, kind: str, name: str, position: int, **data: Any) -> Entry:
+        engine = self._engine
+        entry = Entry(
+            path=self._scope.path + entry_segment(position),
+            kind=kind,
+            name=name,
+            created_at=engine.clock.now_ms(),
+            data=data,
+        )
+        engine.history.add(entry, self._scope.path)
+        return entry
+
+    def _diverged(
+        self, position: int, recorded: Entry, kind: str, name: str
+    ) -> HistoryDivergedError:
+        scope = self._scope
+        history = self._engine.history
+        found = f'{KIND_LABELS.get(kind, kind)} "{name}"'
+        later = history.scope_entries(scope.path)[position + 1 : position + 4]
+        lines = [
+            (
+                f"workflow history diverged at {scope.label}/{name} "
+                f"(operation #{position + 1} of {scope.label or '/'}):"
+            ),
+            f"  recorded: {recorded.describe()}",
+            f"  code:     {found}",
+        ]
+        if later:
+            lines.append("  the history continues with: " + ", ".join(e.describe() for e in later))
+        lines.append(_MIGRATION_HINT)
+        return HistoryDivergedError(
+            "\n".join(lines),
+            metadata={
+                "location": f"{scope.label}/{name}",
+                "position": position,
+                "expected": {"kind": recorded.kind, "name": recorded.name},
+                "found": {"kind": kind, "name": name},
+            },
+        )
+
+    def _finish_scope(self) -> None:
+        """The code left the scope: the history must not hold entries the code skipped.
+
+        Raises:
+            HistoryDivergedError: recorded entries were not reached.
+        """
+        scope = self._scope
+        history = self._engine.history
+        total = history.count(scope.path)
+        if total <= scope.cursor:
+            return
+        missing = history.scope_entries(scope.path)[scope.cursor :]
+        listing = ", ".join(e.describe() for e in missing[:5])
+        if len(missing) > 5:
+            listing += f", ... ({len(missing)} in all)"
+        raise HistoryDivergedError(
+            f"workflow history diverged at {scope.label or '/'}: the code finished this scope "
+            f"after {scope.cursor} operation(s), but the history recorded {total}:\n"
+            f"  recorded next: {missing[0].describe()}\n"
+            f"  code:          (end of scope)\n"
+            f"  not reached: {listing}\n{_MIGRATION_HINT}",
+            metadata={
+                "location": scope.label or "/",
+                "position": scope.cursor,
+                "expected": {"kind": missing[0].kind, "name": missing[0].name},
+                "found": None,
+            },
+        )
+
+    # -- steps -----------------------------------------------------------------------------
+
+    @overload
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        timeout: float | None = ...,
+        max_retries: int = ...,
+        retry_backoff_base: float = ...,
+        retry_backoff_max: float = ...,
+        retry_on_timeout: bool = ...,
+        rollback: Callable[..., Any] | None = ...,
+        ephemeral: bool = ...,
+    ) -> T: ...
+
+    @overload
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        timeout: float | None = ...,
+        max_retries: int = ...,
+        retry_backoff_base: float = ...,
+        retry_backoff_max: float = ...,
+        retry_on_timeout: bool = ...,
+        rollback: Callable[..., Any] | None = ...,
+        ephemeral: bool = ...,
+    ) -> T: ...
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        timeout: float | None = DEFAULT_STEP_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_backoff_base: float = DEFAULT_RETRY_BACKOFF_BASE,
+        retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX,
+        retry_on_timeout: bool = False,
+        rollback: Callable[..., Any] | None = None,
+        ephemeral: bool = False,
+    ) -> Any:
+        """Run ``fn(*args)`` once, record its result, and return it (on a replay: the recorded
+        result, without running ``fn``).
+
+        ``fn`` may be sync or async. Inside it, actor data (``ctx.state``, ``ctx.db``, ...) is
+        usable; its state changes are committed together with the step's record. A failing
+        attempt is retried after a durable backoff; its state changes are kept (roll-forward).
+
+        Args:
+            name: unique within the scope; part of the history, keep it stable.
+            fn: the step function; its return value must be storable (JSON-like data, bytes,
+                dataclasses; tuples come back as lists, dataclasses as dicts).
+            *args: passed to ``fn``.
+            timeout: seconds an async ``fn`` may run (``None``: no limit; default 30). A
+                timeout fails the step without retry unless ``retry_on_timeout``. A sync
+                ``fn`` cannot be interrupted.
+            max_retries: retries after the first attempt (default 3).
+            retry_backoff_base: seconds before the first retry (default 0.1); doubled for each
+                further retry.
+            retry_backoff_max: the longest backoff in seconds (default 30).
+            retry_on_timeout: retry timeouts like other errors.
+            rollback: ``rollback(output)`` undoes the step if the workflow fails later (needs
+                a prior ``rollback_checkpoint``); sync or async, runs like a step.
+            ephemeral: do not commit right away; the record goes out with the next commit
+                (faster; a crash before it runs the step again).
+
+        Returns:
+            The step's (recorded) result.
+
+        Raises:
+            StepExhaustedError: every attempt failed.
+            StepTimeoutError: an attempt timed out (and ``retry_on_timeout`` is false).
+            CriticalError: the step raised ``CriticalError`` (or ``RollbackError``).
+            WorkflowError: ``workflow.step_output_not_serializable``.
+        """
+        options = _StepOptions.make(
+            name,
+            fn,
+            timeout,
+            max_retries,
+            retry_backoff_base,
+            retry_backoff_max,
+            retry_on_timeout,
+            rollback,
+            ephemeral,
+        )
+        return await self._step(name, fn, args, options)
+
+    async def try_step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        catch: Sequence[str] = _TRY_STEP_CATCH,
+        timeout: float | None = DEFAULT_STEP_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_backoff_base: float = DEFAULT_RETRY_BACKOFF_BASE,
+        retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX,
+        retry_on_timeout: bool = False,
+        rollback: Callable[..., Any] | None = None,
+        ephemeral: bool = False,
+    ) -> TryStepResult[Any]:
+        """:meth:`step`, returning a :class:`TryStepResult` instead of raising on failure.
+
+        Args:
+            catch: the failure kinds turned into a result: any of ``"exhausted"``,
+                ``"timeout"``, ``"critical"`` (default: those three) and ``"rollback"``.
+                Other failures, waits, stops and divergences propagate.
+        """
+        kinds = tuple(catch)
+        unknown = set(kinds) - _CATCH_KINDS
+        if unknown:
+            raise ValueError(
+                f"try_step catch kinds must be among {sorted(_CATCH_KINDS)}, got {sorted(unknown)}"
+            )
+        options = _StepOptions.make(
+            name,
+            fn,
+            timeout,
+            max_retries,
+            retry_backoff_base,
+            retry_backoff_max,
+            retry_on_timeout,
+            rollback,
+            ephemeral,
+        )
+        try:
+            value = await self._step(name, fn, args, options)
+        except (StepExhaustedError, StepTimeoutError, CriticalError) as exc:
+            kind = failure_kind(exc)
+            if kind not in kinds:
+                raise
+            attempts = getattr(exc, "attempts", None)
+            entry = self._engine.history.at(self._scope.path, self._scope.cursor - 1)
+            if attempts is None:
+                attempts = entry.attempts if entry is not None else 1
+            message = exc.last_error if isinstance(exc, StepExhaustedError) else exc.message
+            return TryStepResult(False, None, TryStepFailure(kind, name, attempts, message))
+        return TryStepResult(True, value)
+
+    async def _step(
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], options: _StepOptions
+    ) -> Any:
+        engine = self._engine
+        scope = self._scope
+        if options.rollback is not None and not scope.checkpoint:
+            self._check_name("step", name)
+            raise code_error(
+                "rollback_checkpoint_missing",
+                f'step "{name}" has a rollback handler but no rollback checkpoint precedes it: '
+                f'call `await ctx.rollback_checkpoint("...")` before steps with rollback',
+                location=f"{scope.label}/{name}",
+            )
+        entry, position = self._enter("step", name)
+        with self._busy("step", name):
+            if entry is None:
+                entry = self._new_entry("step", name, position)
+            elif entry.status == "completed":
+                output = entry.data.get("output")
+                self._register_rollback(entry, options, output)
+                return output
+            elif engine.rollback_mode:
+                raise _RollbackStop
+            return await self._attempts(entry, fn, args, options)
+
+    async def _attempts(
+        self, entry: Entry, fn: Callable[..., Any], args: tuple[Any, ...], options: _StepOptions
+    ) -> Any:
+        engine = self._engine
+        history = engine.history
+        name = entry.name
+        while True:
+            if entry.status == "exhausted":
+                raise _stored_failure(entry)
+            if entry.status == "failed":
+                if entry.attempts > options.max_retries:
+                    entry.status = "exhausted"
+                    entry.data["failure"] = {"kind": "exhausted", "message": entry.error}
+                    history.save(entry)
+                    await engine.flush()
+                    raise _stored_failure(entry)
+                retry_at = (entry.last_attempt_at or 0) + round(
+                    options.backoff(entry.attempts) * 1000
+                )
+                await engine.wait_until(retry_at)
+            engine.check_evicted()
+            entry.attempts += 1
+            entry.last_attempt_at = engine.clock.now_ms()
+            entry.status = "running"
+            try:
+                output = await engine.call_user(fn, args, options.timeout, name)
+            except StepTimeoutError as exc:
+                if options.retry_on_timeout:
+                    await self._attempt_failed(entry, options, exc, timed_out=True)
+                    continue
+                await self._record_failure(entry, "timeout", exc, timeout=options.timeout)
+                raise
+            except CriticalError as exc:
+                kind = "rollback" if isinstance(exc, RollbackError) else "critical"
+                await self._record_failure(entry, kind, exc)
+                raise
+            except WorkflowError as exc:
+                if not exc.terminal:
+                    raise  # a mistake in the code (e.g. an operation inside the step)
+                await self._attempt_failed(entry, options, exc)
+                continue
+            except Exception as exc:
+                await self._attempt_failed(entry, options, exc)
+                continue
+            try:
+                blob = encode_value({"output": output})
+                value = decode_value(blob)["output"]
+            except (TypeError, ValueError) as exc:
+                entry.status = "failed"
+                raise code_error(
+                    "step_output_not_serializable",
+                    f'step "{name}" returned a value that cannot be recorded ({exc}); return '
+                    "JSON-like data (dict, list, str, int, float, bool, None), bytes or a "
+                    "dataclass",
+                    step=name,
+                ) from None
+            entry.status = "completed"
+            entry.error = None
+            entry.completed_at = engine.clock.now_ms()
+            entry.data = {"output": value}
+            entry.blob = blob
+            history.save(entry)
+            if not options.ephemeral:
+                await engine.flush()
+            self._register_rollback(entry, options, value)
+            return value
+
+    async def _attempt_failed(
+        self, entry: Entry, options: _StepOptions, exc: BaseException, *, timed_out: bool = False
+    ) -> None:
+        """Record a failed attempt (with the state changes it made: roll-forward); raise if it
+        was the last one."""
+        engine = self._engine
+        entry.error = describe_error(exc)
+        will_retry = entry.attempts <= options.max_retries
+        delay = options.backoff(entry.attempts) if will_retry else None
+        if will_retry:
+            entry.status = "failed"
+            engine.history.save(entry)
+            await engine.flush()
+            engine.log.warning(
+                "workflow step failed, retrying step=%s attempt=%s delay_s=%s error=%s",
+                entry.name,
+                entry.attempts,
+                delay,
+                entry.error,
+            )
+        else:
+            entry.status = "exhausted"
+            entry.data["failure"] = {
+                "kind": "timeout" if timed_out else "exhausted",
+                "message": entry.error,
+            }
+            engine.history.save(entry)
+            await engine.flush()
+        retry_at = None
+        if delay is not None and entry.last_attempt_at is not None:
+            retry_at = entry.last_attempt_at + round(delay * 1000)
+        await engine.report(
+            WorkflowErrorEvent(
+                "step",
+                entry.error,
+                entry.name,
+                entry.attempts,
+                options.max_retries,
+                will_retry,
+                delay,
+                retry_at,
+            )
+        )
+        if not will_retry:
+            raise StepExhaustedError(
+                entry.name, entry.attempts, entry.error, timed_out=timed_out
+            ) from exc
+
+    async def _record_failure(
+        self, entry: Entry, kind: str, exc: BaseException, *, timeout: float | None = None
+    ) -> None:
+        engine = self._engine
+        entry.error = describe_error(exc)
+        entry.status = "exhausted"
+        entry.data["failure"] = {
+            "kind": kind,
+            "message": exc.message if isinstance(exc, WorkflowError) else entry.error,
+            "timeout": timeout,
+        }
+        engine.history.save(entry)
+        await engine.flush()
+        await engine.report(
+            WorkflowErrorEvent("step", entry.error, entry.name, entry.attempts, None, False)
+        )
+
+    def _register_rollback(self, entry: Entry, options: _StepOptions, output: Any) -> None:
+        if options.rollback is None or entry.rollback_completed_at is not None:
+            return
+        self._engine.rollback_actions.append(_RollbackAction(entry, options.rollback, output))
+
+    # -- sleeping --------------------------------------------------------------------------
+
+    async def sleep(self, name: str, seconds: float) -> None:
+        """Wait ``seconds``, durably: the actor may sleep meanwhile and is woken in time, also
+        after a restart (the deadline is recorded the first time)."""
+        if not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(f'sleep "{name}": seconds must be a number >= 0, got {seconds!r}')
+        await self._sleep(name, lambda: self._engine.clock.now_ms() + round(seconds * 1000))
+
+    async def sleep_until(self, name: str, at_ms: int) -> None:
+        """Wait until epoch milliseconds ``at_ms``, durably (see :meth:`sleep`)."""
+        if not isinstance(at_ms, int) or isinstance(at_ms, bool):
+            raise ValueError(
+                f'sleep_until "{name}": at_ms must be an int (epoch ms), got {at_ms!r}'
+            )
+        await self._sleep(name, lambda: at_ms)
+
+    async def _sleep(self, name: str, deadline: Callable[[], int]) -> None:
+        engine = self._engine
+        entry, position = self._enter("sleep", name)
+        with self._busy("sleep", name):
+            if entry is None:
+                at_ms = deadline()
+                entry = self._new_entry("sleep", name, position, deadline=at_ms)
+                if at_ms > engine.clock.now_ms():
+                    engine.history.save(entry)
+                    await engine.flush()  # the deadline is durable before the wait
+            elif entry.status == "completed":
+                return
+            elif engine.rollback_mode:
+                raise _RollbackStop
+            await engine.wait_until(int(entry.data["deadline"]))
+            entry.status = "completed"
+            entry.completed_at = engine.clock.now_ms()
+            engine.history.save(entry)  # goes out with the next commit
+
+    # -- rollback and versioning -----------------------------------------------------------
+
+    async def rollback_checkpoint(self, name: str) -> None:
+        """Mark where a rollback stops: if the workflow fails, the rollback handlers of steps
+        completed after the last checkpoint run, newest first. Steps with ``rollback=`` need a
+        checkpoint before them."""
+        entry, position = self._enter("rollback_checkpoint", name)
+        if entry is None:
+            entry = self._new_entry("rollback_checkpoint", name, position)
+            entry.status = "completed"
+            self._engine.history.save(entry)
+        self._scope.checkpoint = True
+        self._engine.checkpoint_mark = len(self._engine.rollback_actions)
+
+    def get_version(self, name: str, latest: int) -> int:
+        """The version of the code path gated by ``name`` this workflow is pinned to.
+
+        A workflow reaching the gate for the first time gets ``latest``; one that had already
+        gone past this point under older code (its history holds later entries here) gets
+        ``1``. The answer is recorded, so every replay takes the same branch::
+
+            if ctx.get_version("pricing", 2) >= 2:
+                total = await ctx.step("price-v2", price_v2, order)
+            else:
+                total = await ctx.step("price", price, order)
+
+        Raises:
+            ValueError: ``latest`` is not an int >= 1.
+        """
+        if not isinstance(latest, int) or isinstance(latest, bool) or latest < 1:
+            raise ValueError(f'get_version("{name}"): latest must be an int >= 1, got {latest!r}')
+        engine = self._engine
+        scope = self._scope
+        self._check_name("version_check", name)
+        scope.names.add(name)
+        pinned = engine.history.version(scope.path, name)
+        if pinned is not None:
+            return int(pinned.data["resolved"])
+        behind = engine.history.count(scope.path) > scope.cursor
+        resolved = 1 if behind else latest
+        if not engine.rollback_mode:
+            entry = Entry(
+                path=scope.path + version_segment(name),
+                kind="version_check",
+                name=name,
+                status="completed",
+                created_at=engine.clock.now_ms(),
+                data={"resolved": resolved, "latest": latest},
+            )
+            engine.history.add(entry, scope.path)
+            engine.history.save(entry)
+        return resolved
+
+    def removed(self, name: str, original_type: str) -> None:
+        """Declare that an operation the code used to run here was removed: a recorded entry
+        ``original_type`` ``name`` at this position is skipped instead of diverging.
+
+        Args:
+            name: the removed operation's name.
+            original_type: ``"step"``, ``"loop"``, ``"sleep"``, ``"message"`` (a queue wait),
+                ``"join"``, ``"race"``, ``"rollback_checkpoint"`` or ``"version_check"``.
+        """
+        if original_type not in KIND_LABELS or original_type == "removed":
+            kinds = sorted(k for k in KIND_LABELS if k != "removed")
+            raise ValueError(
+                f"removed(): original_type must be one of {kinds}, got {original_type!r}"
+            )
+        scope = self._scope
+        self._check_name(original_type, name)
+        scope.names.add(name)
+        if original_type == "version_check":
+            return  # version pins are kept outside the ordered entries
+        recorded = self._engine.history.at(scope.path, scope.cursor)
+        if recorded is None or recorded.name != name:
+            return  # this workflow never ran it
+        if recorded.kind != original_type:
+            raise self._diverged(scope.cursor, recorded, original_type, name)
+        scope.cursor += 1
+
+    # -- loops, joins, races (see flow.py) -------------------------------------------------
+
+    def loop_continue(self, state: Any = None) -> LoopContinue:
+        """What a loop body returns to run again with ``state``."""
+        from .flow import LoopContinue
+
+        return LoopContinue(state)
+
+    def loop_break(self, value: Any = None) -> LoopBreak:
+        """What a loop body returns to end the loop; ``ctx.loop`` returns ``value``."""
+        from .flow import LoopBreak
+
+        return LoopBreak(value)
+
+    async def loop(
+        self,
+        name: str,
+        body: Callable[[WorkflowContext, Any], Any],
+        /,
+        *,
+        state: Any = None,
+        history_prune_interval: int = 20,
+        history_size: int | None = None,
+    ) -> Any:
+        """Run ``body(loop_ctx, state)`` until it returns ``ctx.loop_break(value)``.
+
+        Each iteration is a scope of its own (names repeat across iterations). The body returns
+        ``ctx.loop_continue(new_state)`` (or ``None`` when the loop has no state). The state and
+        iteration number are recorded, so a replay resumes at the last iteration instead of
+        running them all again.
+
+        Args:
+            name: the loop's name.
+            body: ``async def body(loop_ctx, state)``.
+            state: the initial state (storable, like step outputs).
+            history_prune_interval: every this many iterations, the history of old iterations
+                is deleted (default 20).
+            history_size: how many past iterations to keep (default: the prune interval).
+
+        Returns:
+            The value of ``loop_break``.
+        """
+        from .flow import run_loop
+
+        return await run_loop(self, name, body, state, history_prune_interval, history_size)
+
+    async def join(
+        self, name: str, branches: Mapping[str, Callable[[WorkflowContext], Awaitable[Any]]]
+    ) -> dict[str, Any]:
+        """Run the branches concurrently, each ``async def branch(branch_ctx)`` in a scope of
+        its own, and return ``{branch name: result}`` once all finished.
+
+        Raises:
+            JoinError: a branch failed (the others still ran to the end).
+        """
+        from .flow import run_join
+
+        return await run_join(self, name, branches)
+
+    async def race(
+        self,
+        name: str,
+        branches: Mapping[str, Callable[[WorkflowContext], Awaitable[Any]]]
+        | Sequence[
+            Callable[[WorkflowContext], Awaitable[Any]]
+            | tuple[str, Callable[[WorkflowContext], Awaitable[Any]]]
+        ],
+    ) -> RaceResult:
+        """Run the branches concurrently; the first to finish wins, the others are cancelled.
+
+        ``branches`` is ``{name: fn}``, or a list of functions (named by ``__name__``) or of
+        ``(name, fn)`` pairs.
+
+        Returns:
+            ``RaceResult(winner, value)``.
+
+        Raises:
+            RaceError: every branch failed.
+        """
+        from .flow import run_race
+
+        return await run_race(self, name, branches)
+
+
+_MIGRATION_HINT = (
+    "The workflow code no longer matches its recorded history. Keep recorded operations in "
+    "their order; for a removed one call ctx.removed(name, kind) where it was; gate new "
+    "behaviour with ctx.get_version(name, latest)."
+)
+
+
+def _stored_failure(entry: Entry) -> WorkflowError:
+    """The error a recorded terminal failure raises again on replay."""
+    failure = entry.data.get("failure") or {}
+    kind = failure.get("kind", "exhausted")
+    message = str(failure.get("message") or entry.error or "step failed")
+    if kind == "timeout" and failure.get("timeout") is not None:
+        return StepTimeoutError(entry.name, float(failure["timeout"]))
+    if kind == "critical":
+        return CriticalError(message)
+    if kind == "rollback":
+        return RollbackError(message)
+    return StepExhaustedError(
+        entry.name, entry.attempts, entry.error or message, timed_out=kind == "timeout"
+    )
