@@ -140,11 +140,13 @@ async def run_server(kind: str, n: int, rep: int) -> dict[str, float]:
     from rivetkit.client import Client
     from tests._proc import start_server
 
-    with tempfile.TemporaryDirectory(prefix="wfbench-") as tmp:
-        with start_server(__file__, storage=Path(tmp) / "data") as server:
-            server.wait_ready(30)
-            async with Client(server.url) as client:
-                return await one_rep(client, kind, n, f"{kind}-{rep}")
+    with (
+        tempfile.TemporaryDirectory(prefix="wfbench-") as tmp,
+        start_server(__file__, storage=Path(tmp) / "data") as server,
+    ):
+        server.wait_ready(30)
+        async with Client(server.url) as client:
+            return await one_rep(client, kind, n, f"{kind}-{rep}")
 
 
 def main() -> None:
