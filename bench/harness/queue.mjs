@@ -50,13 +50,16 @@ class OfficialSender {
 	}
 }
 
-let officialClient = null;
+const officialClients = new Map(); // endpoint -> client (every server instance has its own port)
 async function officialHandle(ep, key, encoding) {
-	if (!officialClient) {
+	const endpoint = `http://${ep.host}:${ep.port}`;
+	let client = officialClients.get(endpoint);
+	if (!client) {
 		const { createClient } = await import("rivetkit/client");
-		officialClient = createClient({ endpoint: `http://${ep.host}:${ep.port}`, namespace: "default", poolName: "default", encoding });
+		client = createClient({ endpoint, namespace: "default", poolName: "default", encoding });
+		officialClients.set(endpoint, client);
 	}
-	return officialClient.getOrCreate("worker", [key]);
+	return client.getOrCreate("worker", [key]);
 }
 
 /** `{status, response?}` of a queue send (a raw JSON reply, or the official client's result). */

@@ -25,7 +25,7 @@ def wf_rows(t: ActorTest, actor_id: str) -> int:
     try:
         row = conn.execute("SELECT count(*) FROM _rivet_wf_kv").fetchone()
         assert row is not None
-        return int(row[0])  # type: ignore[arg-type]
+        return int(row[0])
     finally:
         if instance is None:
             conn.close()

@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
 @pytest.fixture
 def example() -> Any:
-    import order_workflow
+    import order_workflow  # type: ignore[import-not-found]
 
-    order_workflow.gateway.__init__()  # type: ignore[misc]
-    order_workflow.warehouse.__init__()  # type: ignore[misc]
+    order_workflow.gateway.__init__()
+    order_workflow.warehouse.__init__()
     return order_workflow
 
 

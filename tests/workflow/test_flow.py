@@ -92,6 +92,15 @@ async def test_loop_resumes_at_its_iteration_after_a_restart(tmp_path: Path) -> 
     assert ticks == [0, 1, 2, 3, 4]
     async with run_test_registry(a, clock=clock, storage_path=storage) as t:
         await clock.advance(seconds=60)
+        h = t.client.get_or_create("flow", ["k"])
+        await h.log()
+        info = snapshot(t, await h.resolve())
+        kept = {
+            e["location"][1]["val"]["iteration"]
+            for e in info["history"]["entries"]
+            if len(e["location"]) == 3
+        }
+        assert kept == {7, 8, 9}  # iterations from before the restart were pruned too
     assert ticks == list(range(10)) + [36_000]
 
 
@@ -139,7 +148,7 @@ async def test_join_collects_branch_failures(actor_test: Any) -> None:
         await bctx.sleep("slowly", 5)
         return await bctx.step("good", lambda: "fine")
 
-    async def bad(bctx: rivetkit.WorkflowContext) -> str:
+    async def bad(bctx: rivetkit.WorkflowContext) -> float:
         return await bctx.step("bad", lambda: 1 / 0, max_retries=0)
 
     @a.run

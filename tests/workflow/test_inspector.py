@@ -122,3 +122,32 @@ async def test_history_shape_locations_and_states(actor_test: Any) -> None:
             "workflowState": None,
             "isWorkflowEnabled": False,
         }
+
+
+async def test_a_slept_workflow_actor_is_freed(actor_test: Any) -> None:
+    """The inspector keeps each awake actor's engine; nothing may keep a slept actor alive."""
+    import gc
+    import weakref
+
+    a = rivetkit.actor("freed", state={}, options=rivetkit.ActorOptions(sleep_timeout=5.0))
+
+    @a.run
+    @rivetkit.workflow
+    async def process(ctx: rivetkit.WorkflowContext) -> None:
+        await ctx.rollback_checkpoint("c")
+        await ctx.step("s", lambda: ctx.name, rollback=lambda out: None)
+        await ctx.sleep("nap", 3600)
+
+    @a.action
+    def noop(c: ActionContext) -> None:
+        return None
+
+    async with actor_test(a) as t:
+        h = t.client.get_or_create("freed", ["k"])
+        await h.noop()
+        aid = await h.resolve()
+        ref = weakref.ref(t.registry.driver.awake[aid])
+        await t.clock.advance(seconds=10)
+        await t.registry.driver.wait_stopped(aid)
+        gc.collect()
+        assert ref() is None

@@ -7,6 +7,7 @@ exactly when the tests move the clock.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -254,14 +255,15 @@ async def test_actor_data_is_only_usable_inside_steps(actor_test: Any) -> None:
     @a.run
     @rivetkit.workflow
     async def process(ctx: rivetkit.WorkflowContext) -> None:
-        for feature, use in {
+        uses: dict[str, Callable[[], object]] = {
             "state": lambda: ctx.state,
             "vars": lambda: ctx.vars,
             "db": lambda: ctx.db,
             "kv": lambda: ctx.kv,
             "client": lambda: ctx.client(),
             "broadcast": lambda: ctx.broadcast("x"),
-        }.items():
+        }
+        for feature, use in uses.items():
             try:
                 use()
             except rivetkit.WorkflowError as exc:
@@ -302,7 +304,12 @@ async def test_code_errors_stop_the_run_without_failing_the_workflow(
         if mode["bad"] == "duplicate":
             await ctx.step("a", lambda: calls.append("a again"))
         elif mode["bad"] == "unserializable":
-            await ctx.step("b", lambda: calls.append("b") or object())
+
+            def unstorable() -> object:
+                calls.append("b")
+                return object()
+
+            await ctx.step("b", unstorable)
         elif mode["bad"] == "nested":
 
             async def nested() -> None:
@@ -352,7 +359,7 @@ async def test_bad_arguments_fail_fast(actor_test: Any) -> None:
             lambda: ctx.step("", lambda: 1),
             lambda: ctx.step("s", lambda: 1, max_retries=-1),
             lambda: ctx.step("s", lambda: 1, timeout=0),
-            lambda: ctx.step("s", "not a function"),  # type: ignore[arg-type]
+            lambda: ctx.step("s", "not a function"),  # type: ignore[call-overload]
             lambda: ctx.sleep("s", -1),
             lambda: ctx.try_step("s", lambda: 1, catch=("nope",)),
         ):
@@ -373,9 +380,9 @@ async def test_bad_arguments_fail_fast(actor_test: Any) -> None:
 
 def test_workflow_decorator_validates_eagerly() -> None:
     with pytest.raises(rivetkit.DefinitionError, match="must be an async function"):
-        rivetkit.workflow(lambda ctx: None)  # type: ignore[arg-type]
+        rivetkit.workflow(lambda ctx: None)  # type: ignore[arg-type,return-value]
 
     async def two(ctx: Any, extra: Any) -> None: ...
 
     with pytest.raises(rivetkit.DefinitionError, match="exactly one argument"):
-        rivetkit.workflow(two)
+        rivetkit.workflow(two)  # type: ignore[arg-type]

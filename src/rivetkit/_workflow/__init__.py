@@ -5,7 +5,8 @@ Layers (each module's docstring says more):
 
 * :mod:`.history`: entries, their locations and their storage in ``_rivet_wf_kv``;
 * :mod:`.engine`: one run of a workflow (load, replay, commit, wait, fail, roll back);
-* :mod:`.context`: ``WorkflowContext`` and the replay of steps, sleeps and versioning;
+* :mod:`.context`: ``WorkflowContext``, the positional replay, sleeps and versioning;
+* :mod:`.steps`: step attempts, retries, timeouts and failures;
 * :mod:`.flow`: loops, joins, races; :mod:`.queue`: recorded queue receives;
 * :mod:`.inspector`: the ``/inspector/workflow-history`` payload.
 """

@@ -119,7 +119,9 @@ class WorkflowEngine:
     """One run of a workflow: its history, pending writes, waits, rollback and completion."""
 
     def __init__(self, instance: ActorInstance, spec: WorkflowSpec) -> None:
-        self.instance = instance
+        # Weak: the engine outlives its run in ``_engines`` (for the inspector), keyed weakly
+        # by the instance; a strong reference back would keep every slept actor alive.
+        self._instance = weakref.ref(instance)
         self.spec = spec
         self.clock = instance.clock
         self.log = instance.log
@@ -133,11 +135,24 @@ class WorkflowEngine:
         self._active = 0  # execution strands (the body, join/race branches) not waiting
         self._resume_at = 0
 
+    @property
+    def instance(self) -> ActorInstance:
+        instance = self._instance()
+        if instance is None:  # pragma: no cover - the run keeps its instance alive
+            raise _Evicted
+        return instance
+
     # -- the run ---------------------------------------------------------------------------
 
     async def run(self, actor_ctx: ActorContext) -> None:
         """Replay and continue the workflow until it completes, fails, waits while the actor
         goes to sleep, or stops on a code error."""
+        try:
+            await self._run(actor_ctx)
+        finally:
+            self.rollback_actions = []  # their handlers may hold the workflow's context
+
+    async def _run(self, actor_ctx: ActorContext) -> None:
         from .context import Scope, WorkflowContext
 
         instance = self.instance
@@ -162,9 +177,8 @@ class WorkflowEngine:
             record.started_at = self.clock.now_ms()
             self.history.save_record()
         self.live_state = "running"
-        self._resume_at = self.clock.now_ms()
         self._active = 1
-        self._update_alarm()
+        self._resume_now()
         try:
             output = await self.spec.fn(ctx)
             ctx._finish_scope()
@@ -230,7 +244,7 @@ class WorkflowEngine:
         self.history.save_record()
         self.live_state = "rolling_back"
         self._active = 0
-        self.instance.set_run_alarm(None)
+        self._resume_now()  # an interrupted rollback resumes at the next start
         self.log.warning("workflow failed, rolling back error=%s", describe_error(exc))
         await self.report(WorkflowErrorEvent("workflow", describe_error(exc)))
         try:
@@ -244,6 +258,7 @@ class WorkflowEngine:
         (they are code, not data), then run those not run yet."""
         self.rollback_mode = True
         self.live_state = "rolling_back"
+        self._resume_now()
         try:
             await self.spec.fn(ctx)
         except (_RollbackStop, Exception):
@@ -438,6 +453,11 @@ class WorkflowEngine:
         if self._active > 0 and self.live_state == "sleeping":
             self.live_state = "running"
         self._update_alarm()
+
+    def _resume_now(self) -> None:
+        """Ask to be woken at once should the actor stop before this work is done."""
+        self._resume_at = self.clock.now_ms()
+        self.instance.set_run_alarm(self._resume_at)
 
     def _update_alarm(self) -> None:
         """Tell the actor when the workflow needs it awake: now while something executes (a

@@ -98,7 +98,7 @@ async def run_loop(
         else:
             state = entry.data.get("state")
             iteration = int(entry.data.get("iteration") or 0)
-        pruned_to = max(0, iteration - keep)
+        pruned_to = 0  # after a restart, older iterations may still be there: start at 0
         label = f"{ctx._scope.label}/{name}"
         while True:
             engine.check_evicted()

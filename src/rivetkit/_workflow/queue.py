@@ -49,10 +49,10 @@ class WorkflowQueueMessage:
     ) -> None:
         self._ctx = ctx
         self._entry = entry
-        self.id = int(raw["id"])
-        self.name = str(raw["name"])
-        self.body = raw.get("body")
-        self.created_at = int(raw.get("createdAt") or 0)
+        self.id: int = int(raw["id"])
+        self.name: str = str(raw["name"])
+        self.body: Any = raw.get("body")
+        self.created_at: int = int(raw.get("createdAt") or 0)
         self.completable = completable
         self._completed = False
 
