@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from .config import EngineConfig
 from .registry import Registry
 
 __all__ = ["main", "load_target"]
@@ -80,13 +81,35 @@ def main() -> None:
     help="Directory for actor databases (default .rivetkit, or RIVETKIT_STORAGE_PATH).",
 )
 @click.option(
+    "--engine",
+    default=None,
+    metavar="URL",
+    help="Host the actors on the Rivet Engine at URL instead of serving HTTP (engine mode).",
+)
+@click.option("--namespace", default=None, help="Engine namespace (default: default).")
+@click.option("--token", default=None, help="Engine admin token, when the engine requires one.")
+@click.option("--pool", default=None, help="Engine pool this process serves (default: default).")
+@click.option(
+    "--version", "envoy_version", type=int, default=None,
+    help="Deployment version; the engine prefers the highest (default 1).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="warning",
     show_default=True,
 )
 def serve(
-    target: str, host: str | None, port: int | None, storage: Path | None, log_level: str
+    target: str,
+    host: str | None,
+    port: int | None,
+    storage: Path | None,
+    engine: str | None,
+    namespace: str | None,
+    token: str | None,
+    pool: str | None,
+    envoy_version: int | None,
+    log_level: str,
 ) -> None:
     """Serve the registry in TARGET (path/to/file.py[:attr] or module[:attr])."""
     logging.basicConfig(
@@ -95,6 +118,26 @@ def serve(
     registry = load_target(target)
     if storage is not None:
         registry.set_storage_path(storage)
+    if engine is not None:
+        options: dict[str, Any] = {"endpoint": engine}
+        for name, value in (("namespace", namespace), ("token", token), ("pool", pool),
+                            ("version", envoy_version)):
+            if value is not None:
+                options[name] = value
+        try:
+            engine_config = EngineConfig(**options)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--engine") from None
+        click.echo(
+            f"rivetkit hosting {', '.join(sorted(registry.definitions))} on the engine at "
+            f"{engine_config.endpoint} (namespace {engine_config.namespace}, "
+            f"pool {engine_config.pool})",
+            err=True,
+        )
+        registry.run(engine=engine_config)
+        return
+    if any(v is not None for v in (namespace, token, pool, envoy_version)):
+        raise click.UsageError("--namespace, --token, --pool and --version need --engine")
     cfg = registry.config
     click.echo(
         f"rivetkit serving {', '.join(sorted(registry.definitions))} on "

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ActorOptions", "RegistryConfig"]
+__all__ = ["ActorOptions", "EngineConfig", "RegistryConfig"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,3 +123,53 @@ class RegistryConfig:
                 raise ValueError(f"{name} must be positive")
         if not self.namespaces:
             raise ValueError("namespaces must name at least one namespace")
+
+
+_ENVOY_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """Where and how to join a Rivet Engine (engine mode).
+
+    Attributes:
+        endpoint: the engine's public URL (``http://127.0.0.1:6420``); ``RIVET_ENDPOINT``.
+        namespace: namespace *name* the actors live in (``default``); ``RIVET_NAMESPACE``.
+        token: admin token when the engine requires one; ``RIVET_TOKEN``.
+        pool: the pool (runner config) this process serves (``default``); ``RIVET_POOL``.
+        version: deployment version; the engine only places actors on the envoys with the
+            highest version of a pool (1); ``RIVET_ENVOY_VERSION``.
+        envoy_key: identity of this process towards the engine, kept across reconnects; a
+            random UUID when not given. Two processes must never share one.
+        drain_timeout: longest a graceful shutdown waits for actors to stop (seconds).
+    """
+
+    endpoint: str = dataclasses.field(
+        default_factory=lambda: os.environ.get("RIVET_ENDPOINT", "http://127.0.0.1:6420")
+    )
+    namespace: str = dataclasses.field(
+        default_factory=lambda: os.environ.get("RIVET_NAMESPACE", "default")
+    )
+    token: str | None = dataclasses.field(default_factory=lambda: os.environ.get("RIVET_TOKEN"))
+    pool: str = dataclasses.field(default_factory=lambda: os.environ.get("RIVET_POOL", "default"))
+    version: int = dataclasses.field(
+        default_factory=lambda: int(os.environ.get("RIVET_ENVOY_VERSION", "1"))
+    )
+    envoy_key: str | None = None
+    drain_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"engine endpoint must be an http(s) URL, got {self.endpoint!r}")
+        object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
+        if not self.namespace:
+            raise ValueError("engine namespace must not be empty")
+        if not self.pool or len(self.pool) > 128:
+            raise ValueError("engine pool name must be 1..128 characters")
+        if not 0 <= self.version <= 0xFFFFFFFF:
+            raise ValueError(f"engine version must be a u32, got {self.version}")
+        key = self.envoy_key
+        if key is not None and not (3 <= len(key) <= 128 and set(key) <= _ENVOY_KEY_CHARS):
+            raise ValueError("envoy_key must be 3..128 characters of [A-Za-z0-9_-]")
+        if self.drain_timeout <= 0:
+            raise ValueError("drain_timeout must be positive")

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ._runtime.clock import REAL_CLOCK, Clock
-from .config import RegistryConfig
+from .config import EngineConfig, RegistryConfig
 from .definition import ActorDefinition, DefinitionError
 from .drivers.local import LocalDriver
 
@@ -53,7 +53,8 @@ class Registry:
         self.definitions = by_name
         self.config = config
         self.clock = clock or REAL_CLOCK
-        self.driver = LocalDriver(by_name, config, clock=self.clock)
+        self.engine: EngineConfig | None = None
+        self.driver: Any = LocalDriver(by_name, config, clock=self.clock)
         self.driver.registry = self
         self._client: Any = None
         self._app: Any = None
@@ -80,7 +81,24 @@ class Registry:
         if self._started:
             raise RuntimeError("cannot change the storage path of a running registry")
         self.config = dataclasses.replace(self.config, storage_path=path)
+        if self.engine is not None:
+            self.use_engine(self.engine)
+            return
         self.driver = LocalDriver(self.definitions, self.config, clock=self.clock)
+        self.driver.registry = self
+
+    def use_engine(self, engine: EngineConfig | str) -> None:
+        """Host the actors on a Rivet Engine instead of in this process's own storage (engine
+        mode, before the registry starts). ``engine`` is the engine's URL or a full
+        :class:`~rivetkit.config.EngineConfig`."""
+        if self._started:
+            raise RuntimeError("cannot switch a running registry to engine mode")
+        from .drivers.engine.host import EngineDriver
+
+        if isinstance(engine, str):
+            engine = EngineConfig(endpoint=engine)
+        self.engine = engine
+        self.driver = EngineDriver(self.definitions, self.config, engine, clock=self.clock)
         self.driver.registry = self
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -96,7 +114,7 @@ class Registry:
             self.shutting_down = False
             self._started = True
 
-    async def ensure_started(self) -> LocalDriver:
+    async def ensure_started(self) -> Any:
         """Start on first use (a mounted app whose host skipped the lifespan); refused while
         the registry is shutting down, so a late request cannot reopen storage."""
         if not self._started:
@@ -207,12 +225,64 @@ class Registry:
         finally:
             await self.stop()
 
-    def run(self, *, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
-        """Serve on ``host:port`` (default ``127.0.0.1:6420``), blocking until interrupted."""
+    async def serve_engine(self, engine: EngineConfig | str | None = None) -> None:
+        """Host the actors on a Rivet Engine until cancelled; cancelling drains gracefully (the
+        engine moves the actors to other processes first)."""
+        if engine is not None:
+            self.use_engine(engine)
+        elif self.engine is None:
+            self.use_engine(EngineConfig())
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(self.stop())
+
+    def run(
+        self,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        engine: EngineConfig | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Serve on ``host:port`` (default ``127.0.0.1:6420``), blocking until interrupted.
+
+        With ``engine`` (a URL or :class:`~rivetkit.config.EngineConfig`) the actors are hosted
+        on that Rivet Engine instead, until SIGINT or SIGTERM, which drain gracefully.
+        """
+        if engine is not None or self.engine is not None:
+            _run_engine(self, engine)
+            return
 
         from ._server.serve import RegistryServer
 
         RegistryServer(self, self._uvicorn_config(host, port, **kwargs)).run()
+
+
+def _run_engine(registry: Registry, engine: EngineConfig | str | None) -> None:
+    """Blocking engine mode with graceful drain on SIGINT / SIGTERM."""
+    import signal
+
+    async def main() -> None:
+        task = asyncio.ensure_future(registry.serve_engine(engine))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
 
 
 def setup(*definitions: ActorDefinition, clock: Clock | None = None, **config: Any) -> Registry:

@@ -1,0 +1,533 @@
+"""The envoy connection: one WebSocket from this process to the Rivet Engine (protocol v8).
+
+What the engine expects of a runtime (``spec/engine-envoy.md`` §4, §6, §7.1):
+
+* the pool (runner config) exists before connecting (:func:`ensure_pool`);
+* on every (re)connect: ``ToRivetMetadata`` first; ``ToEnvoyInit`` means ready: only then are the
+  buffered messages flushed, unacknowledged events re-sent and replayed commands processed;
+* pings are echoed at once (15 s without a pong closes the socket);
+* every command is acknowledged once processed and processed once: the engine replays commands
+  it has no ack for after a reconnect, so commands are de-duplicated by ``(actor, generation,
+  index)``;
+* events carry an index per ``(actor, generation)`` from 0 and are kept until the engine
+  acknowledges them (it does so every 250 events), then re-sent after a reconnect;
+* a close with ``ws.eviction`` means another process took our key: never reconnect. Any other
+  loss reconnects with backoff; disconnected longer than ``envoyLostThreshold``, the actors of
+  this process are given up (the handler stops them) and the engine reschedules them.
+
+The connection is sans-actor: it hands commands and tunnel messages to an :class:`EnvoyHandler`
+and offers the request/response calls the actor databases need (``sqlite_*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlencode
+
+import aiohttp
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from ..._protocol import DecodeError
+from ..._protocol import envoy as p
+from ...config import EngineConfig
+from .sqlite import DepotUnavailable
+
+__all__ = ["Envoy", "EnvoyError", "EnvoyHandler", "ensure_pool"]
+
+log = logging.getLogger("rivetkit.envoy")
+
+T = TypeVar("T")
+
+_BACKOFF_BASE = 1.0
+_BACKOFF_MAX = 30.0
+_STABLE_SESSION = 60.0  # a session this long resets the backoff
+_TERMINAL_EVENTS_KEPT = 60.0  # seconds a stopped generation's events stay for re-sending
+_REQUEST_TIMEOUT = 30.0  # the reference client fails engine requests after 30 s
+
+
+class EnvoyError(Exception):
+    """The engine refused this process (bad configuration, eviction): not retried."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class EnvoyHandler(Protocol):
+    """What the connection drives (the engine host)."""
+
+    def on_ready(self, init: p.ToEnvoyInit) -> None:
+        """Connected (first time or again) and initialised."""
+
+    def on_command(self, checkpoint: p.ActorCheckpoint, command: p.Command) -> None:
+        """A new command (never a duplicate). Must not block: start work in a task."""
+
+    def on_tunnel(self, message: p.ToEnvoyTunnelMessage) -> None:
+        """Client traffic for an actor of this process."""
+
+    def on_lost(self) -> None:
+        """Disconnected longer than the engine's lost threshold: give up every actor."""
+
+
+@dataclass(slots=True)
+class _Generation:
+    """Events of one actor generation, kept until the engine acknowledges them."""
+
+    next_index: int = 0
+    pending: deque[p.EventWrapper] = field(default_factory=deque)
+    stopped_at: float | None = None  # monotonic time its final event was queued
+
+
+def _close_code(reason: str) -> str:
+    """``group.code`` of a close reason ``group.code#rayId``."""
+    return reason.split("#", 1)[0]
+
+
+def _backoff(attempt: int) -> float:
+    base: float = min(_BACKOFF_BASE * 2.0 ** min(attempt, 16), _BACKOFF_MAX)
+    return base * (1 + random.random() * 0.25)
+
+
+async def ensure_pool(config: EngineConfig, session: aiohttp.ClientSession) -> None:
+    """Create or update the pool's runner config (the engine refuses envoys of unknown pools)."""
+    headers = {"content-type": "application/json"}
+    if config.token:
+        headers["authorization"] = f"Bearer {config.token}"
+    query = urlencode({"namespace": config.namespace})
+    async with session.get(f"{config.endpoint}/datacenters?{query}", headers=headers) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            raise EnvoyError(
+                "engine.datacenters_failed",
+                f"GET /datacenters answered {resp.status}: {body[:300]!r}",
+            )
+        datacenters = [dc["name"] for dc in json.loads(body).get("datacenters", [])]
+    if not datacenters:
+        raise EnvoyError("engine.no_datacenter", "the engine reports no datacenter")
+    payload = {
+        "datacenters": {
+            name: {"normal": {}, "drain_on_version_upgrade": True} for name in datacenters
+        }
+    }
+    url = f"{config.endpoint}/runner-configs/{config.pool}?{query}"
+    async with session.put(url, headers=headers, data=json.dumps(payload)) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            raise EnvoyError(
+                "engine.runner_config_failed",
+                f"PUT /runner-configs/{config.pool} answered {resp.status}: {body[:300]!r}",
+            )
+
+
+class Envoy:
+    """One envoy connection, reconnecting until :meth:`close` or eviction."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        handler: EnvoyHandler,
+        *,
+        actor_names: dict[str, p.ActorName],
+        metadata: dict[str, Any],
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.envoy_key = config.envoy_key or str(uuid.uuid4())
+        self._actor_names = actor_names
+        self._metadata = json.dumps(metadata, separators=(",", ":"))
+        self.init: p.ToEnvoyInit | None = None
+        self._ws: ClientConnection | None = None
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._outbox: deque[bytes] = deque()  # encoded frames waiting for a ready connection
+        self._wake_writer = asyncio.Event()
+        self._generations: dict[tuple[str, int], _Generation] = {}
+        self._last_command: dict[tuple[str, int], int] = {}
+        self._requests: dict[tuple[type[Any], int], asyncio.Future[Any]] = {}
+        self._unsent: dict[tuple[type[Any], int], p.ToRivet] = {}
+        self._next_request_id = 0
+        self._task: asyncio.Task[None] | None = None
+        self._lost_timer: asyncio.TimerHandle | None = None
+        self._terminated: EnvoyError | None = None
+        self.connected_once = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def ws_url(self) -> str:
+        base = self.config.endpoint
+        scheme = "wss" if base.startswith("https://") else "ws"
+        host = base.split("://", 1)[1]
+        query = urlencode(
+            {
+                "protocol_version": p.PROTOCOL_VERSION,
+                "namespace": self.config.namespace,
+                "envoy_key": self.envoy_key,
+                "version": self.config.version,
+                "pool_name": self.config.pool,
+            }
+        )
+        return f"{scheme}://{host}/envoys/connect?{query}"
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the connection loop in a task (returned; it ends on close or eviction)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return self._task
+
+    async def close(self) -> None:
+        """Say goodbye (close 1000 ``envoy.shutdown``) and stop reconnecting."""
+        self._closed = True
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await self._flush_outbox(ws)
+                await ws.close(1000, "envoy.shutdown")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._lost_timer is not None:
+            self._lost_timer.cancel()
+        self._fail_requests(DepotUnavailable("the envoy connection is closed"))
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def _run(self) -> None:
+        attempt = 0
+        async with aiohttp.ClientSession() as session:
+            while not self._closed:
+                started = time.monotonic()
+                try:
+                    await ensure_pool(self.config, session)
+                    await self._session()
+                except EnvoyError as exc:
+                    if exc.code in ("ws.eviction",):
+                        log.warning("envoy evicted: another process took its key key=%s",
+                                    self.envoy_key)
+                        self._terminated = exc
+                        self.handler.on_lost()
+                        return
+                    log.error("envoy refused code=%s error=%s", exc.code, exc)
+                except (OSError, aiohttp.ClientError, InvalidHandshake, InvalidURI,
+                        ConnectionClosed, asyncio.TimeoutError) as exc:
+                    log.warning("envoy connection failed error=%r", exc)
+                except DecodeError as exc:
+                    log.error("envoy received an undecodable frame error=%s", exc)
+                if self._closed:
+                    return
+                self._disconnected()
+                if time.monotonic() - started >= _STABLE_SESSION:
+                    attempt = 0
+                delay = _backoff(attempt)
+                attempt += 1
+                log.info("envoy reconnecting delay_ms=%d attempt=%d", int(delay * 1000), attempt)
+                await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        subprotocols = ["rivet"]
+        if self.config.token:
+            subprotocols.append(f"rivet_token.{self.config.token}")
+        async with connect(
+            self.ws_url,
+            subprotocols=subprotocols,  # type: ignore[arg-type]
+            max_size=None,
+            compression=None,
+            ping_interval=None,  # the engine pings at the protocol level
+            open_timeout=10,
+        ) as ws:
+            self._ws = ws
+            await ws.send(p.encode_to_rivet(self._metadata_message()))
+            writer = asyncio.get_running_loop().create_task(self._writer(ws))
+            try:
+                async for frame in ws:
+                    if isinstance(frame, str):
+                        continue  # the engine ignores text frames; so do we
+                    self._dispatch(p.decode_to_envoy(frame))
+            except ConnectionClosed:
+                pass
+            finally:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
+                self._ws = None
+            rcvd = ws.protocol.close_rcvd
+            if rcvd is not None and rcvd.reason:
+                code = _close_code(rcvd.reason)
+                if code == "ws.eviction":
+                    raise EnvoyError(code, rcvd.reason)
+                if rcvd.code == 1011:
+                    log.warning("envoy closed by the engine reason=%s", rcvd.reason)
+                    if code in ("ws.no_runner_config", "namespace.not_found", "api.forbidden",
+                                "ws.invalid_request", "guard.missing_header"):
+                        raise EnvoyError(code, rcvd.reason)
+
+    def _metadata_message(self) -> p.ToRivetMetadata:
+        return p.ToRivetMetadata(
+            prepopulate_actor_names=self._actor_names, metadata=self._metadata
+        )
+
+    def _disconnected(self) -> None:
+        was_ready = self._ready.is_set()
+        self._ready.clear()
+        # Requests already on the wire have an unknown outcome: fail them now.
+        in_flight = [key for key in self._requests if key not in self._unsent]
+        for key in in_flight:
+            future = self._requests.pop(key)
+            if not future.done():
+                future.set_exception(
+                    DepotUnavailable("the envoy connection was lost during the request")
+                )
+        if was_ready and self._lost_timer is None and self.init is not None:
+            threshold = self.init.metadata.envoy_lost_threshold / 1000.0
+            self._lost_timer = asyncio.get_running_loop().call_later(threshold, self._lost)
+
+    def _lost(self) -> None:
+        self._lost_timer = None
+        if not self._ready.is_set():
+            log.warning("envoy disconnected past the lost threshold: giving up its actors")
+            self.handler.on_lost()
+
+    # -- incoming --------------------------------------------------------------------------
+
+    def _dispatch(self, message: p.ToEnvoy) -> None:
+        if isinstance(message, p.ToEnvoyTunnelMessage):
+            self.handler.on_tunnel(message)
+        elif isinstance(message, p.ToEnvoyPing):
+            self._send_now(p.ToRivetPong(ts=message.ts))
+        elif isinstance(message, p.ToEnvoyCommands):
+            self._commands(message.items)
+        elif isinstance(message, p.ToEnvoyInit):
+            self._on_init(message)
+        elif isinstance(message, p.ToEnvoyAckEvents):
+            self._ack_events(message.last_event_checkpoints)
+        else:
+            request_id: int = message.request_id
+            future = self._requests.pop((type(message), request_id), None)
+            if future is None:
+                log.debug("envoy response for no request type=%s id=%s",
+                          type(message).__name__, request_id)
+            elif not future.done():
+                future.set_result(message.data)
+
+    def _on_init(self, init: p.ToEnvoyInit) -> None:
+        first = self.init is None
+        self.init = init
+        if self._lost_timer is not None:
+            self._lost_timer.cancel()
+            self._lost_timer = None
+        log.info("envoy ready key=%s first=%s", self.envoy_key, first)
+        # 1. events the engine has not acknowledged, in order
+        now = time.monotonic()
+        for key, gen in list(self._generations.items()):
+            if gen.stopped_at is not None and now - gen.stopped_at > _TERMINAL_EVENTS_KEPT:
+                del self._generations[key]
+                continue
+            if gen.pending:
+                self._send_now(p.ToRivetEvents(items=list(gen.pending)))
+        # 2. requests queued while disconnected
+        for message in self._unsent.values():
+            self._send_now(message)
+        self._unsent.clear()
+        # 3. everything else buffered meanwhile (tunnel answers)
+        self._ready.set()
+        self._wake_writer.set()
+        self.connected_once.set()
+        self.handler.on_ready(init)
+
+    def _commands(self, wrappers: list[p.CommandWrapper]) -> None:
+        acks: list[p.ActorCheckpoint] = []
+        for wrapper in wrappers:
+            cp = wrapper.checkpoint
+            key = (cp.actor_id, cp.generation)
+            last = self._last_command.get(key)
+            if last is None or cp.index > last:
+                self._last_command[key] = cp.index
+                try:
+                    self.handler.on_command(cp, wrapper.inner)
+                except Exception:
+                    log.exception("command failed actor_id=%s generation=%d",
+                                  cp.actor_id, cp.generation)
+            acks.append(cp)
+        if acks:
+            self._send_now(p.ToRivetAckCommands(last_command_checkpoints=acks))
+
+    def _ack_events(self, checkpoints: list[p.ActorCheckpoint]) -> None:
+        for cp in checkpoints:
+            gen = self._generations.get((cp.actor_id, cp.generation))
+            if gen is None:
+                continue
+            while gen.pending and gen.pending[0].checkpoint.index <= cp.index:
+                gen.pending.popleft()
+            if not gen.pending and gen.stopped_at is not None:
+                del self._generations[(cp.actor_id, cp.generation)]
+
+    def forget_generation(self, actor_id: str, generation: int) -> None:
+        """Drop the command de-duplication entry of a finished generation."""
+        self._last_command.pop((actor_id, generation), None)
+
+    # -- outgoing --------------------------------------------------------------------------
+
+    def send_event(
+        self, actor_id: str, generation: int, event: p.Event, *, final: bool = False
+    ) -> None:
+        """Queue an event of an actor generation; kept until the engine acknowledges it."""
+        key = (actor_id, generation)
+        gen = self._generations.get(key)
+        if gen is None:
+            gen = self._generations[key] = _Generation()
+        wrapper = p.EventWrapper(
+            checkpoint=p.ActorCheckpoint(
+                actor_id=actor_id, generation=generation, index=gen.next_index
+            ),
+            inner=event,
+        )
+        gen.next_index += 1
+        gen.pending.append(wrapper)
+        if final:
+            gen.stopped_at = time.monotonic()
+        if self._ready.is_set():
+            self._send_now(p.ToRivetEvents(items=[wrapper]))
+        # else: re-sent with the rest of the pending events after the next Init
+
+    def send_tunnel(self, message: p.ToRivetTunnelMessage) -> None:
+        """Queue a tunnel message (buffered while disconnected, flushed after Init)."""
+        self._outbox.append(p.encode_to_rivet(message))
+        if self._ready.is_set():
+            self._wake_writer.set()
+
+    def send_stopping(self) -> None:
+        self._send_now(p.ToRivetStopping())
+
+    def _send_now(self, message: p.ToRivet) -> None:
+        frame = p.encode_to_rivet(message)
+        ws = self._ws
+        if ws is None:
+            return  # dropped: events and requests are re-sent after the next Init
+        self._outbox.append(frame)
+        self._wake_writer.set()
+
+    async def _writer(self, ws: ClientConnection) -> None:
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            if not self._ready.is_set():
+                await self._ready.wait()  # buffered messages wait for Init (spec §4.4)
+            await self._flush_outbox(ws)
+
+    async def _flush_outbox(self, ws: ClientConnection) -> None:
+        outbox = self._outbox
+        while outbox:
+            if len(outbox) == 1:
+                frame = outbox.popleft()
+                await ws.send(frame)
+            else:
+                frames = list(outbox)
+                outbox.clear()
+                for frame in frames:
+                    await ws.send(frame)
+
+    # -- requests (SQLite pages, remote SQL, KV) -------------------------------------------
+
+    async def _request(
+        self, make: Callable[[int], p.ToRivet], response_type: type[Any]
+    ) -> Any:
+        request_id = self._next_request_id
+        self._next_request_id = (request_id + 1) & 0xFFFFFFFF
+        key = (response_type, request_id)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests[key] = future
+        message = make(request_id)
+        if self._ready.is_set():
+            self._send_now(message)
+        else:
+            if self._terminated is not None or self._closed:
+                del self._requests[key]
+                raise DepotUnavailable("the envoy connection is closed")
+            self._unsent[key] = message
+        try:
+            return await asyncio.wait_for(future, _REQUEST_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise DepotUnavailable(
+                f"the engine did not answer {type(message).__name__} within {_REQUEST_TIMEOUT} s"
+            ) from None
+        finally:
+            self._requests.pop(key, None)
+            self._unsent.pop(key, None)
+
+    def _fail_requests(self, error: Exception) -> None:
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(error)
+        self._requests.clear()
+        self._unsent.clear()
+
+    async def sqlite_get_pages(
+        self, request: p.SqliteGetPagesRequest
+    ) -> p.SqliteGetPagesOk | p.SqliteErrorResponse:
+        return await self._request(  # type: ignore[no-any-return]
+            lambda rid: p.ToRivetSqliteGetPagesRequest(request_id=rid, data=request),
+            p.ToEnvoySqliteGetPagesResponse,
+        )
+
+    async def sqlite_commit(
+        self, request: p.SqliteCommitRequest
+    ) -> p.SqliteCommitOk | p.SqliteErrorResponse:
+        return await self._request(  # type: ignore[no-any-return]
+            lambda rid: p.ToRivetSqliteCommitRequest(request_id=rid, data=request),
+            p.ToEnvoySqliteCommitResponse,
+        )
+
+    async def sqlite_commit_stage_begin(
+        self, request: p.SqliteCommitStageBeginRequest
+    ) -> p.SqliteCommitStageBeginOk | p.SqliteErrorResponse:
+        return await self._request(  # type: ignore[no-any-return]
+            lambda rid: p.ToRivetSqliteCommitStageBeginRequest(request_id=rid, data=request),
+            p.ToEnvoySqliteCommitStageBeginResponse,
+        )
+
+    async def sqlite_commit_stage_segment(
+        self, request: p.SqliteCommitStageSegmentRequest
+    ) -> p.SqliteCommitStageSegmentOk | p.SqliteErrorResponse:
+        return await self._request(  # type: ignore[no-any-return]
+            lambda rid: p.ToRivetSqliteCommitStageSegmentRequest(request_id=rid, data=request),
+            p.ToEnvoySqliteCommitStageSegmentResponse,
+        )
+
+    async def sqlite_commit_finalize(
+        self, request: p.SqliteCommitFinalizeRequest
+    ) -> p.SqliteCommitFinalizeOk | p.SqliteErrorResponse:
+        return await self._request(  # type: ignore[no-any-return]
+            lambda rid: p.ToRivetSqliteCommitFinalizeRequest(request_id=rid, data=request),
+            p.ToEnvoySqliteCommitFinalizeResponse,
+        )
+
+    async def sqlite_execute(
+        self, request: p.SqliteExecuteRequest
+    ) -> p.SqliteExecuteOk | p.SqliteErrorResponse:
+        return await self._request(  # type: ignore[no-any-return]
+            lambda rid: p.ToRivetSqliteExecuteRequest(request_id=rid, data=request),
+            p.ToEnvoySqliteExecuteResponse,
+        )
+
+    async def kv(self, actor_id: str, data: p.KvRequestData) -> p.KvResponseData:
+        return await self._request(  # type: ignore[no-any-return]
+            lambda rid: p.ToRivetKvRequest(actor_id=actor_id, request_id=rid, data=data),
+            p.ToEnvoyKvResponse,
+        )

@@ -1,0 +1,887 @@
+"""Engine mode storage: an actor's SQLite database held by the engine ("depot"), run locally.
+
+The official runtime runs SQLite in-process on a VFS whose pages travel over the envoy socket
+(``spec/engine-envoy.md`` §6.6 (b)); so do we, so that the whole runtime keeps doing synchronous
+SQL on an apsw connection:
+
+* at start, every page is fetched (``SqliteGetPages``) into a local *cache file*; SQLite reads
+  and writes that file through the ``rivetkit-depot`` VFS, so reads never leave the process and
+  an awake actor's data lives on disk, not in Python memory;
+* the VFS records which pages a transaction writes (``locking_mode=EXCLUSIVE``,
+  ``journal_mode=MEMORY``: a commit writes its pages, a rollback without a cache spill writes
+  nothing, pages a spill wrote early are final only at the commit). At the commit point, the
+  ``SQLITE_FCNTL_COMMIT_PHASETWO`` file control SQLite sends once a commit is complete (never
+  for a rollback; after the truncation that ends a ``VACUUM``, which follows the main file's
+  sync), the written pages are copied and queued as one *local commit*;
+* one shipping task per actor sends the queued commits to the engine one at a time, each fenced
+  by the head txid the previous one was acknowledged with, merging every commit queued
+  meanwhile into one (the later page wins). More than 320 pages go as a staged commit: begin,
+  shard-aligned segments, finalize. A copy is dropped once acknowledged.
+
+Durability: a local commit is *durable* once the engine acknowledged it. :meth:`DepotStore.run`
+and :meth:`DepotStore.durable` let the runtime answer a client only then. An error response or a
+lost connection while a commit is under way leaves the engine's state unknown: the store fails
+for good (every waiter gets the error, every later call too) and the host stops the actor; the
+next generation fetches from the engine again, never from this cache.
+
+Data compatibility (§10.3): pages are 4096 bytes, ``auto_vacuum`` is off and the journal is not
+in WAL mode (file format bytes 1/1), as the official runtime's files; a brand-new database gets
+the internal schema at version 2 and its first commit carries every page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import apsw
+
+from ... import errors
+from ..._log import storage_logger
+from ..._protocol import envoy as p
+from ..._runtime.storage import (
+    INTERNAL_SCHEMA,
+    SCHEMA_VERSION,
+    UNBOUNDED_POOL,
+    ActorStore,
+    StorePool,
+    new_inspector_token,
+)
+
+__all__ = [
+    "DepotStore",
+    "DepotTransport",
+    "DepotUnavailable",
+    "MAX_COMMIT_DIRTY_PAGES",
+    "MAX_STAGED_COMMIT_PAGES",
+    "PAGE_SIZE",
+    "SEGMENT_MAX_SHARDS",
+    "SHARD_SIZE",
+    "VFS_NAME",
+]
+
+T = TypeVar("T")
+
+PAGE_SIZE = 4096  # the official runtime's page size; the depot stores 4 KiB pages
+SHARD_SIZE = 64  # pages per depot shard: staged segments start on a multiple of it
+SEGMENT_MAX_SHARDS = 5  # shards one staged segment may span (depot COMMIT_SEGMENT_MAX_SHARDS)
+MAX_COMMIT_DIRTY_PAGES = 320  # pages of one SqliteCommit (depot MAX_COMMIT_DIRTY_PAGES)
+# Pages of one staged commit (the newest depot's MAX_COMMIT_DIRTY_PAGES). Queued commits are only
+# merged while the result stays within it; one local commit above it is still sent (the engine
+# decides, and a refusal fails the store).
+MAX_STAGED_COMMIT_PAGES = 32_768
+INITIAL_FETCH_PAGES = 128  # what the official runtime fetches at every start
+FETCH_BATCH_PAGES = 256  # 1 MiB per GetPages response, far below the 20 MiB envoy limit
+VFS_NAME = "rivetkit-depot"
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_DATABASE_NOT_FOUND = ("depot", "database_not_found")
+
+log = storage_logger
+
+
+class DepotUnavailable(ConnectionError):
+    """The envoy connection cannot carry a depot request (closed, lost or timed out).
+
+    Raised by :class:`DepotTransport` implementations. Whether a commit in flight reached the
+    engine is then unknown, so the store fails (``sqlite.depot_unavailable``).
+    """
+
+
+class DepotTransport(Protocol):
+    """The depot calls of the envoy connection (one request, one response each).
+
+    Each returns the engine's answer, ``SqliteErrorResponse`` included, and raises
+    :class:`DepotUnavailable` when the connection cannot deliver the request or its answer.
+    """
+
+    async def sqlite_get_pages(
+        self, request: p.SqliteGetPagesRequest
+    ) -> p.SqliteGetPagesOk | p.SqliteErrorResponse: ...
+
+    async def sqlite_commit(
+        self, request: p.SqliteCommitRequest
+    ) -> p.SqliteCommitOk | p.SqliteErrorResponse: ...
+
+    async def sqlite_commit_stage_begin(
+        self, request: p.SqliteCommitStageBeginRequest
+    ) -> p.SqliteCommitStageBeginOk | p.SqliteErrorResponse: ...
+
+    async def sqlite_commit_stage_segment(
+        self, request: p.SqliteCommitStageSegmentRequest
+    ) -> p.SqliteCommitStageSegmentOk | p.SqliteErrorResponse: ...
+
+    async def sqlite_commit_finalize(
+        self, request: p.SqliteCommitFinalizeRequest
+    ) -> p.SqliteCommitFinalizeOk | p.SqliteErrorResponse: ...
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def _error(code: str, message: str, *, status: int = 500, **metadata: Any) -> errors.RivetError:
+    # Internal: clients see `rivetkit.internal_error`, the log has the details.
+    return errors.RivetError(
+        "sqlite", code, message, metadata=metadata or None, public=False, status=status
+    )
+
+
+def _unavailable(actor_id: str, what: str, exc: BaseException) -> errors.RivetError:
+    return _error(
+        "depot_unavailable",
+        f"The engine could not be reached while {what} for actor {actor_id}: {exc}",
+        status=503,
+        actor_id=actor_id,
+    )
+
+
+def _refused(actor_id: str, what: str, response: p.SqliteErrorResponse) -> errors.RivetError:
+    code = "open_failed" if what == "fetching pages" else "commit_rejected"
+    return _error(
+        code,
+        f"The engine refused {what} for actor {actor_id}: "
+        f"{response.group}.{response.code}: {response.message}",
+        actor_id=actor_id,
+        depot_group=response.group,
+        depot_code=response.code,
+    )
+
+
+def _unexpected(actor_id: str, what: str, detail: str) -> errors.RivetError:
+    return _error(
+        "depot_protocol_error",
+        f"Unexpected engine answer while {what} for actor {actor_id}: {detail}",
+        actor_id=actor_id,
+    )
+
+
+def _copy(error: errors.RivetError) -> errors.RivetError:
+    # A fresh instance per raise: one exception object raised from many places grows one
+    # traceback forever.
+    return errors.RivetError(
+        error.group,
+        error.code,
+        error.message,
+        metadata=error.metadata,
+        public=error.public,
+        status=error.status,
+    )
+
+
+# -- the VFS ---------------------------------------------------------------------------------
+
+
+class _PageLog:
+    """Pages of one actor's cache file written since its last commit point."""
+
+    __slots__ = ("dirty", "on_commit", "on_error", "size_pages", "failed")
+
+    def __init__(
+        self,
+        on_commit: Callable[[dict[int, bytes], int], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self.dirty: set[int] = set()
+        self.on_commit = on_commit
+        self.on_error = on_error
+        self.size_pages = 0  # the database size at the last commit point
+        self.failed = False  # the store failed: refuse every further write
+
+
+class _CacheFile(apsw.VFSFile):
+    """The main database file of one actor: the base VFS's file plus dirty-page tracking."""
+
+    def __init__(self, name: apsw.URIFilename, flags: list[int], page_log: _PageLog) -> None:
+        super().__init__("", name, flags)
+        self._page_log = page_log
+
+    def xWrite(self, data: Any, offset: int) -> None:  # noqa: N802 (apsw's name)
+        page_log = self._page_log
+        if page_log.failed:
+            raise apsw.IOError("the actor's depot store has failed; no further writes")
+        super().xWrite(data, offset)
+        first = offset // PAGE_SIZE + 1
+        last = (offset + len(data) - 1) // PAGE_SIZE + 1
+        if first == last:
+            page_log.dirty.add(first)
+        else:
+            page_log.dirty.update(range(first, last + 1))
+
+    def xTruncate(self, newsize: int) -> None:  # noqa: N802
+        super().xTruncate(newsize)
+        limit = -(-newsize // PAGE_SIZE)
+        page_log = self._page_log
+        if any(pgno > limit for pgno in page_log.dirty):
+            page_log.dirty = {pgno for pgno in page_log.dirty if pgno <= limit}
+
+    def xSync(self, flags: int) -> None:  # noqa: N802
+        # No fsync: after a crash the cache is fetched again from the engine, which is where
+        # durability comes from. Refusing here makes SQLite roll the transaction back.
+        if self._page_log.failed:
+            raise apsw.IOError("the actor's depot store has failed; no further commits")
+
+    def xFileControl(self, op: int, ptr: int) -> bool:  # noqa: N802
+        if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO:
+            self._commit_point()
+        return bool(super().xFileControl(op, ptr))
+
+    def _commit_point(self) -> None:
+        """A transaction just committed: copy the pages it wrote and queue them.
+
+        SQLite sends ``SQLITE_FCNTL_COMMIT_PHASETWO`` once a commit is complete, on commit
+        only (a rollback, even one putting spilled pages back, never does), also with
+        ``synchronous=OFF``, and after the truncation that ends a ``VACUUM`` (which comes
+        after its sync, so the sync is not the commit point). SQLite ignores errors here: a
+        commit that cannot be queued fails the store instead.
+        """
+        page_log = self._page_log
+        if page_log.failed:
+            return
+        try:
+            size = self.xFileSize()
+            size_pages = -(-size // PAGE_SIZE)
+            dirty = page_log.dirty
+            if not dirty and size_pages == page_log.size_pages:
+                return
+            pages: dict[int, bytes] = {}
+            for pgno in sorted(dirty):
+                if pgno <= size_pages:
+                    offset = (pgno - 1) * PAGE_SIZE
+                    data = bytes(self.xRead(min(PAGE_SIZE, size - offset), offset))
+                    pages[pgno] = data.ljust(PAGE_SIZE, b"\x00")
+            page_log.dirty = set()
+            page_log.size_pages = size_pages
+            page_log.on_commit(pages, size_pages)
+        except BaseException as exc:  # noqa: BLE001 (reported through the store)
+            page_log.failed = True
+            page_log.on_error(exc)
+
+    def xDeviceCharacteristics(self) -> int:  # noqa: N802
+        # Batch-atomic writes would let SQLite commit without the sync this VFS relies on.
+        return int(super().xDeviceCharacteristics()) & ~apsw.SQLITE_IOCAP_BATCH_ATOMIC
+
+
+class _DepotVfs(apsw.VFS):
+    """One per process. Main database files must be registered (by their full path) by the
+    store that owns them; journals and temporary files are the base VFS's own."""
+
+    def __init__(self) -> None:
+        super().__init__(VFS_NAME, "")
+        self.logs: dict[str, _PageLog] = {}
+
+    def xOpen(self, name: Any, flags: list[int]) -> Any:  # noqa: N802
+        if isinstance(name, apsw.URIFilename) and flags[0] & apsw.SQLITE_OPEN_MAIN_DB:
+            path = name.filename()
+            page_log = self.logs.get(path)
+            if page_log is None:
+                raise apsw.CantOpenError(f"{path} is not the cache file of an open depot store")
+            return _CacheFile(name, flags, page_log)
+        return super().xOpen(name, flags)
+
+
+_vfs: _DepotVfs | None = None
+
+
+def _the_vfs() -> _DepotVfs:
+    global _vfs
+    if _vfs is None:
+        _vfs = _DepotVfs()
+    return _vfs
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+class _Commit:
+    """Pages of one or more local commits (copies, held until acknowledged)."""
+
+    __slots__ = ("seq", "pages", "size_pages")
+
+    def __init__(self, seq: int, pages: dict[int, bytes], size_pages: int) -> None:
+        self.seq = seq  # number of the last local commit it contains
+        self.pages = pages
+        self.size_pages = size_pages
+
+
+class DepotStore(ActorStore):
+    """The database of one actor generation hosted on the engine (see the module docstring).
+
+    Create with :meth:`open`. Used from the event loop only, like :class:`ActorStore`.
+    """
+
+    __slots__ = (
+        "actor_id",
+        "generation",
+        "_transport",
+        "_loop",
+        "_key",
+        "_page_log",
+        "_head_txid",
+        "_pending",
+        "_local_seq",
+        "_acked_seq",
+        "_waiters",
+        "_worker",
+        "_failure",
+    )
+
+    def __init__(
+        self,
+        transport: DepotTransport,
+        *,
+        actor_id: str,
+        generation: int,
+        cache_path: Path,
+        head_txid: int | None,
+        pool: StorePool = UNBOUNDED_POOL,
+    ) -> None:
+        super().__init__(cache_path, synchronous="NORMAL", pool=pool)
+        self.actor_id = actor_id
+        self.generation = generation
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._key = os.path.realpath(cache_path)  # SQLite hands the VFS the resolved path
+        self._page_log = _PageLog(self._committed_locally, self._commit_point_failed)
+        self._head_txid = head_txid
+        self._pending: collections.deque[_Commit] = collections.deque()
+        self._local_seq = 0  # local commits made
+        self._acked_seq = 0  # local commits the engine acknowledged
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._failure: errors.RivetError | None = None
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        transport: DepotTransport,
+        *,
+        actor_id: str,
+        generation: int,
+        cache_path: Path,
+        input: bytes | None,
+        pool: StorePool = UNBOUNDED_POOL,
+    ) -> DepotStore:
+        """Fetch the actor's database from the engine into ``cache_path`` and open it.
+
+        A database the engine does not have yet (``depot.database_not_found``) is created with
+        the internal schema, ``input`` as the creation input and no state; its first commit,
+        carrying every page, is on its way when this returns (await :meth:`flush` or a later
+        commit's durability to know it landed).
+
+        Args:
+            transport: the envoy connection's depot calls.
+            actor_id: the engine's actor id.
+            generation: the generation being started (``expectedGeneration`` of every request).
+            cache_path: the local cache file; overwritten (a previous cache is never reused).
+            input: CBOR creation input, stored only when the database is created here.
+            pool: bounds open connections (an evicted store reopens its cache on next use).
+
+        Raises:
+            RivetError: ``sqlite.depot_unavailable`` (connection lost), ``sqlite.open_failed``
+                (the engine refused), ``sqlite.depot_protocol_error`` (malformed answer),
+                ``sqlite.unsupported_database`` (not a 4096-byte-page SQLite database).
+        """
+        if not isinstance(actor_id, str) or not actor_id:
+            raise ValueError(f"actor_id must be a non-empty str, got {actor_id!r}")
+        if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+            raise ValueError(f"generation must be an int >= 0, got {generation!r}")
+        if input is not None and not isinstance(input, bytes):
+            raise ValueError(f"input must be CBOR bytes or None, got {type(input).__name__}")
+        store = cls(
+            transport,
+            actor_id=actor_id,
+            generation=generation,
+            cache_path=cache_path,
+            head_txid=None,
+            pool=pool,
+        )
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            first = await store._get_pages(list(range(1, INITIAL_FETCH_PAGES + 1)), None)
+            page1 = None
+            if isinstance(first, p.SqliteGetPagesOk):
+                page1 = next((pg.bytes for pg in first.pages if pg.pgno == 1), None)
+            if page1 is None:  # a brand-new actor
+                head = first.head_txid if isinstance(first, p.SqliteGetPagesOk) else None
+                store._head_txid = head if head is not None else 0
+                store._create(input)
+            else:
+                assert isinstance(first, p.SqliteGetPagesOk)
+                store._head_txid = first.head_txid
+                await store._fill_cache(first, page1)
+                store._connect()  # opens the cache and checks the schema version
+        except BaseException:
+            store.close()
+            with contextlib.suppress(OSError):
+                os.unlink(cache_path)
+            raise
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "depot store opened actor_id=%s generation=%s head_txid=%s pages=%s",
+                actor_id,
+                generation,
+                store._head_txid,
+                store._page_log.size_pages,
+            )
+        return store
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        *,
+        input: bytes | None,
+        synchronous: str = "NORMAL",
+        pool: StorePool = UNBOUNDED_POOL,
+    ) -> ActorStore:
+        """Not for engine mode: the engine holds the database; use :meth:`open`."""
+        raise TypeError("DepotStore databases come from the engine: use `await DepotStore.open(...)`")
+
+    async def _get_pages(
+        self, pgnos: list[int], expected_head_txid: int | None
+    ) -> p.SqliteGetPagesOk | None:
+        """Pages from the engine; ``None`` when it has no database for this actor."""
+        request = p.SqliteGetPagesRequest(
+            actor_id=self.actor_id,
+            pgnos=pgnos,
+            expected_generation=self.generation,
+            expected_head_txid=expected_head_txid,
+        )
+        try:
+            response = await self._transport.sqlite_get_pages(request)
+        except DepotUnavailable as exc:
+            raise _unavailable(self.actor_id, "fetching pages", exc) from exc
+        if isinstance(response, p.SqliteErrorResponse):
+            if expected_head_txid is None and (response.group, response.code) == _DATABASE_NOT_FOUND:
+                return None  # only the first fetch of a start is unfenced
+            raise _refused(self.actor_id, "fetching pages", response)
+        if not isinstance(response, p.SqliteGetPagesOk):
+            raise _unexpected(self.actor_id, "fetching pages", type(response).__name__)
+        wanted = set(pgnos)
+        for page in response.pages:
+            if page.pgno not in wanted:
+                raise _unexpected(self.actor_id, "fetching pages", f"unrequested page {page.pgno}")
+            if page.bytes is not None and len(page.bytes) != PAGE_SIZE:
+                raise _unexpected(
+                    self.actor_id,
+                    "fetching pages",
+                    f"page {page.pgno} has {len(page.bytes)} bytes, not {PAGE_SIZE}",
+                )
+        return response
+
+    async def _fill_cache(self, first: p.SqliteGetPagesOk, page1: bytes) -> None:
+        if page1[:16] != _SQLITE_MAGIC:
+            raise _error(
+                "unsupported_database",
+                f"page 1 of actor {self.actor_id}'s database is not a SQLite header",
+                actor_id=self.actor_id,
+            )
+        (raw_page_size,) = struct.unpack(">H", page1[16:18])
+        page_size = 65536 if raw_page_size == 1 else raw_page_size
+        if page_size != PAGE_SIZE:
+            raise _error(
+                "unsupported_database",
+                f"actor {self.actor_id}'s database has {page_size}-byte pages; the engine "
+                f"stores {PAGE_SIZE}-byte pages",
+                actor_id=self.actor_id,
+                page_size=page_size,
+            )
+        # The in-header size, as the official runtime reads it (SQLite keeps it current).
+        (size_pages,) = struct.unpack(">I", page1[28:32])
+        size_pages = max(size_pages, 1)
+        fd = os.open(self._key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self._write_pages(fd, first, size_pages)
+            head = self._head_txid
+            for start in range(INITIAL_FETCH_PAGES + 1, size_pages + 1, FETCH_BATCH_PAGES):
+                end = min(start + FETCH_BATCH_PAGES, size_pages + 1)
+                # Fenced on the head of the first answer: a commit landing in between (another
+                # writer) would mix two versions of the database.
+                batch = await self._get_pages(list(range(start, end)), head)
+                assert batch is not None
+                self._write_pages(fd, batch, size_pages)
+            os.ftruncate(fd, size_pages * PAGE_SIZE)  # pages the engine never had read as zeros
+        finally:
+            os.close(fd)
+        self._page_log.size_pages = size_pages
+
+    @staticmethod
+    def _write_pages(fd: int, response: p.SqliteGetPagesOk, size_pages: int) -> None:
+        for page in response.pages:
+            if page.bytes is not None and page.pgno <= size_pages:
+                os.pwrite(fd, page.bytes, (page.pgno - 1) * PAGE_SIZE)
+
+    def _create(self, input: bytes | None) -> None:
+        """Write a new database; its first commit carries every page (the engine has none)."""
+        image = _new_database_image()
+        with open(self._key, "wb") as f:
+            f.write(image)
+        self._page_log.dirty.update(range(1, len(image) // PAGE_SIZE + 1))
+        conn = self.conn
+        with conn:
+            conn.execute(
+                "INSERT INTO _rivet_runtime (id, last_pushed_alarm, inspector_token, "
+                "queue_next_id) VALUES (1, NULL, ?, 1)",
+                (new_inspector_token(),),
+            )
+            conn.execute(
+                "INSERT INTO _rivet_actor (id, has_initialized, input) VALUES (1, 0, ?)", (input,)
+            )
+
+    # -- the connection --------------------------------------------------------------------
+
+    @property
+    def conn(self) -> apsw.Connection:
+        """The open connection (reopening the cache file after a pool eviction).
+
+        Raises:
+            RivetError: the store's failure, once it failed.
+        """
+        if self._failure is not None:
+            raise _copy(self._failure)
+        conn = self._conn
+        if conn is None:
+            conn = self._connect()
+        return conn
+
+    def _connect(self) -> apsw.Connection:
+        vfs = _the_vfs()
+        other = vfs.logs.get(self._key)
+        if other is not None and other is not self._page_log:
+            raise RuntimeError(f"the cache file {self._key} is used by another depot store")
+        vfs.logs[self._key] = self._page_log
+        try:
+            conn = apsw.Connection(self._key, flags=apsw.SQLITE_OPEN_READWRITE, vfs=VFS_NAME)
+        except apsw.CantOpenError:
+            del vfs.logs[self._key]
+            raise FileNotFoundError(f"actor cache file is missing: {self._key}") from None
+        try:
+            # Exclusive: SQLite keeps its page cache between transactions and takes no locks.
+            _pragma(conn, "locking_mode=EXCLUSIVE", "exclusive")
+            # The journal never touches disk: after a crash the cache is fetched again anyway.
+            _pragma(conn, "journal_mode=MEMORY", "memory")
+            # Never OFF: the sync at the end of each commit is what ships it.
+            list(conn.execute("PRAGMA synchronous=NORMAL"))
+            (page_size,) = conn.execute("PRAGMA page_size").fetchone()  # type: ignore[misc]
+            if page_size != PAGE_SIZE:
+                raise _error(
+                    "unsupported_database",
+                    f"actor cache {self._key} has {page_size}-byte pages, not {PAGE_SIZE}",
+                )
+            try:
+                self._check_schema(conn)
+            except (RuntimeError, apsw.SQLError) as exc:  # no or another internal schema
+                raise _error("unsupported_database", str(exc), actor_id=self.actor_id) from None
+        except BaseException:
+            conn.close()
+            if vfs.logs.get(self._key) is self._page_log:
+                del vfs.logs[self._key]
+            raise
+        self._conn = conn
+        self.pool.opened(self)
+        return conn
+
+    def close(self) -> None:
+        """Close the connection. Commits already made keep shipping; the cache file stays (the
+        store reopens it on next use) until :meth:`delete`."""
+        super().close()
+        vfs = _vfs
+        if vfs is not None and vfs.logs.get(self._key) is self._page_log:
+            del vfs.logs[self._key]
+
+    def compact(self) -> None:
+        """Nothing to fold: the journal lives in memory and the engine holds the data."""
+
+    def delete(self) -> None:
+        """Close and remove the local cache file (the engine's copy is not touched).
+
+        Call after :meth:`flush`: commits not acknowledged by then keep shipping from memory.
+        """
+        self.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._key)
+
+    # -- durability ------------------------------------------------------------------------
+
+    @property
+    def failure(self) -> errors.RivetError | None:
+        """Why the store failed, or ``None`` while it works."""
+        return self._failure
+
+    def durable(self) -> asyncio.Future[None] | None:
+        """``None`` when every local commit made so far is acknowledged by the engine, else a
+        future resolving once they are (failing with the store's error if it fails)."""
+        if self._failure is not None:
+            future: asyncio.Future[None] = self._loop.create_future()
+            future.set_exception(_copy(self._failure))
+            return future
+        if self._acked_seq >= self._local_seq:
+            return None
+        future = self._loop.create_future()
+        self._waiters.append((self._local_seq, future))
+        return future
+
+    async def flush(self) -> None:
+        """Return once every local commit made so far is acknowledged by the engine.
+
+        Raises:
+            RivetError: the store's failure (``sqlite.commit_rejected``,
+                ``sqlite.depot_unavailable``, ...).
+        """
+        future = self.durable()
+        if future is not None:
+            await future
+
+    async def run(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """As :meth:`ActorStore.run`; when ``fn`` committed, return only once that commit is
+        acknowledged by the engine.
+
+        Raises:
+            RivetError: the store's failure, before or while waiting; else whatever ``fn`` raised.
+        """
+        if self._failure is not None:
+            raise _copy(self._failure)
+        committed = False
+
+        def call(conn: apsw.Connection) -> T:
+            nonlocal committed
+            before = self._local_seq
+            try:
+                return fn(conn)
+            finally:
+                committed = self._local_seq != before
+
+        try:
+            result = await super().run(call)
+        except BaseException:
+            if committed:
+                await self.flush()  # what it committed before failing counts too
+            raise
+        if committed:
+            await self.flush()
+        return result
+
+    # -- shipping --------------------------------------------------------------------------
+
+    def _commit_point_failed(self, exc: BaseException) -> None:
+        log.error("queuing a commit failed actor_id=%s", self.actor_id, exc_info=exc)
+        self._fail(_error("commit_failed", f"queuing a commit for the engine failed: {exc!r}"))
+
+    def _committed_locally(self, pages: dict[int, bytes], size_pages: int) -> None:
+        """Called by the VFS at each commit point with copies of the pages it wrote."""
+        self._local_seq += 1
+        self._pending.append(_Commit(self._local_seq, pages, size_pages))
+        if self._worker is None:
+            self._worker = self._loop.create_task(self._ship_pending())
+
+    async def _ship_pending(self) -> None:
+        """The one shipping task of this store: runs while commits are queued."""
+        try:
+            while self._pending and self._failure is None:
+                commit = self._take_batch()
+                await self._ship(commit)
+                self._acked(commit.seq)
+        except errors.RivetError as exc:
+            self._fail(exc)
+        except DepotUnavailable as exc:
+            self._fail(_unavailable(self.actor_id, "committing", exc))
+        except asyncio.CancelledError:
+            self._fail(_error("commit_interrupted", "shipping commits to the engine was cancelled"))
+            raise
+        except Exception as exc:
+            log.exception("depot commit failed actor_id=%s", self.actor_id)
+            self._fail(_error("commit_failed", f"committing to the engine failed: {exc!r}"))
+        finally:
+            self._worker = None
+
+    def _take_batch(self) -> _Commit:
+        """The oldest queued commit merged with those after it (later pages win), within
+        :data:`MAX_STAGED_COMMIT_PAGES`."""
+        commit = self._pending.popleft()
+        if not self._pending:
+            return commit
+        pages = dict(commit.pages)
+        size_pages = commit.size_pages
+        seq = commit.seq
+        while self._pending:
+            later = self._pending[0]
+            if len(pages) + len(later.pages) > MAX_STAGED_COMMIT_PAGES and (
+                len(pages.keys() | later.pages.keys()) > MAX_STAGED_COMMIT_PAGES
+            ):
+                break
+            self._pending.popleft()
+            pages.update(later.pages)
+            seq = later.seq
+            if later.size_pages < size_pages:  # truncated: pages past the end are gone
+                pages = {pgno: data for pgno, data in pages.items() if pgno <= later.size_pages}
+            size_pages = later.size_pages
+        return _Commit(seq, pages, size_pages)
+
+    async def _ship(self, commit: _Commit) -> None:
+        dirty = [p.SqliteDirtyPage(pgno=pgno, bytes=commit.pages[pgno]) for pgno in sorted(commit.pages)]
+        now_ms = int(time.time() * 1000)
+        head = self._head_txid
+        if len(dirty) <= MAX_COMMIT_DIRTY_PAGES:
+            response = await self._transport.sqlite_commit(
+                p.SqliteCommitRequest(
+                    actor_id=self.actor_id,
+                    dirty_pages=dirty,
+                    db_size_pages=commit.size_pages,
+                    now_ms=now_ms,
+                    expected_generation=self.generation,
+                    expected_head_txid=head,
+                )
+            )
+            if isinstance(response, p.SqliteErrorResponse):
+                raise _refused(self.actor_id, "a commit", response)
+            if not isinstance(response, p.SqliteCommitOk):
+                raise _unexpected(self.actor_id, "committing", type(response).__name__)
+            self._advance(response.head_txid, None if head is None else head + 1)
+            return
+        await self._ship_staged(dirty, commit.size_pages, now_ms)
+
+    async def _ship_staged(self, dirty: list[p.SqliteDirtyPage], size_pages: int, now_ms: int) -> None:
+        """Begin, one shard-aligned segment per at most five shards, finalize."""
+        head = self._head_txid
+        begun = await self._transport.sqlite_commit_stage_begin(
+            p.SqliteCommitStageBeginRequest(
+                actor_id=self.actor_id,
+                expected_generation=self.generation,
+                expected_head_txid=head,
+            )
+        )
+        if isinstance(begun, p.SqliteErrorResponse):
+            raise _refused(self.actor_id, "a staged commit", begun)
+        if not isinstance(begun, p.SqliteCommitStageBeginOk):
+            raise _unexpected(self.actor_id, "beginning a staged commit", type(begun).__name__)
+        txid = begun.txid
+        if head is not None and txid != head + 1:
+            raise _unexpected(
+                self.actor_id, "beginning a staged commit", f"txid {txid} after head {head}"
+            )
+        firsts: list[int] = []
+        for first_pgno, segment in _segments(dirty):
+            staged = await self._transport.sqlite_commit_stage_segment(
+                p.SqliteCommitStageSegmentRequest(
+                    actor_id=self.actor_id,
+                    expected_generation=self.generation,
+                    txid=txid,
+                    first_pgno=first_pgno,
+                    dirty_pages=segment,
+                )
+            )
+            if isinstance(staged, p.SqliteErrorResponse):
+                raise _refused(self.actor_id, "a staged commit segment", staged)
+            if not isinstance(staged, p.SqliteCommitStageSegmentOk):
+                raise _unexpected(self.actor_id, "staging a segment", type(staged).__name__)
+            firsts.append(first_pgno)
+        done = await self._transport.sqlite_commit_finalize(
+            p.SqliteCommitFinalizeRequest(
+                actor_id=self.actor_id,
+                expected_generation=self.generation,
+                txid=txid,
+                new_db_size_pages=size_pages,
+                now_ms=now_ms,
+                segment_first_pgnos=firsts,
+            )
+        )
+        if isinstance(done, p.SqliteErrorResponse):
+            raise _refused(self.actor_id, "finalizing a staged commit", done)
+        if not isinstance(done, p.SqliteCommitFinalizeOk):
+            raise _unexpected(self.actor_id, "finalizing a staged commit", type(done).__name__)
+        self._advance(done.head_txid, txid)
+
+    def _advance(self, head_txid: int | None, fallback: int | None) -> None:
+        self._head_txid = head_txid if head_txid is not None else fallback
+
+    def _acked(self, seq: int) -> None:
+        self._acked_seq = seq
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= seq:
+            _, future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+
+    def _fail(self, error: errors.RivetError) -> None:
+        """Refuse all further work and fail every waiter (the engine's state is unknown)."""
+        if self._failure is not None:
+            return
+        self._failure = error
+        self._page_log.failed = True
+        self._pending.clear()  # drop the copies: they will never be sent
+        log.error(
+            "depot store failed actor_id=%s generation=%s code=%s error=%s",
+            self.actor_id,
+            self.generation,
+            error.full_code,
+            error.message,
+        )
+        waiters, self._waiters = self._waiters, collections.deque()
+        for _, future in waiters:
+            if not future.done():
+                future.set_exception(_copy(error))
+
+
+def _segments(dirty: list[p.SqliteDirtyPage]) -> list[tuple[int, list[p.SqliteDirtyPage]]]:
+    """Cut pages (ascending) into segments that start on a shard boundary and span at most
+    :data:`SEGMENT_MAX_SHARDS` shards: the engine folds a segment into whole shard images, so no
+    shard may be split between two segments."""
+    segments: list[tuple[int, list[p.SqliteDirtyPage]]] = []
+    limit = -1
+    for page in dirty:
+        if page.pgno // SHARD_SIZE >= limit:
+            shard = page.pgno // SHARD_SIZE
+            limit = shard + SEGMENT_MAX_SHARDS
+            segments.append((shard * SHARD_SIZE, []))
+        segments[-1][1].append(page)
+    return segments
+
+
+def _pragma(conn: apsw.Connection, setting: str, expected: str) -> None:
+    rows = list(conn.execute(f"PRAGMA {setting}"))
+    if not rows or str(rows[0][0]).lower() != expected:
+        raise _error(
+            "unsupported_database", f"`PRAGMA {setting}` answered {rows!r}, expected {expected}"
+        )
+
+
+_new_image: bytes | None = None
+
+
+def _new_database_image() -> bytes:
+    """An empty actor database as the official runtime lays it out: 4096-byte pages, no
+    auto-vacuum, rollback journal (not WAL), the internal schema at version 2 and
+    ``kv_import_state = 'done'`` (a new actor has no legacy KV data to import). Built once."""
+    global _new_image
+    if _new_image is None:
+        with tempfile.TemporaryDirectory(prefix="rivetkit-depot-") as tmp:
+            path = os.path.join(tmp, "new.db")
+            conn = apsw.Connection(path)
+            try:
+                list(conn.execute(f"PRAGMA page_size={PAGE_SIZE}"))
+                list(conn.execute("PRAGMA auto_vacuum=NONE"))
+                list(conn.execute("PRAGMA journal_mode=DELETE"))
+                list(conn.execute("PRAGMA synchronous=OFF"))
+                with conn:
+                    list(conn.execute(INTERNAL_SCHEMA))
+                    conn.execute(
+                        "INSERT INTO _rivet_meta (key, value) VALUES ('schema_version', ?), "
+                        "('kv_import_state', ?)",
+                        (struct.pack("<q", SCHEMA_VERSION), b"done"),
+                    )
+            finally:
+                conn.close()
+            with open(path, "rb") as f:
+                _new_image = f.read()
+    return _new_image

@@ -1,0 +1,648 @@
+"""DepotStore against an honest stand-in for the engine's depot (no engine needed).
+
+``PageDepot`` keeps an actor's database the way the engine exposes it: a SQLite-format file of
+4096-byte pages, a head txid and the engine's checks (generation and head fencing, the 320-page
+single-commit limit, shard-aligned ascending staged segments, nothing visible before finalize).
+The lead adds the same scenarios against the real engine once the envoy client exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from rivetkit import actor, errors
+from rivetkit._protocol import envoy as p
+from rivetkit._runtime.instance import ActorInstance
+from rivetkit.drivers.engine.sqlite import (
+    MAX_COMMIT_DIRTY_PAGES,
+    PAGE_SIZE,
+    SEGMENT_MAX_SHARDS,
+    SHARD_SIZE,
+    DepotStore,
+    DepotUnavailable,
+)
+
+pytestmark = pytest.mark.anyio
+
+ACTOR_ID = "actor-0001"
+MAX_STAGED_PAGES = 32_768
+
+INTERNAL_TABLES = {
+    "_rivet_meta",
+    "_rivet_runtime",
+    "_rivet_actor",
+    "_rivet_actor_state",
+    "_rivet_schedule_events",
+    "_rivet_schedule_history",
+    "_rivet_conns",
+    "_rivet_conn_state",
+    "_rivet_queue",
+    "_rivet_wf_kv",
+    "_rivet_user_kv",
+}
+
+
+def _error(code: str, message: str) -> p.SqliteErrorResponse:
+    return p.SqliteErrorResponse(group="depot", code=code, message=message)
+
+
+@dataclass
+class _Stage:
+    txid: int
+    generation: int | None
+    firsts: list[int] = field(default_factory=list)
+    pages: dict[int, bytes] = field(default_factory=dict)
+
+
+class PageDepot:
+    """One actor's database as the engine keeps it (single actor, single node)."""
+
+    def __init__(self, path: Path, *, generation: int = 1) -> None:
+        self.path = path
+        self.generation = generation
+        self.head_txid: int | None = None  # None: the engine has no database for the actor
+        self.size_pages = 0
+        self.requests: list[Any] = []
+        self.stage: _Stage | None = None
+        self.hold_commits: asyncio.Event | None = None  # set() releases held commit answers
+        self.fail_next: Callable[[Any], Any] | None = None  # request -> response | raise
+        self.pages_past_the_end = 0  # accepted by the engine, but a client bug
+
+    # -- helpers for tests -----------------------------------------------------------------
+
+    def kinds(self) -> list[str]:
+        return [type(r).__name__ for r in self.requests]
+
+    def commit_requests(self) -> list[Any]:
+        return [r for r in self.requests if not isinstance(r, p.SqliteGetPagesRequest)]
+
+    def _check_generation(self, request: Any) -> p.SqliteErrorResponse | None:
+        if request.expected_generation is None:
+            return p.SqliteErrorResponse(
+                group="sqlite", code="invalid_request", message="missing expectedGeneration"
+            )
+        if request.expected_generation != self.generation:
+            return p.SqliteErrorResponse(
+                group="actor", code="not_found", message="actor does not exist"
+            )
+        return None
+
+    def _fence(self, expected: int | None) -> p.SqliteErrorResponse | None:
+        actual = self.head_txid or 0
+        if expected is not None and expected != actual:
+            return _error(
+                "head_fence_mismatch", f"expected head txid {expected}, current is {actual}"
+            )
+        return None
+
+    async def _answer(self, request: Any) -> Any | None:
+        self.requests.append(request)
+        await asyncio.sleep(0)  # a network hop
+        hook = self.fail_next
+        if hook is not None:
+            self.fail_next = None
+            return hook(request)
+        return None
+
+    def _check_pages(self, dirty: list[p.SqliteDirtyPage]) -> p.SqliteErrorResponse | None:
+        seen = set()
+        for page in dirty:
+            if page.pgno < 1 or len(page.bytes) != PAGE_SIZE or page.pgno in seen:
+                return _error("invalid_request", f"bad or duplicated page {page.pgno}")
+            seen.add(page.pgno)
+        return None
+
+    def _apply(self, pages: dict[int, bytes], size_pages: int) -> None:
+        self.pages_past_the_end += sum(1 for pgno in pages if pgno > size_pages)
+        mode = "r+b" if self.path.exists() else "w+b"
+        with open(self.path, mode) as f:
+            for pgno, data in pages.items():
+                if pgno <= size_pages:
+                    f.seek((pgno - 1) * PAGE_SIZE)
+                    f.write(data)
+            f.truncate(size_pages * PAGE_SIZE)
+        self.size_pages = size_pages
+
+    # -- the transport ---------------------------------------------------------------------
+
+    async def sqlite_get_pages(
+        self, request: p.SqliteGetPagesRequest
+    ) -> p.SqliteGetPagesOk | p.SqliteErrorResponse:
+        hooked = await self._answer(request)
+        if hooked is not None:
+            return hooked  # type: ignore[no-any-return]
+        refused = self._check_generation(request)
+        if refused is not None:
+            return refused
+        if self.head_txid is None:
+            return _error("database_not_found", "Database was not found in this bucket branch.")
+        fenced = self._fence(request.expected_head_txid)
+        if fenced is not None:
+            return fenced
+        pages = []
+        with open(self.path, "rb") as f:
+            for pgno in request.pgnos:
+                data = None
+                if 1 <= pgno <= self.size_pages:
+                    f.seek((pgno - 1) * PAGE_SIZE)
+                    data = f.read(PAGE_SIZE)
+                pages.append(p.SqliteFetchedPage(pgno=pgno, bytes=data))
+        return p.SqliteGetPagesOk(pages=pages, head_txid=self.head_txid)
+
+    async def sqlite_commit(
+        self, request: p.SqliteCommitRequest
+    ) -> p.SqliteCommitOk | p.SqliteErrorResponse:
+        hooked = await self._answer(request)
+        if self.hold_commits is not None:
+            await self.hold_commits.wait()
+        if hooked is not None:
+            return hooked  # type: ignore[no-any-return]
+        refused = self._check_generation(request) or self._fence(request.expected_head_txid)
+        if refused is not None:
+            return refused
+        if len(request.dirty_pages) > MAX_COMMIT_DIRTY_PAGES:
+            return _error("commit_too_large", f"{len(request.dirty_pages)} dirty pages")
+        refused = self._check_pages(request.dirty_pages)
+        if refused is not None:
+            return refused
+        self._apply({pg.pgno: pg.bytes for pg in request.dirty_pages}, request.db_size_pages)
+        self.head_txid = (self.head_txid or 0) + 1
+        return p.SqliteCommitOk(head_txid=self.head_txid)
+
+    async def sqlite_commit_stage_begin(
+        self, request: p.SqliteCommitStageBeginRequest
+    ) -> p.SqliteCommitStageBeginOk | p.SqliteErrorResponse:
+        hooked = await self._answer(request)
+        if hooked is not None:
+            return hooked  # type: ignore[no-any-return]
+        refused = self._check_generation(request) or self._fence(request.expected_head_txid)
+        if refused is not None:
+            return refused
+        txid = (self.head_txid or 0) + 1
+        self.stage = _Stage(txid, request.expected_generation)  # replaces an abandoned one
+        return p.SqliteCommitStageBeginOk(txid=txid)
+
+    async def sqlite_commit_stage_segment(
+        self, request: p.SqliteCommitStageSegmentRequest
+    ) -> p.SqliteCommitStageSegmentOk | p.SqliteErrorResponse:
+        hooked = await self._answer(request)
+        if hooked is not None:
+            return hooked  # type: ignore[no-any-return]
+        stage = self.stage
+        if request.txid != (self.head_txid or 0) + 1:
+            return _error("head_fence_mismatch", f"txid {request.txid}")
+        if stage is None or stage.txid != request.txid:
+            return _error("stage_not_found", f"txid {request.txid}")
+        if stage.generation != request.expected_generation:
+            return _error("stage_segment_invalid", "other generation")
+        first = request.first_pgno
+        if not request.dirty_pages or first % SHARD_SIZE != 0:
+            return _error("stage_segment_invalid", f"first page {first} is not shard-aligned")
+        if stage.firsts and first < stage.firsts[-1] + SHARD_SIZE * SEGMENT_MAX_SHARDS:
+            return _error("stage_segment_invalid", f"segment {first} overlaps the previous one")
+        refused = self._check_pages(request.dirty_pages)
+        if refused is not None:
+            return refused
+        limit = first // SHARD_SIZE + SEGMENT_MAX_SHARDS
+        for page in request.dirty_pages:
+            if page.pgno < first or page.pgno // SHARD_SIZE >= limit or page.pgno in stage.pages:
+                return _error("stage_segment_invalid", f"page {page.pgno} outside the segment")
+        for page in request.dirty_pages:
+            stage.pages[page.pgno] = page.bytes
+        if len(stage.pages) > MAX_STAGED_PAGES:
+            return _error("commit_too_large", f"{len(stage.pages)} staged pages")
+        stage.firsts.append(first)
+        return p.SqliteCommitStageSegmentOk(staged_bytes=len(request.dirty_pages) * PAGE_SIZE)
+
+    async def sqlite_commit_finalize(
+        self, request: p.SqliteCommitFinalizeRequest
+    ) -> p.SqliteCommitFinalizeOk | p.SqliteErrorResponse:
+        hooked = await self._answer(request)
+        if hooked is not None:
+            return hooked  # type: ignore[no-any-return]
+        stage = self.stage
+        if request.txid != (self.head_txid or 0) + 1:
+            return _error("head_fence_mismatch", f"txid {request.txid}")
+        if stage is None or stage.txid != request.txid:
+            return _error("stage_segment_invalid", "no staged commit is open")
+        if stage.firsts != list(request.segment_first_pgnos):
+            return _error("stage_segment_invalid", "segment list differs from what was staged")
+        self._apply(stage.pages, request.new_db_size_pages)
+        self.stage = None
+        self.head_txid = request.txid
+        return p.SqliteCommitFinalizeOk(head_txid=self.head_txid)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+async def _open(depot: PageDepot, cache: Path, input: bytes | None = None) -> DepotStore:
+    return await DepotStore.open(
+        depot, actor_id=ACTOR_ID, generation=depot.generation, cache_path=cache, input=input
+    )
+
+
+def _dump(path: Path) -> dict[str, list[Any]]:
+    """Every table's rows, read with SQLite's own VFS (the file must be a valid database)."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        tables = [
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        return {
+            name: conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall() for name in tables
+        }
+    finally:
+        conn.close()
+
+
+def _insert(sql: str, *args: Any) -> Callable[[apsw.Connection], None]:
+    def write(conn: apsw.Connection) -> None:
+        with conn:
+            conn.execute(sql, args)
+
+    return write
+
+
+async def _ticks(n: int = 20) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+
+async def test_new_actor_gets_the_official_schema_in_one_first_commit(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db", generation=3)
+    store = await _open(depot, tmp_path / "cache" / "a.db", input=b"\xa1\x61x\x01")
+    await store.flush()
+
+    assert isinstance(depot.requests[0], p.SqliteGetPagesRequest)
+    assert depot.requests[0].pgnos == list(range(1, 129))
+    assert depot.requests[0].expected_generation == 3
+    assert depot.requests[0].expected_head_txid is None
+    (first,) = depot.commit_requests()
+    assert isinstance(first, p.SqliteCommitRequest)
+    assert first.expected_head_txid == 0 and first.expected_generation == 3
+    assert [pg.pgno for pg in first.dirty_pages] == list(range(1, first.db_size_pages + 1))
+    assert depot.head_txid == 1
+
+    raw = depot.path.read_bytes()
+    assert raw == (tmp_path / "cache" / "a.db").read_bytes()
+    assert struct.unpack(">H", raw[16:18])[0] == PAGE_SIZE
+    assert raw[18:20] == b"\x01\x01"  # rollback journal, not WAL (as the official runtime)
+    assert struct.unpack(">I", raw[52:56])[0] == 0  # no auto-vacuum
+    rows = _dump(depot.path)
+    assert INTERNAL_TABLES <= set(rows)
+    assert dict(rows["_rivet_meta"]) == {
+        "kv_import_state": b"done",
+        "schema_version": struct.pack("<q", 2),
+    }
+    assert rows["_rivet_actor"] == [(1, 0, b"\xa1\x61x\x01")]
+    ((_, alarm, token, next_id),) = rows["_rivet_runtime"]
+    assert alarm is None and next_id == 1 and isinstance(token, str) and len(token) == 43
+    assert store.load() == (False, b"\xa1\x61x\x01", None, 0)
+    store.close()
+
+
+async def test_database_round_trips_through_the_depot(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    store = await _open(depot, cache)
+    store.initialize(b"\xa0")
+    for seq in range(1, 6):
+        store.save_state(cbor_count(seq), seq)
+    await store.run(_insert("CREATE TABLE notes (id INTEGER PRIMARY KEY, body BLOB)"))
+    await store.run(_insert("INSERT INTO notes (body) VALUES (?)", b"hello"))
+
+    before = cache.stat().st_size
+
+    def big(conn: apsw.Connection) -> None:  # ~5 MB: spills the page cache, needs staging
+        with conn:
+            for i in range(1280):
+                conn.execute("INSERT INTO notes (body) VALUES (?)", (os.urandom(4000),))
+            assert cache.stat().st_size > before  # spilled: written before the commit point
+
+    await store.run(big)
+    kinds = depot.kinds()
+    assert "SqliteCommitStageBeginRequest" in kinds and "SqliteCommitFinalizeRequest" in kinds
+    segments = [r for r in depot.requests if isinstance(r, p.SqliteCommitStageSegmentRequest)]
+    assert len(segments) > 1
+    assert all(len(s.dirty_pages) <= MAX_COMMIT_DIRTY_PAGES for s in segments)
+    await store.flush()
+
+    assert depot.path.read_bytes() == cache.read_bytes()
+    content = _dump(depot.path)
+    assert len(content["notes"]) == 1281
+    assert content["_rivet_actor_state"] == [(1, cbor_count(5))]
+    store.close()
+
+    # The next generation fetches everything again, into a fresh cache, in several batches.
+    depot.generation = 2
+    depot.requests.clear()
+    again = await _open(depot, tmp_path / "b.db")
+    fetches = [r for r in depot.requests if isinstance(r, p.SqliteGetPagesRequest)]
+    assert len(fetches) > 2
+    assert all(r.expected_head_txid == depot.head_txid for r in fetches[1:])
+    assert (tmp_path / "b.db").read_bytes() == depot.path.read_bytes()
+    assert again.load() == (True, None, cbor_count(5), 5)
+    rows = await again.run(lambda conn: conn.execute("SELECT count(*) FROM notes").fetchall())
+    assert rows == [(1281,)]
+    await again.run(_insert("DELETE FROM notes WHERE id > 1"))  # head fencing carries on
+    await again.flush()
+    assert _dump(depot.path)["notes"] == [(1, b"hello")]
+    again.close()
+
+
+def cbor_count(n: int) -> bytes:
+    return b"\xa1\x65count" + bytes([n])
+
+
+async def test_waiters_are_answered_only_after_the_ack(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    store = await _open(depot, tmp_path / "a.db")
+    await store.flush()
+    assert store.durable() is None
+    await store.run(_insert("CREATE TABLE t (x)"))
+
+    depot.hold_commits = asyncio.Event()
+    task = asyncio.ensure_future(store.run(_insert("INSERT INTO t VALUES (1)")))
+    await _ticks()
+    assert not task.done()
+    assert depot.head_txid == 2  # the commit is in flight, not applied
+    # Reads do not wait; the local cache already has the row.
+    assert await store.run(lambda conn: conn.execute("SELECT x FROM t").fetchall()) == [(1,)]
+    durable = store.durable()
+    assert durable is not None and not durable.done()
+    depot.hold_commits.set()
+    await task
+    assert durable.done() and durable.exception() is None
+    assert depot.head_txid == 3 and store.durable() is None
+    store.close()
+
+
+async def test_commits_made_while_one_is_in_flight_ship_merged(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    store = await _open(depot, cache)
+    await store.run(_insert("CREATE TABLE t (k INTEGER PRIMARY KEY, v)"))
+    depot.requests.clear()
+    depot.hold_commits = asyncio.Event()
+    first = asyncio.ensure_future(store.run(_insert("INSERT INTO t VALUES (1, 'a')")))
+    await _ticks()
+    later = [
+        asyncio.ensure_future(store.run(_insert("INSERT OR REPLACE INTO t VALUES (1, ?)", v)))
+        for v in ("b", "c", "d")
+    ]
+    await _ticks()
+    depot.hold_commits.set()
+    await asyncio.gather(first, *later)
+    commits = depot.commit_requests()
+    assert len(commits) == 2  # the first, then the three others as one
+    assert commits[1].expected_head_txid == commits[0].expected_head_txid + 1
+    assert _dump(depot.path)["t"] == [(1, "d")]
+    assert depot.path.read_bytes() == cache.read_bytes()
+    store.close()
+
+
+async def test_a_rollback_ships_nothing(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    store = await _open(depot, tmp_path / "a.db")
+    await store.run(_insert("CREATE TABLE t (x)"))
+    depot.requests.clear()
+
+    def rolled_back(conn: apsw.Connection) -> None:
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.execute("ROLLBACK")
+
+    await store.run(rolled_back)
+    assert store.durable() is None
+    await _ticks()
+    assert depot.requests == []
+
+    # A rollback after a cache spill puts the old pages back; the depot keeps its content.
+    acked = depot.path.read_bytes()
+
+    def spilled_then_rolled_back(conn: apsw.Connection) -> None:
+        size = os.path.getsize(tmp_path / "a.db")
+        conn.execute("BEGIN")
+        for _ in range(800):
+            conn.execute("INSERT INTO t VALUES (?)", (os.urandom(4000),))
+        assert os.path.getsize(tmp_path / "a.db") > size  # spilled
+        conn.execute("ROLLBACK")
+
+    await store.run(spilled_then_rolled_back)
+    assert store.durable() is None
+    await _ticks()
+    assert depot.requests == []
+    assert depot.path.read_bytes() == acked
+    await store.run(_insert("INSERT INTO t VALUES (1)"))  # and the next commit is right
+    assert _dump(depot.path)["t"] == [(1,)]
+    assert depot.path.read_bytes() == (tmp_path / "a.db").read_bytes()
+    store.close()
+
+
+async def test_commits_ship_whatever_the_synchronous_setting(tmp_path: Path) -> None:
+    # The commit point is the end of the commit, not the sync SQLite skips with OFF.
+    depot = PageDepot(tmp_path / "depot.db")
+    store = await _open(depot, tmp_path / "a.db")
+    await store.run(lambda conn: conn.execute("PRAGMA synchronous=OFF").fetchall())
+    await store.run(_insert("CREATE TABLE t (x)"))
+    await store.run(_insert("INSERT INTO t VALUES (7)"))
+    assert _dump(depot.path)["t"] == [(7,)]
+    store.close()
+
+
+async def test_growth_merged_with_truncation_ships_the_final_size(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    store = await _open(depot, cache)
+    await store.run(_insert("CREATE TABLE t (x)"))
+    depot.requests.clear()
+    depot.hold_commits = asyncio.Event()
+    first = asyncio.ensure_future(store.run(_insert("INSERT INTO t VALUES (1)")))
+    await _ticks()
+    grow = asyncio.ensure_future(store.run(_insert("INSERT INTO t VALUES (zeroblob(200000))")))
+    await _ticks()
+    grown = cache.stat().st_size // PAGE_SIZE
+
+    def shrink(conn: apsw.Connection) -> None:  # the runtime's own connection may VACUUM
+        conn.execute("DELETE FROM t WHERE x != 1")
+        conn.execute("VACUUM")
+
+    shrunk = asyncio.ensure_future(store.run(shrink))
+    await _ticks()
+    depot.hold_commits.set()
+    await asyncio.gather(first, grow, shrunk)
+    commits = depot.commit_requests()
+    assert len(commits) == 2  # the first, then the growth and the truncation as one
+    assert commits[1].db_size_pages < grown
+    assert depot.pages_past_the_end == 0  # pages the truncation dropped are not sent
+    assert depot.path.read_bytes() == cache.read_bytes()
+    assert _dump(depot.path)["t"] == [(1,)]
+    store.close()
+
+
+async def test_an_evicted_store_reopens_its_cache(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    store = await _open(depot, cache)
+    await store.run(_insert("CREATE TABLE t (x)"))
+    store.close()  # what the StorePool does to the least recently used store
+    assert not store.is_open
+    await store.run(_insert("INSERT INTO t VALUES (42)"))
+    assert store.is_open
+    assert _dump(depot.path)["t"] == [(42,)]
+    with pytest.raises(apsw.CantOpenError):  # only its store opens a cache through the VFS
+        store.close()
+        apsw.Connection(str(cache), vfs="rivetkit-depot")
+    store.delete()
+    assert not cache.exists()
+    with pytest.raises(TypeError):
+        DepotStore.create(cache, input=None)
+
+
+@pytest.mark.parametrize("how", ["error", "unavailable"])
+async def test_a_failed_commit_fails_waiters_and_the_store(tmp_path: Path, how: str) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    store = await _open(depot, tmp_path / "a.db")
+    await store.run(_insert("CREATE TABLE t (x)"))
+    acked = depot.path.read_bytes()
+
+    def fail(request: Any) -> Any:
+        if how == "unavailable":
+            raise DepotUnavailable("the envoy connection was lost during the request")
+        return _error("quota_exceeded", "Not enough space left in Depot.")
+
+    depot.fail_next = fail
+    other = store.durable()
+    assert other is None
+    with pytest.raises(errors.RivetError) as caught:
+        await store.run(_insert("INSERT INTO t VALUES (1)"))
+    code = "depot_unavailable" if how == "unavailable" else "commit_rejected"
+    assert caught.value.full_code == f"sqlite.{code}"
+    assert store.failure is not None and store.failure.code == code
+    if how == "error":
+        assert caught.value.metadata["depot_code"] == "quota_exceeded"
+
+    # Refuses all further work, with the same code.
+    for attempt in (
+        store.run(lambda conn: conn.execute("SELECT 1").fetchall()),
+        store.flush(),
+    ):
+        with pytest.raises(errors.RivetError) as again:
+            await attempt
+        assert again.value.code == code
+    with pytest.raises(errors.RivetError):
+        store.conn
+    durable = store.durable()
+    assert durable is not None
+    with pytest.raises(errors.RivetError):
+        await durable
+    store.close()
+
+    # The depot kept the last acknowledged state; the next generation starts from it.
+    assert depot.path.read_bytes() == acked
+    depot.generation = 2
+    again = await _open(depot, tmp_path / "a.db")
+    assert await again.run(lambda conn: conn.execute("SELECT count(*) FROM t").fetchall()) == [
+        (0,)
+    ]
+    again.close()
+
+
+async def test_another_writer_fences_the_store_out(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    store = await _open(depot, tmp_path / "a.db")
+    await store.flush()
+    depot.head_txid = (depot.head_txid or 0) + 1  # a commit this store has not seen
+    with pytest.raises(errors.RivetError) as caught:
+        await store.run(_insert("CREATE TABLE t (x)"))
+    assert caught.value.code == "commit_rejected"
+    assert caught.value.metadata["depot_code"] == "head_fence_mismatch"
+    store.close()
+
+
+async def test_open_refusals_are_clear_errors(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db", generation=2)
+    with pytest.raises(errors.RivetError) as caught:
+        await DepotStore.open(
+            depot, actor_id=ACTOR_ID, generation=1, cache_path=tmp_path / "a.db", input=None
+        )
+    assert caught.value.full_code == "sqlite.open_failed"
+    assert not (tmp_path / "a.db").exists()
+
+    def lost(request: Any) -> Any:
+        raise DepotUnavailable("the envoy connection is closed")
+
+    depot.fail_next = lost
+    with pytest.raises(errors.RivetError) as caught:
+        await _open(depot, tmp_path / "a.db")
+    assert caught.value.full_code == "sqlite.depot_unavailable"
+
+    # A database with another page size is refused, not misread.
+    other = tmp_path / "other.db"
+    conn = apsw.Connection(str(other))
+    conn.execute("PRAGMA page_size=8192; CREATE TABLE t (x)")
+    conn.close()
+    depot.path.write_bytes(other.read_bytes()[:PAGE_SIZE] * 4)
+    depot.head_txid, depot.size_pages = 5, 4
+    with pytest.raises(errors.RivetError) as caught:
+        await _open(depot, tmp_path / "a.db")
+    assert caught.value.full_code == "sqlite.unsupported_database"
+
+
+async def test_actor_instance_answers_after_the_engine_acknowledged(tmp_path: Path) -> None:
+    counter = actor("counter", state={"count": 0})
+
+    @counter.action
+    def increment(c: Any) -> int:
+        c.state["count"] += 1
+        return int(c.state["count"])
+
+    counter.freeze()  # as rivetkit.setup() does
+    depot = PageDepot(tmp_path / "depot.db")
+    store = await _open(depot, tmp_path / "a.db")
+    instance = ActorInstance(
+        counter,
+        actor_id=ACTOR_ID,
+        key=("k",),
+        generation=1,
+        store=store,
+        codec=counter.state_codec,
+    )
+    await instance.start()
+    assert store.durable() is None  # created, initialized and acknowledged
+    assert _dump(depot.path)["_rivet_actor"] == [(1, 1, None)]
+    assert _dump(depot.path)["_rivet_actor_state"] == [(1, b"\xa1\x65count\x00")]
+
+    depot.hold_commits = asyncio.Event()
+    call = asyncio.ensure_future(instance.call_action("increment", [], None))
+    await _ticks()
+    assert not call.done()
+    depot.hold_commits.set()
+    assert await call == 1
+    assert _dump(depot.path)["_rivet_actor_state"][0][1] == b"\xa1\x65count\x01"
+
+    def fail(request: Any) -> Any:
+        return _error("head_fence_mismatch", "another writer")
+
+    depot.fail_next = fail
+    with pytest.raises(errors.RivetError) as caught:
+        await instance.call_action("increment", [], None)
+    assert caught.value.code == "commit_rejected"
+    with pytest.raises(errors.RivetError):
+        await instance.stop()
+    assert not store.is_open
