@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._runtime.clock import REAL_CLOCK, Clock
 from .config import EngineConfig, RegistryConfig
 from .definition import ActorDefinition, DefinitionError
 from .drivers.local import LocalDriver
+
+if TYPE_CHECKING:
+    from .drivers.engine.host import EngineDriver
 
 __all__ = ["Registry", "setup"]
 
@@ -54,7 +57,7 @@ class Registry:
         self.config = config
         self.clock = clock or REAL_CLOCK
         self.engine: EngineConfig | None = None
-        self.driver: Any = LocalDriver(by_name, config, clock=self.clock)
+        self.driver: LocalDriver | EngineDriver = LocalDriver(by_name, config, clock=self.clock)
         self.driver.registry = self
         self._client: Any = None
         self._app: Any = None
@@ -114,7 +117,7 @@ class Registry:
             self.shutting_down = False
             self._started = True
 
-    async def ensure_started(self) -> Any:
+    async def ensure_started(self) -> LocalDriver | EngineDriver:
         """Start on first use (a mounted app whose host skipped the lifespan); refused while
         the registry is shutting down, so a late request cannot reopen storage."""
         if not self._started:

@@ -2,81 +2,37 @@
 
 The registry runs in this process in engine mode (its envoy connects to the engine), the client
 talks only to the engine's gateway: every request travels client -> engine -> tunnel -> our
-actor router -> the actor, and the actor's database lives in the engine.
+actor router -> the actor, and the actor's database lives in the engine (spec §12: 9, 10, 15,
+17, 19 from the runtime's side).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 
 import rivetkit
-from rivetkit import ActionContext
 from rivetkit.client import Client
 from rivetkit.config import EngineConfig
 from rivetkit.errors import ActorError
+from tests.engine.engine_app import make_registry
 from tests.engine.engine_proc import Engine
 
 pytestmark = pytest.mark.anyio
-
-
-def make_registry(storage: Path) -> rivetkit.Registry:
-    counter = rivetkit.actor(
-        "counter",
-        state={"count": 0},
-        events={"count": rivetkit.event(int)},
-        options=rivetkit.ActorOptions(sleep_timeout=0.5),
-    )
-
-    @counter.action
-    def increment(c: ActionContext, amount: int = 1) -> int:
-        if amount <= 0:
-            raise rivetkit.UserError("amount must be positive", code="bad_amount")
-        c.state["count"] += amount
-        c.broadcast("count", c.state["count"])
-        return int(c.state["count"])
-
-    @counter.action
-    def get(c: ActionContext) -> int:
-        return int(c.state["count"])
-
-    @counter.action
-    def whoami(c: ActionContext) -> list[Any]:
-        return [c.actor_id, list(c.key)]
-
-    @counter.action
-    def go_to_sleep(c: ActionContext) -> None:
-        c.sleep()
-
-    @counter.action
-    def destroy_me(c: ActionContext) -> None:
-        c.destroy()
-
-    notes = rivetkit.actor("notes")
-
-    @notes.on_migrate
-    async def migrate(c: Any, is_new: bool) -> None:
-        await c.db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)")
-
-    @notes.action
-    async def add(c: ActionContext, body: str) -> int:
-        await c.db.execute("INSERT INTO notes (body) VALUES (?)", body)
-        rows = await c.db.execute("SELECT count(*) AS n FROM notes")
-        return int(rows[0]["n"])
-
-    return rivetkit.setup(counter, notes, storage_path=storage)
 
 
 @pytest.fixture
 async def hosted(
     engine: Engine, pool: str, tmp_path: Path
 ) -> AsyncIterator[tuple[rivetkit.Registry, Client]]:
-    registry = make_registry(tmp_path / "data")
+    registry = make_registry(storage_path=tmp_path / "data")
     registry.use_engine(EngineConfig(endpoint=engine.endpoint, pool=pool))
     await registry.start()
     await registry.driver.wait_ready(10)
@@ -86,6 +42,25 @@ async def hosted(
     finally:
         await client.aclose()
         await registry.stop()
+
+
+async def until(check: Callable[[], Any], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def until_destroyed(engine: Engine, actor_id: str) -> None:
+    for _ in range(500):
+        _, body = await asyncio.to_thread(
+            engine.api, "GET", f"/actors?actor_ids={actor_id}&include_destroyed=true"
+        )
+        if body["actors"] and body["actors"][0]["destroy_ts"] is not None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"actor {actor_id} was not destroyed: {body}")
 
 
 async def test_actions_reach_a_python_actor_through_the_engine(hosted: Any) -> None:
@@ -109,13 +84,18 @@ async def test_state_survives_sleep_and_wakes_on_the_next_request(hosted: Any) -
     actor_id, _ = await handle.whoami()
     generation = registry.driver.awake[actor_id].generation
     await handle.go_to_sleep()
-    for _ in range(500):
-        if actor_id not in registry.driver.awake and actor_id not in registry.driver._hosted:
-            break
-        await asyncio.sleep(0.01)
-    assert actor_id not in registry.driver.awake
+    await until(lambda: actor_id not in registry.driver._hosted)
     assert await handle.get() == 7  # woken by the engine: a new generation reads the state
     assert registry.driver.awake[actor_id].generation > generation
+
+
+async def test_idle_actor_sleeps_by_itself_and_keeps_its_state(hosted: Any) -> None:
+    registry, client = hosted
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])
+    assert await handle.increment(3) == 3
+    actor_id, _ = await handle.whoami()
+    await until(lambda: actor_id not in registry.driver._hosted)  # sleep_timeout 0.5 s
+    assert await handle.increment(1) == 4
 
 
 async def test_user_database_lives_in_the_engine(hosted: Any) -> None:
@@ -123,6 +103,72 @@ async def test_user_database_lives_in_the_engine(hosted: Any) -> None:
     handle = client.get_or_create("notes", [uuid.uuid4().hex])
     assert await handle.add("one") == 1
     assert await handle.add("two") == 2
+    await handle.go_to_sleep_notes()
+    await until(lambda: not registry.driver._hosted)
+    assert await handle.bodies() == ["one", "two"]
+
+
+async def test_destroy_intent_destroys_the_actor(hosted: Any, engine: Engine) -> None:
+    registry, client = hosted
+    key = [uuid.uuid4().hex]
+    handle = client.get_or_create("counter", key)
+    assert await handle.increment(5) == 5
+    actor_id, _ = await handle.whoami()
+    await handle.destroy_me()
+    await until(lambda: actor_id not in registry.driver._hosted)
+    await until_destroyed(engine, actor_id)
+    # The key is free again: a new actor starts from the initial state.
+    fresh = client.get_or_create("counter", key)
+    assert await fresh.get() == 0
+    new_id, _ = await fresh.whoami()
+    assert new_id != actor_id
+
+
+async def test_engine_api_delete_runs_the_destroy(hosted: Any, engine: Engine) -> None:
+    registry, client = hosted
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])
+    await handle.increment(1)
+    actor_id, _ = await handle.whoami()
+    await asyncio.to_thread(engine.api, "DELETE", f"/actors/{actor_id}")
+    await until(lambda: actor_id not in registry.driver._hosted)
+    await until_destroyed(engine, actor_id)
+
+
+async def test_alarm_wakes_a_sleeping_actor(hosted: Any) -> None:
+    registry, client = hosted
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])
+    await handle.remind_in(1500)
+    actor_id, _ = await handle.whoami()
+    await handle.go_to_sleep()
+    await until(lambda: actor_id not in registry.driver._hosted)
+    # The engine starts a new generation at the alarm; the scheduled action runs by itself.
+    await until(lambda: actor_id in registry.driver.awake, timeout=15)
+    instance = registry.driver.awake[actor_id]
+    await until(lambda: instance.state.get("reminded") == 1, timeout=10)
+
+
+async def test_unknown_actor_name_is_reported_as_an_error(hosted: Any, engine: Engine, pool: str) -> None:
+    _, body = await asyncio.to_thread(
+        engine.api,
+        "POST",
+        "/actors",
+        {
+            "name": "no-such-actor",
+            "key": uuid.uuid4().hex,
+            "runner_name_selector": pool,
+            "crash_policy": "sleep",
+            "input": base64.b64encode(cbor2.dumps(None)).decode(),
+        },
+    )
+    actor_id = body["actor"]["actor_id"]
+    for _ in range(500):
+        _, body = await asyncio.to_thread(engine.api, "GET", f"/actors?actor_ids={actor_id}")
+        actor = body["actors"][0]
+        if actor.get("error"):
+            break
+        await asyncio.sleep(0.02)
+    assert "no-such-actor" in str(actor["error"])
+    assert actor["destroy_ts"] is None  # an error sleeps the actor, never destroys it
 
 
 async def test_websocket_connection_through_the_engine(hosted: Any) -> None:

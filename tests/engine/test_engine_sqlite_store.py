@@ -104,9 +104,11 @@ class PageDepot:
             )
         return None
 
-    async def _answer(self, request: Any) -> Any | None:
+    async def _answer(self, request: Any, *, held: bool = False) -> Any | None:
         self.requests.append(request)
         await asyncio.sleep(0)  # a network hop
+        if held and self.hold_commits is not None:
+            await self.hold_commits.wait()
         hook = self.fail_next
         if hook is not None:
             self.fail_next = None
@@ -120,6 +122,17 @@ class PageDepot:
                 return _error("invalid_request", f"bad or duplicated page {page.pgno}")
             seen.add(page.pgno)
         return None
+
+    def _read(self, pgnos: list[int]) -> list[p.SqliteFetchedPage]:
+        pages = []
+        with open(self.path, "rb") as f:
+            for pgno in pgnos:
+                data = None
+                if 1 <= pgno <= self.size_pages:
+                    f.seek((pgno - 1) * PAGE_SIZE)
+                    data = f.read(PAGE_SIZE)
+                pages.append(p.SqliteFetchedPage(pgno=pgno, bytes=data))
+        return pages
 
     def _apply(self, pages: dict[int, bytes], size_pages: int) -> None:
         self.pages_past_the_end += sum(1 for pgno in pages if pgno > size_pages)
@@ -148,22 +161,13 @@ class PageDepot:
         fenced = self._fence(request.expected_head_txid)
         if fenced is not None:
             return fenced
-        pages = []
-        with open(self.path, "rb") as f:
-            for pgno in request.pgnos:
-                data = None
-                if 1 <= pgno <= self.size_pages:
-                    f.seek((pgno - 1) * PAGE_SIZE)
-                    data = f.read(PAGE_SIZE)
-                pages.append(p.SqliteFetchedPage(pgno=pgno, bytes=data))
+        pages = self._read(request.pgnos)
         return p.SqliteGetPagesOk(pages=pages, head_txid=self.head_txid)
 
     async def sqlite_commit(
         self, request: p.SqliteCommitRequest
     ) -> p.SqliteCommitOk | p.SqliteErrorResponse:
-        hooked = await self._answer(request)
-        if self.hold_commits is not None:
-            await self.hold_commits.wait()
+        hooked = await self._answer(request, held=True)
         if hooked is not None:
             return hooked  # type: ignore[no-any-return]
         refused = self._check_generation(request) or self._fence(request.expected_head_txid)
@@ -257,8 +261,7 @@ def _dump(path: Path) -> dict[str, list[Any]]:
     try:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         tables = [
-            row[0]
-            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         ]
         return {
             name: conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall() for name in tables
@@ -517,7 +520,15 @@ async def test_an_evicted_store_reopens_its_cache(tmp_path: Path) -> None:
 @pytest.mark.parametrize("how", ["error", "unavailable"])
 async def test_a_failed_commit_fails_waiters_and_the_store(tmp_path: Path, how: str) -> None:
     depot = PageDepot(tmp_path / "depot.db")
-    store = await _open(depot, tmp_path / "a.db")
+    reported: list[errors.RivetError] = []
+    store = await DepotStore.open(
+        depot,
+        actor_id=ACTOR_ID,
+        generation=1,
+        cache_path=tmp_path / "a.db",
+        input=None,
+        on_failure=reported.append,
+    )
     await store.run(_insert("CREATE TABLE t (x)"))
     acked = depot.path.read_bytes()
 
@@ -527,15 +538,25 @@ async def test_a_failed_commit_fails_waiters_and_the_store(tmp_path: Path, how: 
         return _error("quota_exceeded", "Not enough space left in Depot.")
 
     depot.fail_next = fail
-    other = store.durable()
-    assert other is None
-    with pytest.raises(errors.RivetError) as caught:
-        await store.run(_insert("INSERT INTO t VALUES (1)"))
+    depot.hold_commits = asyncio.Event()
+    first = asyncio.ensure_future(store.run(_insert("INSERT INTO t VALUES (1)")))
+    await _ticks()
+    second = asyncio.ensure_future(store.run(_insert("INSERT INTO t VALUES (2)")))
+    await _ticks()
+    waiter = store.durable()
+    assert waiter is not None and not first.done() and not second.done()
+    depot.hold_commits.set()
+    results = await asyncio.gather(first, second, waiter, return_exceptions=True)
     code = "depot_unavailable" if how == "unavailable" else "commit_rejected"
-    assert caught.value.full_code == f"sqlite.{code}"
+    for result in results:
+        assert isinstance(result, errors.RivetError)
+        assert result.full_code == f"sqlite.{code}"
     assert store.failure is not None and store.failure.code == code
+    assert [e.code for e in reported] == [code]  # the host hears of it once
     if how == "error":
-        assert caught.value.metadata["depot_code"] == "quota_exceeded"
+        assert store.failure.metadata["depot_code"] == "quota_exceeded"
+    # The schema merged with the CREATE, then the failed one; the queued second is never sent.
+    assert len(depot.commit_requests()) == 2
 
     # Refuses all further work, with the same code.
     for attempt in (
@@ -546,7 +567,7 @@ async def test_a_failed_commit_fails_waiters_and_the_store(tmp_path: Path, how: 
             await attempt
         assert again.value.code == code
     with pytest.raises(errors.RivetError):
-        store.conn
+        _ = store.conn
     durable = store.durable()
     assert durable is not None
     with pytest.raises(errors.RivetError):
@@ -557,9 +578,7 @@ async def test_a_failed_commit_fails_waiters_and_the_store(tmp_path: Path, how: 
     assert depot.path.read_bytes() == acked
     depot.generation = 2
     again = await _open(depot, tmp_path / "a.db")
-    assert await again.run(lambda conn: conn.execute("SELECT count(*) FROM t").fetchall()) == [
-        (0,)
-    ]
+    assert await again.run(lambda conn: conn.execute("SELECT count(*) FROM t").fetchall()) == [(0,)]
     again.close()
 
 

@@ -349,6 +349,9 @@ async def _transaction(tx: Transaction) -> AsyncIterator[None]:
         finally:
             scope.active = False
             _scope.reset(token)
+    durable = store.durable()
+    if durable is not None:  # engine mode: the block ends once the engine has the commit
+        await durable
 
 
 # -- migrations ----------------------------------------------------------------------------

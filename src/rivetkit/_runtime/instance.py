@@ -264,6 +264,9 @@ class ActorInstance(ActorLifecycle):
             encoded = self.codec.encode(self.state) if definition.has_state else None
             self.store.initialize(encoded)
             self._committed = self._in_file = encoded
+            durable = self.store.durable()
+            if durable is not None:  # engine mode: created (and migrated) once acknowledged
+                await durable
         else:
             self._committed = state_bytes
             self.state = self.codec.decode(state_bytes) if state_bytes is not None else None
@@ -279,6 +282,9 @@ class ActorInstance(ActorLifecycle):
             await maybe_await(on_wake(ctx))
         if definition.has_state and (on_wake is not None or create_vars is not None):
             await self.save_state()  # what the wake hooks changed is durable now
+        durable = self.store.durable()
+        if durable is not None:  # engine mode: whatever start wrote is acknowledged first
+            await durable
         self.ready = True
         if arm_alarms or self._scheduler is not None:
             self.scheduler.arm()
@@ -313,6 +319,9 @@ class ActorInstance(ActorLifecycle):
                     self.journal.forget(self.actor_id)  # the file holds the latest state now
                 if changed:
                     self._state_changed()
+            durable = self.store.durable()
+            if durable is not None:  # engine mode: stopped once every commit is acknowledged
+                await durable
         finally:
             self.store.close()
 
@@ -385,6 +394,14 @@ class ActorInstance(ActorLifecycle):
         self._save_future = None
         callbacks = self._after_save
         self._after_save = None
+        self._answer_savers(future, callbacks, error)
+
+    def _answer_savers(
+        self,
+        future: asyncio.Future[None] | None,
+        callbacks: list[Callable[[BaseException | None], None]] | None,
+        error: BaseException | None,
+    ) -> None:
         if future is not None and not future.done():
             if error is None:
                 future.set_result(None)
@@ -411,7 +428,35 @@ class ActorInstance(ActorLifecycle):
         except BaseException as exc:
             self.finish_commit(None, exc)
             return
-        self.finish_commit(data, None)
+        durable = self.store.durable()
+        if durable is None:
+            self.finish_commit(data, None)
+        else:
+            self._finish_when_durable(durable, data)
+
+    def _finish_when_durable(self, durable: asyncio.Future[None], data: bytes | None) -> None:
+        """Engine mode: answer this commit's waiters once the engine acknowledged it.
+
+        The waiters are taken now: a save requested while the engine answers belongs to the
+        next commit, which this acknowledgement must not answer.
+        """
+        self._save_scheduled = False
+        future, self._save_future = self._save_future, None
+        callbacks, self._after_save = self._after_save, None
+        if data is not None:
+            self._committed = data  # what later saves compare with (a failure fails the store)
+
+        def acknowledged(done: asyncio.Future[None]) -> None:
+            error = (
+                errors.RivetError("sqlite", "commit_interrupted", "the commit was cancelled")
+                if done.cancelled()
+                else done.exception()
+            )
+            if data is not None and error is None:
+                self._state_changed()
+            self._answer_savers(future, callbacks, error)
+
+        durable.add_done_callback(acknowledged)
 
     async def _save_tick_after_gate(self) -> None:
         async with self.store.gate.hold():

@@ -323,6 +323,16 @@ class ActorStore:
                 return fn(self.conn)
         return fn(self.conn)
 
+    def durable(self) -> asyncio.Future[None] | None:
+        """``None`` when every commit made so far is durable, else a future resolving once they
+        are (failing if they cannot be made durable).
+
+        A local file's commit is durable when it returns, so this is always ``None`` here and
+        costs nothing; engine mode (``DepotStore``) is durable once the engine acknowledged it.
+        The runtime answers waiters of a commit only after this.
+        """
+        return None
+
     # -- reads -----------------------------------------------------------------------------
 
     def load(self) -> tuple[bool, bytes | None, bytes | None, int]:

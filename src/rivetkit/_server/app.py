@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import __version__, errors
+from ..drivers.local import LocalDriver
 from .._log import server_logger
 from .actor_http import handle_actor_http
 from .actor_queue import Pin
@@ -146,8 +147,10 @@ class RivetApp:
                 finally:
                     pin.release()
                 return
-            if await handle_manager(scope, receive, send, driver, path):
-                return
+            if isinstance(driver, LocalDriver) and await handle_manager(
+                scope, receive, send, driver, path
+            ):
+                return  # (in engine mode the engine serves the manager API)
             if method == "GET" and path == "/":
                 await send_text(scope, send, 200, _ROOT_TEXT)
             elif method == "GET" and path == "/health":
@@ -190,6 +193,11 @@ class RivetApp:
         """The awake instance the target addresses, creating (getOrCreate) and waking it."""
         driver = self.registry.driver
         if isinstance(target, QueryTarget):
+            if not isinstance(driver, LocalDriver):
+                raise errors.RivetError(
+                    "engine", "not_supported",
+                    "In engine mode the engine's gateway resolves actor queries.", status=400,
+                )
             check_namespace(driver, target.namespace)
             key = tuple(target.key)
             instance = driver.awake_by_key(target.namespace, target.name, key)

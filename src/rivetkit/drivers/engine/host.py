@@ -244,6 +244,7 @@ class EngineDriver:
                 cache_path=self.cache_dir / f"{actor_id}.db",
                 input=config.input,
                 pool=self.pool,
+                on_failure=lambda error: self._storage_failed(hosted, error),
             )
         except Exception as exc:
             log.error("actor storage failed to open actor_id=%s error=%s", actor_id, exc)
@@ -279,6 +280,12 @@ class EngineDriver:
         self.awake[actor_id] = instance
         self._event(actor_id, generation, p.EventActorStateUpdate(state=p.ActorStateRunning()))
         instance.log.debug("actor running generation=%d", generation)
+
+    def _storage_failed(self, hosted: _Hosted, error: errors.RivetError) -> None:
+        """A commit was refused or lost: the actor cannot go on (its cache is ahead of the
+        engine). Stop it with an error; the engine starts it again from what it has."""
+        if self._hosted.get(hosted.record.actor_id) is hosted:
+            self._begin_stop(hosted, "sleep", planned=False, message=f"actor storage failed: {error}")
 
     # -- stop ------------------------------------------------------------------------------
 
@@ -345,9 +352,11 @@ class EngineDriver:
             del self.awake[record.actor_id]
         if self.envoy is not None:
             self.envoy.forget_generation(record.actor_id, record.generation)
-        cache = self.cache_dir / f"{record.actor_id}.db"
-        for suffix in ("", "-journal"):
-            Path(str(cache) + suffix).unlink(missing_ok=True)
+        if hosted.instance is not None:
+            try:
+                hosted.instance.store.delete()  # the local cache only; the engine keeps the data
+            except Exception:
+                log.exception("actor cache not removed actor_id=%s", record.actor_id)
 
     def _event(self, actor_id: str, generation: int, event: p.Event, *, final: bool = False) -> None:
         if self.envoy is None:

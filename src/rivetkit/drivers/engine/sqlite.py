@@ -58,15 +58,15 @@ from ..._runtime.storage import (
 )
 
 __all__ = [
-    "DepotStore",
-    "DepotTransport",
-    "DepotUnavailable",
     "MAX_COMMIT_DIRTY_PAGES",
     "MAX_STAGED_COMMIT_PAGES",
     "PAGE_SIZE",
     "SEGMENT_MAX_SHARDS",
     "SHARD_SIZE",
     "VFS_NAME",
+    "DepotStore",
+    "DepotTransport",
+    "DepotUnavailable",
 ]
 
 T = TypeVar("T")
@@ -183,7 +183,7 @@ def _copy(error: errors.RivetError) -> errors.RivetError:
 class _PageLog:
     """Pages of one actor's cache file written since its last commit point."""
 
-    __slots__ = ("dirty", "on_commit", "on_error", "size_pages", "failed")
+    __slots__ = ("dirty", "failed", "on_commit", "on_error", "size_pages")
 
     def __init__(
         self,
@@ -204,7 +204,7 @@ class _CacheFile(apsw.VFSFile):
         super().__init__("", name, flags)
         self._page_log = page_log
 
-    def xWrite(self, data: Any, offset: int) -> None:  # noqa: N802 (apsw's name)
+    def xWrite(self, data: Any, offset: int) -> None:
         page_log = self._page_log
         if page_log.failed:
             raise apsw.IOError("the actor's depot store has failed; no further writes")
@@ -216,20 +216,20 @@ class _CacheFile(apsw.VFSFile):
         else:
             page_log.dirty.update(range(first, last + 1))
 
-    def xTruncate(self, newsize: int) -> None:  # noqa: N802
+    def xTruncate(self, newsize: int) -> None:
         super().xTruncate(newsize)
         limit = -(-newsize // PAGE_SIZE)
         page_log = self._page_log
         if any(pgno > limit for pgno in page_log.dirty):
             page_log.dirty = {pgno for pgno in page_log.dirty if pgno <= limit}
 
-    def xSync(self, flags: int) -> None:  # noqa: N802
+    def xSync(self, flags: int) -> None:
         # No fsync: after a crash the cache is fetched again from the engine, which is where
         # durability comes from. Refusing here makes SQLite roll the transaction back.
         if self._page_log.failed:
             raise apsw.IOError("the actor's depot store has failed; no further commits")
 
-    def xFileControl(self, op: int, ptr: int) -> bool:  # noqa: N802
+    def xFileControl(self, op: int, ptr: int) -> bool:
         if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO:
             self._commit_point()
         return bool(super().xFileControl(op, ptr))
@@ -261,12 +261,13 @@ class _CacheFile(apsw.VFSFile):
             page_log.dirty = set()
             page_log.size_pages = size_pages
             page_log.on_commit(pages, size_pages)
-        except BaseException as exc:  # noqa: BLE001 (reported through the store)
+        except Exception as exc:  # noqa: BLE001 (SQLite ignores errors here: the store reports it)
             page_log.failed = True
             page_log.on_error(exc)
 
-    def xDeviceCharacteristics(self) -> int:  # noqa: N802
-        # Batch-atomic writes would let SQLite commit without the sync this VFS relies on.
+    def xDeviceCharacteristics(self) -> int:
+        # Batch-atomic writes would route commits through file controls this VFS does not
+        # implement; without them SQLite writes every page through xWrite.
         return int(super().xDeviceCharacteristics()) & ~apsw.SQLITE_IOCAP_BATCH_ATOMIC
 
 
@@ -278,7 +279,7 @@ class _DepotVfs(apsw.VFS):
         super().__init__(VFS_NAME, "")
         self.logs: dict[str, _PageLog] = {}
 
-    def xOpen(self, name: Any, flags: list[int]) -> Any:  # noqa: N802
+    def xOpen(self, name: Any, flags: list[int]) -> Any:
         if isinstance(name, apsw.URIFilename) and flags[0] & apsw.SQLITE_OPEN_MAIN_DB:
             path = name.filename()
             page_log = self.logs.get(path)
@@ -304,7 +305,7 @@ def _the_vfs() -> _DepotVfs:
 class _Commit:
     """Pages of one or more local commits (copies, held until acknowledged)."""
 
-    __slots__ = ("seq", "pages", "size_pages")
+    __slots__ = ("pages", "seq", "size_pages")
 
     def __init__(self, seq: int, pages: dict[int, bytes], size_pages: int) -> None:
         self.seq = seq  # number of the last local commit it contains
@@ -319,19 +320,20 @@ class DepotStore(ActorStore):
     """
 
     __slots__ = (
-        "actor_id",
-        "generation",
-        "_transport",
-        "_loop",
-        "_key",
-        "_page_log",
-        "_head_txid",
-        "_pending",
-        "_local_seq",
         "_acked_seq",
+        "_failure",
+        "_head_txid",
+        "_key",
+        "_local_seq",
+        "_loop",
+        "_on_failure",
+        "_page_log",
+        "_pending",
+        "_transport",
         "_waiters",
         "_worker",
-        "_failure",
+        "actor_id",
+        "generation",
     )
 
     def __init__(
@@ -343,8 +345,10 @@ class DepotStore(ActorStore):
         cache_path: Path,
         head_txid: int | None,
         pool: StorePool = UNBOUNDED_POOL,
+        on_failure: Callable[[errors.RivetError], None] | None = None,
     ) -> None:
         super().__init__(cache_path, synchronous="NORMAL", pool=pool)
+        self._on_failure = on_failure
         self.actor_id = actor_id
         self.generation = generation
         self._transport = transport
@@ -371,6 +375,7 @@ class DepotStore(ActorStore):
         cache_path: Path,
         input: bytes | None,
         pool: StorePool = UNBOUNDED_POOL,
+        on_failure: Callable[[errors.RivetError], None] | None = None,
     ) -> DepotStore:
         """Fetch the actor's database from the engine into ``cache_path`` and open it.
 
@@ -386,6 +391,8 @@ class DepotStore(ActorStore):
             cache_path: the local cache file; overwritten (a previous cache is never reused).
             input: CBOR creation input, stored only when the database is created here.
             pool: bounds open connections (an evicted store reopens its cache on next use).
+            on_failure: called once if the store fails later (a commit refused or lost), so the
+                host can stop the actor at once rather than at its next database call.
 
         Raises:
             RivetError: ``sqlite.depot_unavailable`` (connection lost), ``sqlite.open_failed``
@@ -405,6 +412,7 @@ class DepotStore(ActorStore):
             cache_path=cache_path,
             head_txid=None,
             pool=pool,
+            on_failure=on_failure,
         )
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -446,7 +454,9 @@ class DepotStore(ActorStore):
         pool: StorePool = UNBOUNDED_POOL,
     ) -> ActorStore:
         """Not for engine mode: the engine holds the database; use :meth:`open`."""
-        raise TypeError("DepotStore databases come from the engine: use `await DepotStore.open(...)`")
+        raise TypeError(
+            "DepotStore databases come from the engine: use `await DepotStore.open(...)`"
+        )
 
     async def _get_pages(
         self, pgnos: list[int], expected_head_txid: int | None
@@ -463,7 +473,10 @@ class DepotStore(ActorStore):
         except DepotUnavailable as exc:
             raise _unavailable(self.actor_id, "fetching pages", exc) from exc
         if isinstance(response, p.SqliteErrorResponse):
-            if expected_head_txid is None and (response.group, response.code) == _DATABASE_NOT_FOUND:
+            if (
+                expected_head_txid is None
+                and (response.group, response.code) == _DATABASE_NOT_FOUND
+            ):
                 return None  # only the first fetch of a start is unfenced
             raise _refused(self.actor_id, "fetching pages", response)
         if not isinstance(response, p.SqliteGetPagesOk):
@@ -565,13 +578,13 @@ class DepotStore(ActorStore):
             conn = apsw.Connection(self._key, flags=apsw.SQLITE_OPEN_READWRITE, vfs=VFS_NAME)
         except apsw.CantOpenError:
             del vfs.logs[self._key]
-            raise FileNotFoundError(f"actor cache file is missing: {self._key}") from None
+            raise FileNotFoundError(f"cannot open the actor cache file {self._key}") from None
         try:
             # Exclusive: SQLite keeps its page cache between transactions and takes no locks.
             _pragma(conn, "locking_mode=EXCLUSIVE", "exclusive")
             # The journal never touches disk: after a crash the cache is fetched again anyway.
             _pragma(conn, "journal_mode=MEMORY", "memory")
-            # Never OFF: the sync at the end of each commit is what ships it.
+            # The sync is a no-op (xSync); NORMAL keeps it called, so a failed store can refuse.
             list(conn.execute("PRAGMA synchronous=NORMAL"))
             (page_size,) = conn.execute("PRAGMA page_size").fetchone()  # type: ignore[misc]
             if page_size != PAGE_SIZE:
@@ -729,7 +742,9 @@ class DepotStore(ActorStore):
         return _Commit(seq, pages, size_pages)
 
     async def _ship(self, commit: _Commit) -> None:
-        dirty = [p.SqliteDirtyPage(pgno=pgno, bytes=commit.pages[pgno]) for pgno in sorted(commit.pages)]
+        dirty = [
+            p.SqliteDirtyPage(pgno=pgno, bytes=commit.pages[pgno]) for pgno in sorted(commit.pages)
+        ]
         now_ms = int(time.time() * 1000)
         head = self._head_txid
         if len(dirty) <= MAX_COMMIT_DIRTY_PAGES:
@@ -751,7 +766,9 @@ class DepotStore(ActorStore):
             return
         await self._ship_staged(dirty, commit.size_pages, now_ms)
 
-    async def _ship_staged(self, dirty: list[p.SqliteDirtyPage], size_pages: int, now_ms: int) -> None:
+    async def _ship_staged(
+        self, dirty: list[p.SqliteDirtyPage], size_pages: int, now_ms: int
+    ) -> None:
         """Begin, one shard-aligned segment per at most five shards, finalize."""
         head = self._head_txid
         begun = await self._transport.sqlite_commit_stage_begin(
@@ -831,6 +848,11 @@ class DepotStore(ActorStore):
         for _, future in waiters:
             if not future.done():
                 future.set_exception(_copy(error))
+        if self._on_failure is not None:
+            try:
+                self._on_failure(_copy(error))
+            except Exception:
+                log.exception("depot store on_failure callback raised actor_id=%s", self.actor_id)
 
 
 def _segments(dirty: list[p.SqliteDirtyPage]) -> list[tuple[int, list[p.SqliteDirtyPage]]]:

@@ -1,0 +1,99 @@
+"""Actors of the engine-mode tests, served by ``python -m rivetkit serve ... --engine URL``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import rivetkit
+from rivetkit import ActionContext, ActorContext
+
+counter = rivetkit.actor(
+    "counter",
+    state={"count": 0},
+    events={"count": rivetkit.event(int)},
+    options=rivetkit.ActorOptions(sleep_timeout=0.5),
+)
+
+
+@counter.action
+def increment(c: ActionContext, amount: int = 1) -> int:
+    if amount <= 0:
+        raise rivetkit.UserError("amount must be positive", code="bad_amount")
+    c.state["count"] += amount
+    c.broadcast("count", c.state["count"])
+    return int(c.state["count"])
+
+
+@counter.action
+def get(c: ActionContext) -> int:
+    return int(c.state["count"])
+
+
+@counter.action
+def whoami(c: ActionContext) -> list[Any]:
+    return [c.actor_id, list(c.key)]
+
+
+@counter.action
+def where(c: ActionContext) -> int:
+    """The process hosting the actor (failover tests)."""
+    return os.getpid()
+
+
+@counter.action
+def go_to_sleep(c: ActionContext) -> None:
+    c.sleep()
+
+
+@counter.action
+def destroy_me(c: ActionContext) -> None:
+    c.destroy()
+
+
+@counter.action
+async def remind_in(c: ActionContext, ms: int) -> None:
+    await c.schedule.after(ms / 1000.0, "reminded")
+
+
+@counter.action
+def reminded(c: ActionContext) -> None:
+    c.state["reminded"] = c.state.get("reminded", 0) + 1
+
+
+@counter.action
+def reminders(c: ActionContext) -> int:
+    return int(c.state.get("reminded", 0))
+
+
+notes = rivetkit.actor("notes")
+
+
+@notes.on_migrate
+async def migrate(c: ActorContext, is_new: bool) -> None:
+    await c.db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body TEXT)")
+
+
+@notes.action
+async def add(c: ActionContext, body: str) -> int:
+    await c.db.execute("INSERT INTO notes (body) VALUES (?)", body)
+    rows = await c.db.execute("SELECT count(*) AS n FROM notes")
+    return int(rows[0]["n"])
+
+
+@notes.action
+async def bodies(c: ActionContext) -> list[str]:
+    rows = await c.db.execute("SELECT body FROM notes ORDER BY id")
+    return [str(row["body"]) for row in rows]
+
+
+@notes.action
+def go_to_sleep_notes(c: ActionContext) -> None:
+    c.sleep()
+
+
+def make_registry(**config: Any) -> rivetkit.Registry:
+    return rivetkit.setup(counter, notes, **config)
+
+
+registry = make_registry()
