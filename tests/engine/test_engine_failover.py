@@ -1,0 +1,127 @@
+"""Failover: two Python runtime processes under one engine; ``kill -9`` of one brings its actors
+back on the other with every acknowledged update intact (issue 6, "Done when").
+
+Each runtime is a real ``python -m rivetkit serve ... --engine URL`` process. The engine runs
+with a short ``envoy_lost_threshold`` so that the killed process's actors are rescheduled within
+seconds instead of the default 15 s.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rivetkit.client.sync import Client
+from tests._proc import ServerProcess, start_process
+from tests.engine.engine_proc import Engine
+
+APP = str(Path(__file__).with_name("engine_app.py"))
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def runtime(engine: Engine, pool: str, storage: Path) -> ServerProcess:
+    env = dict(os.environ)
+    env.pop("RUST_BACKTRACE", None)
+    return start_process(
+        [sys.executable, "-m", "rivetkit", "serve", APP, "--engine", engine.endpoint,
+         "--pool", pool, "--storage", str(storage), "--log-level", "info"],
+        port=0,
+        env=env,
+        cwd=ROOT,
+        log_path=storage.with_suffix(".log"),
+    )
+
+
+def envoys(engine: Engine, pool: str) -> list[dict[str, Any]]:
+    _, body = engine.api("GET", "/envoys")
+    return [e for e in body.get("envoys", []) if e.get("pool_name") == pool]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def failover_engine(engine_factory: Callable[..., Engine]) -> Engine:
+    return engine_factory(pegboard={"envoy_lost_threshold": 2000, "envoy_ping_timeout": 2000})
+
+
+@pytest.fixture
+def two_runtimes(failover_engine: Engine, tmp_path: Path) -> Iterator[tuple[str, list[ServerProcess]]]:
+    pool = f"pool-{uuid.uuid4().hex[:12]}"
+    failover_engine.put_runner_config(pool)
+    procs = [runtime(failover_engine, pool, tmp_path / f"rt{i}") for i in range(2)]
+    try:
+        wait_for(lambda: len(envoys(failover_engine, pool)) == 2, 30, "two envoys")
+        yield pool, procs
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def test_killed_runtime_actors_come_back_on_the_other_with_their_state(
+    failover_engine: Engine, two_runtimes: tuple[str, list[ServerProcess]]
+) -> None:
+    pool, procs = two_runtimes
+    pids = {proc.pid for proc in procs}
+    with Client(failover_engine.endpoint, pool_name=pool) as client:
+        handles = [client.get_or_create("counter", [f"c{i}"]) for i in range(12)]
+        hosts: dict[int, int] = {}
+        for i, handle in enumerate(handles):
+            for _ in range(i + 1):
+                handle.increment(1)
+            hosts[i] = handle.where()
+        assert set(hosts.values()) <= pids
+        assert len(set(hosts.values())) == 2, f"actors not spread over both runtimes: {hosts}"
+
+        victim = procs[0]
+        moved = [i for i, pid in hosts.items() if pid == victim.pid]
+        victim.kill()
+
+        survivor = procs[1].pid
+        for i, handle in enumerate(handles):
+            assert handle.get() == i + 1, f"counter c{i} lost acknowledged updates"
+            assert handle.where() == survivor
+        # Still writable after the move.
+        for i in moved:
+            assert handles[i].increment(100) == i + 101
+
+
+def test_sigterm_drains_actors_to_the_other_runtime(
+    failover_engine: Engine, two_runtimes: tuple[str, list[ServerProcess]]
+) -> None:
+    pool, procs = two_runtimes
+    with Client(failover_engine.endpoint, pool_name=pool) as client:
+        handles = [client.get_or_create("counter", [f"d{i}"]) for i in range(8)]
+        hosts = {}
+        for i, handle in enumerate(handles):
+            handle.increment(i + 1)
+            hosts[i] = handle.where()
+        assert len(set(hosts.values())) == 2, f"actors not spread over both runtimes: {hosts}"
+        leaving = procs[0]
+        status = leaving.stop(timeout=30)  # SIGTERM: Stopping, stop actors, close
+        assert status == 0, f"runtime exited with {status}"
+        for i, handle in enumerate(handles):
+            assert handle.get() == i + 1
+            assert handle.where() == procs[1].pid
+        # A drain is a clean stop: the engine recorded no crash for any of the moved actors.
+        ids = [handle.whoami()[0] for handle in handles]
+        for actor_id in ids:
+            _, body = failover_engine.api("GET", f"/actors?actor_ids={actor_id}")
+            assert [a.get("error") for a in body["actors"]] == [None]
+        remaining = envoys(failover_engine, pool)
+        assert len(remaining) == 1
