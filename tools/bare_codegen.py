@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """BARE schema -> Python codec generator (stdlib only).
 
 Reads a BARE schema (https://baremessages.org, the ``type Name <type>`` syntax used by Rivet's
@@ -260,9 +259,9 @@ class _Parser:
             body = self.type_expr(top=True)
             last_line = self.tokens[self.i - 1].line
             docs = self.doc_above(start.line)
-            if start.line == last_line and start.line in self.comments:
-                if start.line not in self.comment_only:
-                    docs.append(self.comments[start.line])
+            one_line = start.line == last_line and start.line not in self.comment_only
+            if one_line and start.line in self.comments:
+                docs.append(self.comments[start.line])
             decls.append(Decl(name, body, "\n".join(docs)))
         return decls
 
@@ -601,7 +600,10 @@ class _Gen:
                 out.append(f"{ind}    {target} = {inner}")
             else:
                 self.dec(expr.inner, target, out, ind + "    ")
-            out += [f"{ind}elif {flag}:", f'{ind}    raise _invalid("optional flag", {flag}, pos - 1)']
+            out += [
+                f"{ind}elif {flag}:",
+                f'{ind}    raise _invalid("optional flag", {flag}, pos - 1)',
+            ]
         elif isinstance(expr, ListOf):
             self.dec_list(expr, target, out, ind)
         elif isinstance(expr, MapOf):
@@ -816,7 +818,11 @@ def _doc_lines(doc: str, ind: str) -> list[str]:
     text = doc.replace('"""', "'''")
     if "\n" not in text and len(ind) + len(text) + 6 <= 100:
         return [f'{ind}"""{text}"""']
-    return [f'{ind}"""', *(f"{ind}{line}" if line else "" for line in text.splitlines()), f'{ind}"""']
+    return [
+        f'{ind}"""',
+        *(f"{ind}{line}" if line else "" for line in text.splitlines()),
+        f'{ind}"""',
+    ]
 
 
 _PRELUDE = '''
@@ -865,322 +871,290 @@ def _finish(what: str, buf: bytes, pos: int) -> None:
 '''
 
 
-def generate(
-    decls: list[Decl], *, roots: Sequence[str], source: str, title: str = ""
-) -> str:
-    """Python source of the codec module for ``decls``.
+_ROOT_TEMPLATE = '''
 
-    Args:
-        decls: the parsed schema (:func:`parse_schema`).
-        roots: types that get public ``encode_*``/``decode_*`` functions.
-        source: schema path written in the header comment.
-        title: first docstring line.
+def decode_{fn}(data: bytes | bytearray | memoryview) -> {root}:
+    """Decode one BARE ``{root}``; the whole input must be consumed.
+
+    Raises:
+        DecodeError: on truncated, trailing or malformed bytes.
     """
-    by_name = {d.name: d for d in decls}
-    union_members: set[str] = set()
-    for d in decls:
-        if isinstance(d.type, Union):
-            for member, _ in d.type.members:
-                target = by_name[member].type
-                if not isinstance(target, Struct | Void | ListOf):
-                    raise SchemaError(
-                        f"union {d.name}: member {member} must be a struct, void or list type"
-                    )
-                union_members.add(member)
-    for root in roots:
-        if root not in by_name:
-            raise SchemaError(f"unknown root type {root}")
-    gen = _Gen(by_name, union_members)
+    buf = data if type(data) is bytes else bytes(data)
+    try:
+        value, pos = _dec_{root}(buf, 0)
+    except (IndexError, struct.error):
+        raise DecodeError(f"BARE {root}: truncated message ({{len(buf)}} bytes)") from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"BARE {root}: invalid UTF-8 in str: {{exc}}") from None
+    _finish("{root}", buf, pos)
+    return value
 
+
+def encode_{fn}(value: {root}) -> bytes:
+    """Encode one ``{root}`` as BARE.
+
+    Raises:
+        TypeError: a value of the wrong Python type or union member class.
+        ValueError: a number out of range, ``data[N]`` of the wrong length.
+    """
+    out = bytearray()
+    try:
+        _enc_{root}(out, value)
+    except struct.error as exc:
+        raise ValueError(f"BARE {root}: {{exc}}") from None
+    except AttributeError as exc:
+        raise TypeError(f"BARE {root}: {{exc}}") from None
+    return bytes(out)'''
+
+_ANY_TEMPLATE = '''
+
+def encode_value(value: object) -> bytes:
+    """Encode an instance of any class of the schema (struct, void, enum or list type)."""
+    try:
+        encoder = _CLASS_CODECS[type(value)][0]
+    except KeyError:
+        raise TypeError(f"not a schema class: {type(value).__name__}") from None
+    out = bytearray()
+    try:
+        encoder(out, value)
+    except struct.error as exc:
+        raise ValueError(f"BARE {type(value).__name__}: {exc}") from None
+    except AttributeError as exc:
+        raise TypeError(f"BARE {type(value).__name__}: {exc}") from None
+    return bytes(out)
+
+
+def decode_value(cls: type[_T], data: bytes | bytearray | memoryview) -> _T:
+    """Decode one value of schema class ``cls``; the whole input must be consumed."""
+    try:
+        decoder = _CLASS_CODECS[cls][1]
+    except KeyError:
+        raise TypeError(f"not a schema class: {cls.__name__}") from None
+    buf = data if type(data) is bytes else bytes(data)
+    try:
+        value, pos = decoder(buf, 0)
+    except (IndexError, struct.error):
+        raise DecodeError(f"BARE {cls.__name__}: truncated message ({len(buf)} bytes)") from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"BARE {cls.__name__}: invalid UTF-8 in str: {exc}") from None
+    _finish(cls.__name__, buf, pos)
+    if not isinstance(value, cls):  # pragma: no cover - the table maps each class to itself
+        raise TypeError(f"decoded {type(value).__name__}, expected {cls.__name__}")
+    return value'''
+
+_HEADER_TEMPLATE = '''\
+# generated by tools/bare_codegen.py from {source}; do not edit
+"""{title}
+
+Dataclasses, enums and union aliases of the schema, with strict straight-line codecs.
+Regenerate with ``python tools/bare_codegen.py`` after changing the schema.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias, TypeVar
+
+from rivetkit._protocol import DecodeError
+from rivetkit._protocol.bare import encode_uint
+
+__all__ = [
+{exports}
+]
+
+_T = TypeVar("_T")'''
+
+
+def _table(head: str, items: Sequence[str], brackets: str) -> list[str]:
+    """``head = (`` one item per line ``)`` (or ``{{ }}``)."""
+    return [f"{head} = {brackets[0]}", *(f"    {item}," for item in items), brackets[1]]
+
+
+def _emit_types(gen: _Gen, decls: list[Decl]) -> tuple[list[str], list[str]]:
+    """Source of the aliases, enums, dataclasses and union aliases; and their names."""
+    aliases: list[str] = []
     enums: list[str] = []
     classes: list[str] = []
-    aliases: list[str] = []
     unions: list[str] = []
-    body: list[str] = []  # codec functions
-    tables: list[str] = []  # union dispatch tables (after every function they name)
-    exported: list[str] = []
-
     for d in decls:
-        t = d.type
-        doc = _doc_lines(d.doc, "    ")
+        t, doc = d.type, _doc_lines(d.doc, "    ")
         if isinstance(t, Enum):
             enums += ["", "", f"class {d.name}(enum.IntEnum):", *doc]
             enums += [f"    {n} = {v}" for n, v in t.values]
-            exported.append(d.name)
-        elif isinstance(t, Struct | Void) or d.name in union_members:
+        elif gen.is_class(d.name):
             classes += ["", "", "@dataclass(slots=True)", f"class {d.name}:", *doc]
             if isinstance(t, Struct):
                 for f in t.fields:
-                    if f.doc:
-                        classes.append(f"    #: {f.doc}")
+                    classes += [f"    #: {f.doc}"] if f.doc else []
                     classes.append(f"    {snake(f.name)}: {gen.py_type(f.type)}")
             elif isinstance(t, ListOf):
                 classes.append(f"    items: {gen.py_type(t)}")
             elif not doc:
                 classes.append("    pass")
-            exported.append(d.name)
         elif isinstance(t, Union):
-            members = " | ".join(m for m, _ in t.members)
-            unions += ["", f"{d.name}: TypeAlias = {members}"]
-            if d.doc:
-                unions += [f'"""{d.doc}"""']
-            exported.append(d.name)
+            unions += ["", f"{d.name}: TypeAlias = {' | '.join(m for m, _ in t.members)}"]
+            unions += [f'"""{d.doc}"""'] if d.doc else []
         else:
             aliases.append(f"{d.name}: TypeAlias = {gen.py_type(t)}")
-            exported.append(d.name)
+    source = [*([""] if aliases else []), *aliases, *enums, *classes, *unions]
+    return source, [d.name for d in decls]
 
-    # Codec functions, in schema order.
-    for d in decls:
-        t = d.type
-        name = d.name
-        gen.counter = 0  # local names restart in every function: small, stable diffs
-        if isinstance(t, Enum):
-            dense = [v for _, v in t.values] == list(range(len(t.values)))
-            members = ", ".join(f"{name}.{n}" for n, _ in t.values)
-            if dense:
-                body += ["", f"_{name}_VALUES: Final = ({members},)"]
-            else:
-                pairs = ", ".join(f"{v}: {name}.{n}" for n, v in t.values)
-                body += ["", f"_{name}_VALUES: Final = {{{pairs}}}"]
-            body += ["", "", f"def _dec_{name}(buf: bytes, pos: int) -> tuple[{name}, int]:"]
-            lines: list[str] = []
-            gen.dec_uint("k", lines, "    ")
-            body += lines
-            if dense:
-                body += [
-                    f"    if k >= {len(t.values)}:",
-                    f'        raise _invalid("{name} value", k, pos - 1)',
-                    f"    return _{name}_VALUES[k], pos",
-                ]
-            else:
-                body += [
-                    f"    value = _{name}_VALUES.get(k)",
-                    "    if value is None:",
-                    f'        raise _invalid("{name} value", k, pos - 1)',
-                    "    return value, pos",
-                ]
-            body += ["", "", f"def _enc_{name}(out: bytearray, v: {name}) -> None:"]
-            if dense:
-                body += [
-                    f"    if not 0 <= v < {len(t.values)}:",
-                    f'        raise ValueError(f"not a {name} value: {{v!r}}")',
-                    "    out.append(v)" if len(t.values) < 128 else "    out += encode_uint(v)",
-                ]
-            else:
-                body += [
-                    f"    if v not in _{name}_VALUES:",
-                    f'        raise ValueError(f"not a {name} value: {{v!r}}")',
-                ]
-                lines = []
-                gen.enc_uint("v", lines, "    ")
-                body += lines
-        elif isinstance(t, Struct):
-            lines = []
-            args = gen.dec_struct_fields(t.fields, lines)
-            body += ["", "", f"def _dec_{name}(buf: bytes, pos: int) -> tuple[{name}, int]:"]
-            body += lines
-            body.append(f"    return {name}({', '.join(args)}), pos")
-            lines = []
-            gen.enc_struct_fields(t.fields, "v", lines)
-            body += ["", "", f"def _enc_{name}(out: bytearray, v: {name}) -> None:", *lines]
-        elif isinstance(t, Void):
-            body += [
-                "",
-                "",
-                f"def _dec_{name}(buf: bytes, pos: int) -> tuple[{name}, int]:",
-                f"    return {name}(), pos",
-                "",
-                "",
-                f"def _enc_{name}(out: bytearray, v: {name}) -> None:",
-                "    pass",
-            ]
-        elif isinstance(t, Union):
-            n = len(t.members)
-            dense = [tag for _, tag in t.members] == list(range(n))
-            decoders = ", ".join(f"_dec_{m}" for m, _ in t.members)
-            body += [
-                "",
-                "",
-                f"def _dec_{name}(buf: bytes, pos: int) -> tuple[{name}, int]:",
-            ]
-            if dense and n < 128:
-                body += [
-                    "    tag = buf[pos]",
-                    f"    if tag >= {n}:",
-                    f'        raise _unknown_tag("{name}", tag, pos)',
-                    f"    return _{name}_DECODERS[tag](buf, pos + 1)",
-                ]
-                table = f"_{name}_DECODERS: Final[tuple[Callable[[bytes, int], tuple[{name}, int]], ...]] = ({decoders},)"
-            else:
-                lines = []
-                gen.dec_uint("tag", lines, "    ")
-                body += lines
-                body += [
-                    f"    decoder = _{name}_DECODERS.get(tag)",
-                    "    if decoder is None:",
-                    f'        raise _unknown_tag("{name}", tag, pos)',
-                    "    return decoder(buf, pos)",
-                ]
-                pairs = ", ".join(f"{tag}: _dec_{m}" for m, tag in t.members)
-                table = f"_{name}_DECODERS: Final[dict[int, Callable[[bytes, int], tuple[{name}, int]]]] = {{{pairs}}}"
-            encoders = ", ".join(f"{m}: ({tag}, _enc_{m})" for m, tag in t.members)
-            tables += [
-                table,
-                f"_{name}_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {{{encoders}}}",
-            ]
-            body += [
-                "",
-                "",
-                f"def _enc_{name}(out: bytearray, v: {name}) -> None:",
-                "    try:",
-                f"        tag, encoder = _{name}_ENCODERS[type(v)]",
-                "    except KeyError:",
-                f'        raise TypeError(f"not a {name} member: {{type(v).__name__}}") from None',
-            ]
-            if max(tag for _, tag in t.members) < 0x80:
-                body.append("    out.append(tag)")
-            else:
-                lines = []
-                gen.enc_uint("tag", lines, "    ")
-                body += lines
-            body.append("    encoder(out, v)")
-        elif name in union_members and isinstance(t, ListOf):
-            lines = []
-            gen.dec(t, "items", lines, "    ")
-            body += ["", "", f"def _dec_{name}(buf: bytes, pos: int) -> tuple[{name}, int]:"]
-            body += lines
-            body.append(f"    return {name}(items), pos")
-            lines = []
-            gen.enc(t, "v.items", lines, "    ")
-            body += ["", "", f"def _enc_{name}(out: bytearray, v: {name}) -> None:", *lines]
 
-    # Public entry points.
-    public: list[str] = []
-    for root in roots:
-        fn = snake(root)
-        rtype = root if gen.is_class(root) or isinstance(by_name[root].type, Union) else gen.py_type(Ref(root))
-        if not (gen.is_class(root) or isinstance(by_name[root].type, Union)):
-            raise SchemaError(f"root {root} must be a struct, union, enum or void type")
-        public += [
-            "",
-            "",
-            f"def decode_{fn}(data: bytes | bytearray | memoryview) -> {rtype}:",
-            f'    """Decode one BARE ``{root}``; the whole input must be consumed.',
-            "",
-            "    Raises:",
-            "        DecodeError: on truncated, trailing or malformed bytes.",
-            '    """',
-            "    buf = data if type(data) is bytes else bytes(data)",
-            "    try:",
-            f"        value, pos = _dec_{root}(buf, 0)",
-            "    except (IndexError, struct.error):",
-            f'        raise DecodeError(f"BARE {root}: truncated message ({{len(buf)}} bytes)") from None',
-            "    except UnicodeDecodeError as exc:",
-            f'        raise DecodeError(f"BARE {root}: invalid UTF-8 in str: {{exc}}") from None',
-            f'    _finish("{root}", buf, pos)',
-            "    return value",
-            "",
-            "",
-            f"def encode_{fn}(value: {rtype}) -> bytes:",
-            f'    """Encode one ``{root}`` as BARE.',
-            "",
-            "    Raises:",
-            "        TypeError: a value of the wrong Python type or union member class.",
-            "        ValueError: a number out of range, ``data[N]`` of the wrong length.",
-            '    """',
-            "    out = bytearray()",
-            "    try:",
-            f"        _enc_{root}(out, value)",
-            "    except struct.error as exc:",
-            f'        raise ValueError(f"BARE {root}: {{exc}}") from None',
-            "    except AttributeError as exc:",
-            f'        raise TypeError(f"BARE {root}: {{exc}}") from None',
-            "    return bytes(out)",
+def _emit_enum(gen: _Gen, name: str, t: Enum) -> list[str]:
+    n = len(t.values)
+    dense = [v for _, v in t.values] == list(range(n))
+    if dense:
+        table = _table(f"_{name}_VALUES: Final", [f"{name}.{m}" for m, _ in t.values], "()")
+        check, lookup = f"    if k >= {n}:", [f"    return _{name}_VALUES[k], pos"]
+    else:
+        members = [f"{v}: {name}.{m}" for m, v in t.values]
+        table = _table(f"_{name}_VALUES: Final", members, "{}")
+        check = f"    if (value := _{name}_VALUES.get(k)) is None:"
+        lookup = ["    return value, pos"]
+    out = ["", *table, "", "", f"def _dec_{name}(buf: bytes, pos: int) -> tuple[{name}, int]:"]
+    gen.dec_uint("k", out, "    ")
+    out += [check, f'        raise _invalid("{name} value", k, pos - 1)', *lookup]
+    out += ["", "", f"def _enc_{name}(out: bytearray, v: {name}) -> None:"]
+    valid = f"0 <= v < {n}" if dense else f"v in _{name}_VALUES"
+    out += [f"    if not {valid}:", f'        raise ValueError(f"not a {name} value: {{v!r}}")']
+    if dense and n <= 0x80:
+        out.append("    out.append(v)")
+    else:
+        gen.enc_uint("v", out, "    ")
+    return out
+
+
+def _emit_union(gen: _Gen, name: str, t: Union) -> tuple[list[str], list[str]]:
+    """The codec functions of a union, and its dispatch tables (emitted after all functions)."""
+    n = len(t.members)
+    out = ["", "", f"def _dec_{name}(buf: bytes, pos: int) -> tuple[{name}, int]:"]
+    decoder_type = f"Callable[[bytes, int], tuple[{name}, int]]"
+    if [tag for _, tag in t.members] == list(range(n)) and n < 0x80:
+        out += [
+            "    tag = buf[pos]",
+            f"    if tag >= {n}:",
+            f'        raise _unknown_tag("{name}", tag, pos)',
+            f"    return _{name}_DECODERS[tag](buf, pos + 1)",
         ]
-        exported += [f"decode_{fn}", f"encode_{fn}"]
-
-    # Any class by itself (tests, and messages nested in other protocols).
-    codec_classes = [d.name for d in decls if gen.is_class(d.name)]
-    pairs = ", ".join(f"{n}: (_enc_{n}, _dec_{n})" for n in codec_classes)
-    tables.append(
-        f"_CLASS_CODECS: Final[dict[type, tuple[Callable[[bytearray, Any], None], Callable[[bytes, int], tuple[Any, int]]]]] = {{{pairs}}}"
-    )
-    public += [
+        head = f"_{name}_DECODERS: Final[tuple[{decoder_type}, ...]]"
+        tables = _table(head, [f"_dec_{m}" for m, _ in t.members], "()")
+    else:
+        gen.dec_uint("tag", out, "    ")
+        out += [
+            f"    decoder = _{name}_DECODERS.get(tag)",
+            "    if decoder is None:",
+            f'        raise _unknown_tag("{name}", tag, pos)',
+            "    return decoder(buf, pos)",
+        ]
+        head = f"_{name}_DECODERS: Final[dict[int, {decoder_type}]]"
+        tables = _table(head, [f"{tag}: _dec_{m}" for m, tag in t.members], "{}")
+    head = f"_{name}_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]]"
+    tables += _table(head, [f"{m}: ({tag}, _enc_{m})" for m, tag in t.members], "{}")
+    out += [
         "",
         "",
-        "def encode_value(value: object) -> bytes:",
-        '    """Encode an instance of any class of the schema (struct, void, enum or list type)."""',
+        f"def _enc_{name}(out: bytearray, v: {name}) -> None:",
         "    try:",
-        "        encoder = _CLASS_CODECS[type(value)][0]",
+        f"        tag, encoder = _{name}_ENCODERS[type(v)]",
         "    except KeyError:",
-        '        raise TypeError(f"not a schema class: {type(value).__name__}") from None',
-        "    out = bytearray()",
-        "    try:",
-        "        encoder(out, value)",
-        "    except struct.error as exc:",
-        '        raise ValueError(f"BARE {type(value).__name__}: {exc}") from None',
-        "    except AttributeError as exc:",
-        '        raise TypeError(f"BARE {type(value).__name__}: {exc}") from None',
-        "    return bytes(out)",
-        "",
-        "",
-        "def decode_value(cls: type[_T], data: bytes | bytearray | memoryview) -> _T:",
-        '    """Decode one value of schema class ``cls``; the whole input must be consumed."""',
-        "    try:",
-        "        decoder = _CLASS_CODECS[cls][1]",
-        "    except KeyError:",
-        '        raise TypeError(f"not a schema class: {cls.__name__}") from None',
-        "    buf = data if type(data) is bytes else bytes(data)",
-        "    try:",
-        "        value, pos = decoder(buf, 0)",
-        "    except (IndexError, struct.error):",
-        '        raise DecodeError(f"BARE {cls.__name__}: truncated message ({len(buf)} bytes)") from None',
-        "    except UnicodeDecodeError as exc:",
-        '        raise DecodeError(f"BARE {cls.__name__}: invalid UTF-8 in str: {exc}") from None',
-        "    _finish(cls.__name__, buf, pos)",
-        "    if not isinstance(value, cls):  # pragma: no cover - the table maps each class to itself",
-        '        raise TypeError(f"decoded {type(value).__name__}, expected {cls.__name__}")',
-        "    return value",
+        f'        raise TypeError(f"not a {name} member: {{type(v).__name__}}") from None',
     ]
+    if max(tag for _, tag in t.members) < 0x80:
+        out.append("    out.append(tag)")
+    else:
+        gen.enc_uint("tag", out, "    ")
+    out.append("    encoder(out, v)")
+    return out, tables
+
+
+def _emit_codecs(gen: _Gen, d: Decl) -> tuple[list[str], list[str]]:
+    """``_dec_X``/``_enc_X`` of one declaration (none for plain aliases), and its tables."""
+    name, t = d.name, d.type
+    gen.counter = 0  # local names restart in every function: small, stable diffs
+    dec = ["", "", f"def _dec_{name}(buf: bytes, pos: int) -> tuple[{name}, int]:"]
+    enc = ["", "", f"def _enc_{name}(out: bytearray, v: {name}) -> None:"]
+    if isinstance(t, Enum):
+        return _emit_enum(gen, name, t), []
+    if isinstance(t, Union):
+        return _emit_union(gen, name, t)
+    if isinstance(t, Struct):
+        args = gen.dec_struct_fields(t.fields, dec)
+        dec.append(f"    return {name}({', '.join(args)}), pos")
+        gen.enc_struct_fields(t.fields, "v", enc)
+    elif isinstance(t, Void):
+        dec.append(f"    return {name}(), pos")
+        enc.append("    pass")
+    elif name in gen.union_members and isinstance(t, ListOf):
+        gen.dec(t, "items", dec, "    ")
+        dec.append(f"    return {name}(items), pos")
+        gen.enc(t, "v.items", enc, "    ")
+    else:
+        return [], []
+    return dec + enc, []
+
+
+def generate(decls: list[Decl], *, roots: Sequence[str], source: str, title: str = "") -> str:
+    """Python source of the codec module for ``decls``.
+
+    Args:
+        decls: the parsed schema (:func:`parse_schema`).
+        roots: types that get public ``encode_<snake name>``/``decode_<snake name>`` functions.
+        source: schema path written in the header comment.
+        title: first docstring line.
+
+    Raises:
+        SchemaError: a union member that is not a struct, void or list type; a bad root.
+    """
+    by_name = {d.name: d for d in decls}
+    union_members: set[str] = set()
+    for d in decls:
+        for member, _ in d.type.members if isinstance(d.type, Union) else ():
+            if not isinstance(by_name[member].type, Struct | Void | ListOf):
+                raise SchemaError(
+                    f"union {d.name}: member {member} must be a struct, void or list type"
+                )
+            union_members.add(member)
+    gen = _Gen(by_name, union_members)
+    for root in roots:
+        if root not in by_name or not (gen.is_class(root) or isinstance(by_name[root].type, Union)):
+            raise SchemaError(f"root {root} must be a struct, union, enum or void type")
+
+    types, exported = _emit_types(gen, decls)
+    body: list[str] = []
+    tables: list[str] = []
+    for d in decls:
+        functions, dispatch = _emit_codecs(gen, d)
+        body += functions
+        tables += dispatch
+    classes = [d.name for d in decls if gen.is_class(d.name)]
+    head = (
+        "_CLASS_CODECS: Final[dict[type, tuple[Callable[[bytearray, Any], None], "
+        "Callable[[bytes, int], tuple[Any, int]]]]]"
+    )
+    tables += _table(head, [f"{n}: (_enc_{n}, _dec_{n})" for n in classes], "{}")
+    public = [_ROOT_TEMPLATE.format(fn=snake(root), root=root) for root in roots]
+    exported += [f"{verb}_{snake(root)}" for root in roots for verb in ("decode", "encode")]
     exported += ["decode_value", "encode_value"]
 
-    structs = [f'{const}: Final = struct.Struct("{fmt}")' for fmt, const in sorted(gen.structs.items(), key=lambda kv: kv[1])]
-    header = [
-        f"# generated by tools/bare_codegen.py from {source}; do not edit",
-        f'"""{title or "BARE codec generated from " + source}',
-        "",
-        "Dataclasses, enums and union aliases of the schema, with strict straight-line codecs.",
-        "Regenerate with ``python tools/bare_codegen.py`` after changing the schema.",
-        '"""',
-        "",
-        "# ruff: noqa: E501",
-        "from __future__ import annotations",
-        "",
-        "import enum",
-        "import struct",
-        "from collections.abc import Callable",
-        "from dataclasses import dataclass",
-        "from typing import Any, Final, TypeAlias, TypeVar",
-        "",
-        "from rivetkit._protocol import DecodeError",
-        "from rivetkit._protocol.bare import encode_uint",
-        "",
-        "__all__ = [",
-        *(f'    "{n}",' for n in sorted(exported)),
-        "]",
-        "",
-        '_T = TypeVar("_T")',
+    structs = [
+        f'{const}: Final = struct.Struct("{fmt}")'
+        for fmt, const in sorted(gen.structs.items(), key=lambda kv: kv[1])
     ]
+    header = _HEADER_TEMPLATE.format(
+        source=source,
+        title=title or f"BARE codec generated from {source}",
+        exports="\n".join(f'    "{n}",' for n in sorted(exported)),
+    )
     parts = [
-        "\n".join(header),
-        "\n".join(["", *aliases]) if aliases else "",
-        "\n".join(enums),
-        "\n".join(classes),
-        "\n".join(unions),
+        header,
+        "\n".join(types),
         "\n\n" + "\n".join(structs) + "\n" + _PRELUDE.rstrip(),
         "\n".join(body),
         "\n\n" + "\n".join(tables),
-        "\n".join(public),
+        "".join(public) + _ANY_TEMPLATE,
     ]
     return "\n".join(p for p in parts if p) + "\n"
 

@@ -1,6 +1,7 @@
 """Fixtures of the engine-mode tests: a real ``rivet-engine`` 2.3.19 on loopback.
 
-* ``engine`` (session): one shared engine with default settings, started once (about 0.15 s).
+* ``engine`` (session): one shared engine with default settings, started once (about 0.15 s);
+  pool ``default`` already has a runner config.
   Tests isolate themselves with their own pool (``pool``) and envoy keys instead of restarting
   it; the engine does not route an actor of one pool to another pool's envoys.
 * ``module_engine`` (module): a fresh engine for one test module, for tests that need a pristine
@@ -33,7 +34,7 @@ ROOT = ENGINE_TESTS.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.engine.engine_proc import Engine, engine_binary  # noqa: E402
+from tests.engine.engine_proc import Engine, engine_binary
 
 
 @pytest.fixture(scope="session")
@@ -43,9 +44,7 @@ def rivet_engine_binary() -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(
-    rivet_engine_binary: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
+def engine(rivet_engine_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """The shared engine of the session (default settings, no auth)."""
     with Engine(tmp_path_factory.mktemp("engine"), binary=rivet_engine_binary) as eng:
         yield eng
@@ -59,7 +58,9 @@ def module_engine(
 ) -> Iterator[Engine]:
     """A fresh engine for the requesting module (options: the module's ``ENGINE_OPTIONS``)."""
     options: dict[str, Any] = dict(getattr(request.module, "ENGINE_OPTIONS", {}))
-    with Engine(tmp_path_factory.mktemp("module-engine"), binary=rivet_engine_binary, **options) as eng:
+    with Engine(
+        tmp_path_factory.mktemp("module-engine"), binary=rivet_engine_binary, **options
+    ) as eng:
         yield eng
 
 

@@ -92,8 +92,15 @@ def go_to_sleep_notes(c: ActionContext) -> None:
     c.sleep()
 
 
+# The counter's actions on an actor that stays awake for the default 30 s (failover tests kill a
+# runtime while its actors are awake, not while they are on their way to sleep).
+keeper = rivetkit.actor("keeper", state={"count": 0}, events={"count": rivetkit.event(int)})
+for _fn in (increment, get, where, whoami):
+    keeper.action(_fn)
+
+
 def make_registry(**config: Any) -> rivetkit.Registry:
-    return rivetkit.setup(counter, notes, **config)
+    return rivetkit.setup(counter, notes, keeper, **config)
 
 
 registry = make_registry()

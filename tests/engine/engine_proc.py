@@ -13,6 +13,9 @@ single-node engine on free loopback ports with a fresh data directory (spec ``en
 * file-system (RocksDB) storage under the data directory, ``telemetry.enabled = false``;
 * optional ``auth.admin_token`` and ``pegboard`` tunables (e.g. a short ``envoy_ping_timeout``).
 
+The engine counts as started once it accepted the runner config of pool ``default`` (what
+RivetKit itself puts at start): ``/health`` alone answers a few ms before the API works.
+
 ``RUST_BACKTRACE`` is removed from the engine's environment (with it the engine runs several
 times slower: it captures a backtrace for every internal error it logs) and so are ``RIVET__*``
 variables, which would override the config file. The engine runs in its own process group and
@@ -45,7 +48,7 @@ ROOT = ENGINE_DIR.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests._proc import ServerProcess, free_port  # noqa: E402
+from tests._proc import ServerProcess, free_port
 
 __all__ = ["ENGINE_VERSION", "Engine", "EngineError", "engine_binary"]
 
@@ -59,6 +62,9 @@ _PLATFORM_PACKAGES = {
     ("Darwin", "arm64"): "engine-cli-darwin-arm64",
     ("Darwin", "x86_64"): "engine-cli-darwin-x64",
 }
+
+
+_POOL_CONFIG = {"datacenters": {"default": {"drain_on_version_upgrade": True, "normal": {}}}}
 
 
 class EngineError(RuntimeError):
@@ -75,7 +81,9 @@ def engine_binary() -> Path:
     modules = npm_install(ENGINE_DIR, what="the engine tests (they run the real rivet-engine)")
     package = _PLATFORM_PACKAGES.get((platform.system(), platform.machine()))
     if package is None:
-        raise EngineError(f"no rivet-engine npm package for {platform.system()}/{platform.machine()}")
+        raise EngineError(
+            f"no rivet-engine npm package for {platform.system()}/{platform.machine()}"
+        )
     folder = modules / "@rivetkit" / package
     manifest = json.loads((folder / "package.json").read_text())
     if manifest.get("version") != ENGINE_VERSION:
@@ -119,7 +127,7 @@ class Engine:
         self.pegboard = dict(pegboard or {})
         self.guard_port = self.api_peer_port = self.metrics_port = 0
         self.start_seconds = 0.0
-        """Wall time from spawning the process to the first ``200`` from ``/health``."""
+        """Wall time from spawning the process to being ready (see :meth:`start`)."""
         self._proc: ServerProcess | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -164,7 +172,7 @@ class Engine:
         return cfg
 
     def start(self, timeout: float = 30.0) -> Self:
-        """Start the engine and wait until ``GET /health`` answers 200.
+        """Start the engine and wait until it serves the API (pool ``default`` then exists).
 
         Raises:
             EngineError: the engine exited or was not healthy within ``timeout`` seconds.
@@ -188,7 +196,7 @@ class Engine:
             proc.start()
             self._proc = proc
             try:
-                self._wait_healthy(proc, timeout)
+                self._wait_ready(proc, timeout)
             except EngineError:
                 if proc.returncode is None or attempt == START_ATTEMPTS:
                     self.stop()
@@ -200,23 +208,38 @@ class Engine:
             return self
         raise AssertionError("unreachable")
 
-    def _wait_healthy(self, proc: ServerProcess, timeout: float) -> None:
+    def _wait_ready(self, proc: ServerProcess, timeout: float) -> None:
+        """``GET /health`` answers 200, then a runner config for ``default`` is accepted.
+
+        ``/health`` answers before the engine can serve: for a few ms the ``default`` namespace
+        does not exist yet (400) or epoxy is not configured (500 "replica 1 has not been
+        configured yet"). Creating the ``default`` pool, as RivetKit does at start, waits for
+        both.
+        """
         deadline = time.monotonic() + timeout
         last = "no attempt"
+        healthy = False
         while True:
             code = proc.returncode
             if code is not None:
                 raise EngineError(f"rivet-engine exited with status {code}\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.endpoint + "/health", timeout=1.0) as resp:
-                    if resp.status == 200:
+                if not healthy:
+                    with urllib.request.urlopen(self.endpoint + "/health", timeout=1.0) as resp:
+                        healthy = resp.status == 200
+                        last = f"/health: HTTP {resp.status}"
+                if healthy:
+                    status, body = self.api(
+                        "PUT", "/runner-configs/default", _POOL_CONFIG, check=False, timeout=2.0
+                    )
+                    if status == 200:
                         return
-                    last = f"HTTP {resp.status}"
+                    last = f"PUT /runner-configs/default: HTTP {status} {body}"
             except (OSError, urllib.error.URLError) as exc:
                 last = repr(exc)
             if time.monotonic() >= deadline:
                 raise EngineError(
-                    f"rivet-engine not healthy after {timeout:g} s (last: {last})\n{self.log_tail()}"
+                    f"rivet-engine not ready after {timeout:g} s (last: {last})\n{self.log_tail()}"
                 )
             time.sleep(0.01)
 
@@ -306,8 +329,7 @@ class Engine:
 
     def put_runner_config(self, pool: str = "default", *, namespace: str = "default") -> Any:
         """Create (or update) a normal (non-serverless) pool, as RivetKit does (§4.1)."""
-        body = {"datacenters": {"default": {"drain_on_version_upgrade": True, "normal": {}}}}
-        return self.api("PUT", f"/runner-configs/{pool}", body, namespace=namespace)[1]
+        return self.api("PUT", f"/runner-configs/{pool}", _POOL_CONFIG, namespace=namespace)[1]
 
     def envoy_url(
         self,
@@ -337,5 +359,3 @@ def _three_ports() -> tuple[int, int, int]:
         ports.add(free_port(HOST))
     a, b, c = sorted(ports)
     return a, b, c
-
-

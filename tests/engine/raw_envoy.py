@@ -22,7 +22,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -203,7 +203,7 @@ class RawEnvoy:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._reader), 5)
 
-    async def __aenter__(self) -> RawEnvoy:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -253,7 +253,11 @@ class RawEnvoy:
         )
 
     async def stopped(
-        self, actor_id: str, generation: int, code: ev.StopCode = ev.StopCode.OK, message: str | None = None
+        self,
+        actor_id: str,
+        generation: int,
+        code: ev.StopCode = ev.StopCode.OK,
+        message: str | None = None,
     ) -> None:
         state = ev.ActorStateStopped(code=code, message=message)
         await self.event(actor_id, generation, ev.EventActorStateUpdate(state=state))
@@ -275,9 +279,7 @@ class RawEnvoy:
         """One KV request and its response (matched by request id)."""
         rid = self.next_request_id()
         await self.send(ev.ToRivetKvRequest(actor_id=actor_id, request_id=rid, data=data))
-        resp = await self.recv(
-            ev.ToEnvoyKvResponse, lambda m: m.request_id == rid, timeout=timeout
-        )
+        resp = await self.recv(ev.ToEnvoyKvResponse, lambda m: m.request_id == rid, timeout=timeout)
         return resp.data
 
     async def sql_execute(

@@ -138,8 +138,8 @@ def test_public_contract() -> None:
     assert ev.PROTOCOL_VERSION == 8
     for name in ("encode_to_rivet", "decode_to_envoy", "decode_to_rivet", "encode_to_envoy"):
         assert callable(getattr(ev, name)) and name in ev.__all__
-    assert ev.StopCode.OK == 0 and ev.StopActorReason.SLEEP_INTENT == 0
-    assert ev.HttpStreamAbortReasonKind.HANDLER_ERROR == 2
+    assert int(ev.StopCode.OK) == 0 and int(ev.StopActorReason.SLEEP_INTENT) == 0
+    assert int(ev.HttpStreamAbortReasonKind.HANDLER_ERROR) == 2
     assert [f for f in ev.SqliteCommitRequest.__slots__] == [
         "actor_id", "dirty_pages", "db_size_pages", "now_ms", "expected_generation",
         "expected_head_txid",
@@ -150,7 +150,9 @@ def test_public_contract() -> None:
 @pytest.mark.parametrize("name", _schema_classes())
 @FAST
 @given(data=st.data())
-def test_every_schema_class_round_trips(bare_codegen: ModuleType, name: str, data: st.DataObject) -> None:
+def test_every_schema_class_round_trips(
+    bare_codegen: ModuleType, name: str, data: st.DataObject
+) -> None:
     value = data.draw(_strategies(bare_codegen).named(name))
     encoded = ev.encode_value(value)
     decoded = ev.decode_value(type(value), encoded)
@@ -239,7 +241,9 @@ def test_serverless_start_payload_vector() -> None:
             ev.CommandWrapper(
                 checkpoint=ev.ActorCheckpoint(actor_id=actor_id, generation=1, index=0),
                 inner=ev.CommandStartActor(
-                    config=ev.ActorConfig(name="counter", key="sl-demo3", create_ts=create_ts, input=None),
+                    config=ev.ActorConfig(
+                        name="counter", key="sl-demo3", create_ts=create_ts, input=None
+                    ),
                     hibernating_requests=[],
                     preloaded_kv=None,
                 ),
@@ -326,7 +330,11 @@ def test_duplicate_map_key_is_rejected() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=64))
 def test_random_bytes_decode_to_a_canonical_message_or_a_decode_error(data: bytes) -> None:
-    for decode, encode in ((ev.decode_to_envoy, ev.encode_to_envoy), (ev.decode_to_rivet, ev.encode_to_rivet)):
+    codecs: list[tuple[Any, Any]] = [
+        (ev.decode_to_envoy, ev.encode_to_envoy),
+        (ev.decode_to_rivet, ev.encode_to_rivet),
+    ]
+    for decode, encode in codecs:
         try:
             msg = decode(data)
         except DecodeError:
@@ -354,9 +362,15 @@ def test_encoding_rejects_values_outside_the_schema() -> None:
     with pytest.raises(TypeError, match="not a ToRivet member: ToEnvoyPing"):
         ev.encode_to_rivet(ev.ToEnvoyPing(1))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"data\[4\] needs 4 bytes, got 3"):
-        ev.encode_to_rivet(ev.ToRivetTunnelMessage(ev.MessageId(b"gwi", b"rqid", 0), ev.ToRivetWebSocketOpen(True)))
+        ev.encode_to_rivet(
+            ev.ToRivetTunnelMessage(ev.MessageId(b"gwi", b"rqid", 0), ev.ToRivetWebSocketOpen(True))
+        )
     with pytest.raises(ValueError):
-        ev.encode_to_rivet(ev.ToRivetTunnelMessage(ev.MessageId(b"gwid", b"rqid", 65536), ev.ToRivetWebSocketOpen(True)))
+        ev.encode_to_rivet(
+            ev.ToRivetTunnelMessage(
+                ev.MessageId(b"gwid", b"rqid", 65536), ev.ToRivetWebSocketOpen(True)
+            )
+        )
     with pytest.raises(ValueError):
         ev.encode_to_rivet(ev.ToRivetPong(ts=2**63))
     with pytest.raises(ValueError):
@@ -366,6 +380,9 @@ def test_encoding_rejects_values_outside_the_schema() -> None:
         cp = ev.ActorCheckpoint("a", 1, 0)
         ev.encode_to_rivet(ev.ToRivetEvents([ev.EventWrapper(cp, ev.EventActorStateUpdate(state))]))
     with pytest.raises(TypeError):
-        ev.encode_to_rivet(ev.ToRivetTunnelMessage(mid, ev.ToRivetResponseStart(200, {"a": 1}, None, False)))  # type: ignore[dict-item]
+        bad_headers: Any = {"a": 1}
+        ev.encode_to_rivet(
+            ev.ToRivetTunnelMessage(mid, ev.ToRivetResponseStart(200, bad_headers, None, False))
+        )
     with pytest.raises(TypeError, match="not a schema class"):
         ev.encode_value(object())

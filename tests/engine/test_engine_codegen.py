@@ -73,10 +73,10 @@ def features(bare_codegen: ModuleType, tmp_path_factory: pytest.TempPathFactory)
 
 
 def _nums(mod: ModuleType, **over: Any) -> Any:
-    values: dict[str, Any] = dict(
-        a=255, b=65535, c=2**32 - 1, d=2**64 - 1, e=-128, f=-32768, g=-(2**31), h=-(2**63),
-        i=1.5, j=-2.25, k=True, l=300, m=-1,
-    )  # fmt: skip
+    values: dict[str, Any] = {
+        "a": 255, "b": 65535, "c": 2**32 - 1, "d": 2**64 - 1, "e": -128, "f": -32768,
+        "g": -(2**31), "h": -(2**63), "i": 1.5, "j": -2.25, "k": True, "l": 300, "m": -1,
+    }  # fmt: skip
     values.update(over)
     return mod.Nums(**values)
 
@@ -96,10 +96,13 @@ def test_generated_module_round_trips_every_construct(features: ModuleType) -> N
         root = m.Root(choice=choice, nested=nested, flags=[True, False])
         data = m.encode_root(root)
         assert m.decode_root(data) == root
-        assert m.encode_choice(choice)[0] == {"Nums": 0, "Bytes": 7, "Nothing": 8, "Many": 200}[
-            type(choice).__name__
-        ]
-    assert m.decode_root(m.encode_root(m.Root(m.Nothing(), m.Nested(None, {}, m.Color.RED, m.Dense.A, []), [])))
+        assert (
+            m.encode_choice(choice)[0]
+            == {"Nums": 0, "Bytes": 7, "Nothing": 8, "Many": 200}[type(choice).__name__]
+        )
+    assert m.decode_root(
+        m.encode_root(m.Root(m.Nothing(), m.Nested(None, {}, m.Color.RED, m.Dense.A, []), []))
+    )
 
 
 def test_generated_wire_format_matches_bare(features: ModuleType) -> None:
@@ -108,7 +111,19 @@ def test_generated_wire_format_matches_bare(features: ModuleType) -> None:
     data = m.encode_choice(nums)
     expected = (
         b"\x00"  # union tag
-        + struct.pack("<BHIQbhiqfd", 255, 65535, 2**32 - 1, 2**64 - 1, -128, -32768, -(2**31), -(2**63), 1.5, -2.25)
+        + struct.pack(
+            "<BHIQbhiqfd",
+            255,
+            65535,
+            2**32 - 1,
+            2**64 - 1,
+            -128,
+            -32768,
+            -(2**31),
+            -(2**63),
+            1.5,
+            -2.25,
+        )
         + b"\x01"  # bool
         + b"\xac\x02"  # uint 300 (LEB128)
         + b"\x01"  # int -1 (zigzag)

@@ -57,7 +57,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 @pytest.fixture
 def failover_engine(engine_factory: Callable[..., Engine]) -> Engine:
-    return engine_factory(pegboard={"envoy_lost_threshold": 2000, "envoy_ping_timeout": 2000})
+    return engine_factory(pegboard={"envoy_lost_threshold": 2000})
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_killed_runtime_actors_come_back_on_the_other_with_their_state(
     pool, procs = two_runtimes
     pids = {proc.pid for proc in procs}
     with Client(failover_engine.endpoint, pool_name=pool) as client:
-        handles = [client.get_or_create("counter", [f"c{i}"]) for i in range(12)]
+        handles = [client.get_or_create("keeper", [f"c{i}"]) for i in range(12)]
         hosts: dict[int, int] = {}
         for i, handle in enumerate(handles):
             for _ in range(i + 1):
@@ -106,7 +106,7 @@ def test_sigterm_drains_actors_to_the_other_runtime(
 ) -> None:
     pool, procs = two_runtimes
     with Client(failover_engine.endpoint, pool_name=pool) as client:
-        handles = [client.get_or_create("counter", [f"d{i}"]) for i in range(8)]
+        handles = [client.get_or_create("keeper", [f"d{i}"]) for i in range(8)]
         hosts = {}
         for i, handle in enumerate(handles):
             handle.increment(i + 1)

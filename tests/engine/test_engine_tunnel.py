@@ -220,10 +220,15 @@ class Gateway:
 
     async def response(self, ids: tuple[bytes, bytes]) -> p.ToRivetResponseStart:
         (start,) = await self.wait(ids, p.ToRivetResponseStart)
-        (message,) = [m for m in self.of(ids) if isinstance(m.message_kind, p.ToRivetResponseStart)]
-        assert message.message_id.message_index == 0
         assert isinstance(start, p.ToRivetResponseStart)
+        self.assert_http_indexes(ids)
         return start
+
+    def assert_http_indexes(self, ids: tuple[bytes, bytes]) -> None:
+        """Everything sent for one HTTP request is one sequence 0, 1, 2... whatever its kind
+        (gateway3 answers 500 "HTTP response message index mismatch" otherwise)."""
+        indexes = [m.message_id.message_index for m in self.of(ids)]
+        assert indexes == list(range(len(indexes))), indexes
 
     async def request(self, actor_id: str, path: str, **kwargs: Any) -> p.ToRivetResponseStart:
         return await self.response(self.start(actor_id, path, **kwargs))

@@ -160,6 +160,7 @@ class Envoy:
         self._task: asyncio.Task[None] | None = None
         self._lost_timer: asyncio.TimerHandle | None = None
         self._terminated: EnvoyError | None = None
+        self._is_lost = False  # disconnected past the lost threshold (until the next Init)
         self.connected_once = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -302,6 +303,10 @@ class Envoy:
         self._lost_timer = None
         if not self._ready.is_set():
             log.warning("envoy disconnected past the lost threshold: giving up its actors")
+            # The engine reschedules these actors elsewhere: nothing they still want to write
+            # may wait for the connection (it would land on a database that moved on).
+            self._is_lost = True
+            self._fail_requests(DepotUnavailable("the envoy lost its connection to the engine"))
             self.handler.on_lost()
 
     # -- incoming --------------------------------------------------------------------------
@@ -329,6 +334,7 @@ class Envoy:
     def _on_init(self, init: p.ToEnvoyInit) -> None:
         first = self.init is None
         self.init = init
+        self._is_lost = False
         if self._lost_timer is not None:
             self._lost_timer.cancel()
             self._lost_timer = None
@@ -457,9 +463,9 @@ class Envoy:
         if self._ready.is_set():
             self._send_now(message)
         else:
-            if self._terminated is not None or self._closed:
+            if self._terminated is not None or self._closed or self._is_lost:
                 del self._requests[key]
-                raise DepotUnavailable("the envoy connection is closed")
+                raise DepotUnavailable("the envoy connection is closed or lost")
             self._unsent[key] = message
         try:
             return await asyncio.wait_for(future, _REQUEST_TIMEOUT)

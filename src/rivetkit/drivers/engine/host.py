@@ -53,7 +53,7 @@ _STOP_REASONS = {
 class _Hosted:
     """One actor generation on this process, from its start command to ``Stopped``."""
 
-    __slots__ = ("record", "instance", "stop_command", "stopping", "intent_sent")
+    __slots__ = ("record", "instance", "stop_command", "stopping", "intent_sent", "lost")
 
     def __init__(self, record: ActorRecord) -> None:
         self.record = record
@@ -63,6 +63,7 @@ class _Hosted:
         )
         self.stopping: asyncio.Task[None] | None = None
         self.intent_sent = False
+        self.lost = False  # given up after the connection was lost: never Stopped{OK}
 
 
 class EngineDriver:
@@ -201,6 +202,9 @@ class EngineDriver:
 
     def on_lost(self) -> None:
         for hosted in list(self._hosted.values()):
+            hosted.lost = True
+            if not hosted.stop_command.done():  # a stop waiting for the engine's answer
+                hosted.stop_command.set_result(p.StopActorReason.LOST)
             self._begin_stop(hosted, "sleep", planned=False, message="actor lost due to timeout")
 
     # -- start -----------------------------------------------------------------------------
@@ -230,6 +234,8 @@ class EngineDriver:
             destroyed_at=None,
             alarm_at=None,
         )
+        log.debug("actor starting actor_id=%s generation=%d name=%s", actor_id, generation,
+                  config.name)
         hosted = _Hosted(record)
         previous = self._hosted.get(actor_id)
         if previous is not None and previous.stopping is not None:
@@ -337,10 +343,13 @@ class EngineDriver:
             # An intent or the engine's own stop: Stopped{OK} is safe once the engine asked.
             if not hosted.stop_command.done():
                 await hosted.stop_command
+        if planned and error is None and not hosted.lost:
             if reason == "destroy":
                 self.queue_completions.drop_actor(hosted.record.actor_id, errors.actor_not_found())
             self._finish(hosted, _stopped(p.StopCode.OK, None))
         else:
+            if hosted.lost:
+                error = "actor lost due to timeout"
             self._finish(hosted, _stopped(p.StopCode.ERROR, error or "actor stopped by its host"))
 
     def _finish(self, hosted: _Hosted, event: p.Event) -> None:

@@ -1,0 +1,252 @@
+"""One tunnelled WebSocket: engine frames in, app frames out, the close handshake.
+
+:class:`TunnelSocket` is driven from two sides: :class:`~.tunnel.Tunnel` feeds it the engine's
+messages of the socket (``feed``, ``closed_by_client``), the app calls its ``receive``/``send``
+as the ASGI ``websocket`` protocol says.
+
+Rules (spec ``engine-envoy.md`` §6.7.2-§6.7.3, verified against rivet-engine 2.3.19):
+
+* the engine numbers its messages of a socket 1, 2, ... after the open (index 0): duplicates
+  are dropped, a gap closes the socket with ``1008 ws.message_index_skip``;
+* our data messages are numbered 1, 2, ... and our open/ack/close 0, 1, 2, ... (two counters,
+  like the reference client);
+* a hibernatable socket acknowledges each engine message cumulatively once the app has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from ..._protocol import envoy as p
+from ..._server.http import Message
+from ._tunnel_http import U16, Gone, index_step, uvarint_len
+
+__all__ = [
+    "CLOSE_ERROR",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_NORMAL",
+    "SocketOwner",
+    "SocketState",
+    "TunnelSocket",
+    "TunnelWebSocket",
+]
+
+log = logging.getLogger("rivetkit.envoy.tunnel")
+
+CLOSE_NORMAL: Final = 1000
+CLOSE_GOING_AWAY: Final = 1001
+CLOSE_NO_STATUS: Final = 1005
+CLOSE_INVALID_PAYLOAD: Final = 1007
+CLOSE_POLICY: Final = 1008
+CLOSE_ERROR: Final = 1011
+_MAX_CLOSE_REASON: Final = 123  # bytes a WebSocket close frame can carry
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelWebSocket:
+    """A tunnelled WebSocket as the engine opened it: what ``can_hibernate`` decides on.
+
+    Attributes:
+        actor_id: the actor the socket is for.
+        generation: the generation running here when it opened.
+        gateway_id: 4 bytes, with ``request_id`` the socket's identity for its whole life
+            (also across actor sleeps, when it is hibernatable).
+        request_id: 4 bytes.
+        path: the actor path as the engine sent it (``/connect``, ``/websocket/chat?x=1``).
+        headers: the client's headers (lower-case names).
+    """
+
+    actor_id: str
+    generation: int
+    gateway_id: bytes
+    request_id: bytes
+    path: str
+    headers: dict[str, str]
+
+
+class SocketOwner(Protocol):
+    """What a socket needs from its tunnel."""
+
+    max_response_payload_size: int
+
+    def emit(
+        self, gateway_id: bytes, request_id: bytes, index: int, kind: p.ToRivetTunnelMessageKind
+    ) -> None: ...
+
+    def decide_hibernation(self, info: TunnelWebSocket) -> bool: ...
+
+
+class SocketState(enum.Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def _ws_frame_size(data_len: int) -> int:
+    """Exact BARE size of ``ToRivet::ToRivetTunnelMessage{WebSocketMessage{...}}``."""
+    return 1 + 4 + 4 + 2 + 1 + uvarint_len(data_len) + data_len + 1
+
+
+def _sendable_close_code(code: int) -> bool:
+    """Whether ``code`` may travel in a close frame (RFC 6455 §7.4: 1004-1006 and 1015 are
+    reserved for local use)."""
+    return (1000 <= code <= 1014 and code not in (1004, 1005, 1006)) or 3000 <= code <= 4999
+
+
+def _truncate_reason(reason: str) -> str:
+    data = reason.encode()
+    if len(data) <= _MAX_CLOSE_REASON:
+        return reason
+    return data[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
+class TunnelSocket:
+    """One tunnelled WebSocket (see the module docstring)."""
+
+    __slots__ = (
+        "_ctrl_index", "_data_index", "_disconnect", "_inbox", "_wakeup", "can_hibernate", "info",
+        "last_index", "owner", "state", "task",
+    )
+
+    def __init__(self, owner: SocketOwner, info: TunnelWebSocket, open_index: int) -> None:
+        self.owner = owner
+        self.info = info
+        self.state = SocketState.CONNECTING
+        self.last_index = open_index
+        self.can_hibernate = False
+        self._inbox: deque[tuple[Message, int | None]] = deque()
+        self._inbox.append(({"type": "websocket.connect"}, None))
+        self._wakeup = asyncio.Event()
+        self._disconnect: Message | None = None
+        self._data_index = 0  # our data messages are numbered 1, 2, ...
+        self._ctrl_index = 0  # our open/ack/close are numbered 0, 1, 2, ...
+        self.task: asyncio.Task[None] | None = None
+
+    # -- engine side -----------------------------------------------------------------------
+
+    def feed(self, index: int, message: p.ToEnvoyWebSocketMessage) -> None:
+        if self.state is SocketState.CLOSED:
+            log.debug("websocket message after close ignored actor_id=%s", self.info.actor_id)
+            return
+        step = index_step(self.last_index, index)
+        if step == 0:
+            log.debug(
+                "duplicate websocket message dropped actor_id=%s index=%d last=%d",
+                self.info.actor_id, index, self.last_index,
+            )
+            return
+        if step > 1:
+            log.warning(
+                "websocket message index skipped, closing actor_id=%s index=%d last=%d",
+                self.info.actor_id, index, self.last_index,
+            )
+            self.close_from_runtime(CLOSE_POLICY, "ws.message_index_skip")
+            return
+        self.last_index = index
+        if message.binary:
+            self._push({"type": "websocket.receive", "bytes": message.data}, index)
+            return
+        try:
+            text = message.data.decode()
+        except UnicodeDecodeError:
+            log.warning("invalid utf-8 in websocket text frame actor_id=%s", self.info.actor_id)
+            self.close_from_runtime(CLOSE_INVALID_PAYLOAD, "ws.invalid_utf8")
+            return
+        self._push({"type": "websocket.receive", "text": text}, index)
+
+    def closed_by_client(self, close: p.ToEnvoyWebSocketClose) -> None:
+        if self.state is SocketState.CLOSED:
+            return
+        reason = close.reason or ""
+        echo = p.ToRivetWebSocketClose(code=close.code, reason=close.reason, hibernate=False)
+        self._control(echo)
+        self._finish(close.code or CLOSE_NO_STATUS, reason)
+
+    def close_from_runtime(self, code: int, reason: str) -> None:
+        if self.state is SocketState.CLOSED:
+            return
+        if not _sendable_close_code(code):
+            code = CLOSE_ERROR
+        reason = _truncate_reason(reason)
+        self._control(p.ToRivetWebSocketClose(code=code, reason=reason, hibernate=False))
+        self._finish(code, reason)
+
+    def _finish(self, code: int, reason: str) -> None:
+        self.state = SocketState.CLOSED
+        self._disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
+        self._wakeup.set()
+
+    def _push(self, message: Message, index: int | None) -> None:
+        self._inbox.append((message, index))
+        self._wakeup.set()
+
+    # -- ASGI side -------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        while True:
+            if self._inbox:
+                message, index = self._inbox.popleft()
+                if index is not None and self.can_hibernate and self.state is not SocketState.CLOSED:
+                    # Cumulative: the gateway drops every buffered message up to this index.
+                    self._control(p.ToRivetWebSocketMessageAck(index=index))
+                return message
+            if self._disconnect is not None:
+                return self._disconnect
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept":
+            if self.state is SocketState.CONNECTING:
+                self.can_hibernate = self.owner.decide_hibernation(self.info)
+                self.state = SocketState.OPEN
+                self._control(p.ToRivetWebSocketOpen(can_hibernate=self.can_hibernate))
+            elif self.state is SocketState.OPEN:
+                raise RuntimeError("websocket.accept sent twice")
+        elif kind == "websocket.send":
+            if self.state is SocketState.CLOSED:
+                raise Gone("the tunnelled websocket is closed")
+            if self.state is SocketState.CONNECTING:
+                raise RuntimeError("websocket.send before websocket.accept")
+            text = message.get("text")
+            data: bytes = text.encode() if text is not None else bytes(message.get("bytes") or b"")
+            limit = self.owner.max_response_payload_size
+            if _ws_frame_size(len(data)) > limit:
+                log.warning(
+                    "tunnelled websocket message too large, closing actor_id=%s size=%d limit=%d",
+                    self.info.actor_id, len(data), limit,
+                )
+                self.close_from_runtime(CLOSE_ERROR, "message.outgoing_too_long")
+                raise Gone("the websocket message is larger than the engine accepts")
+            self._data_index = self._data_index % (U16 - 1) + 1
+            self.owner.emit(
+                self.info.gateway_id,
+                self.info.request_id,
+                self._data_index,
+                p.ToRivetWebSocketMessage(data=data, binary=text is None),
+            )
+        elif kind == "websocket.close":
+            code = message.get("code") or CLOSE_NORMAL
+            reason = message.get("reason") or ""
+            if self.state is SocketState.CONNECTING:
+                # A refused handshake: the client must not see a normal closure.
+                self.close_from_runtime(
+                    code if code != CLOSE_NORMAL else CLOSE_ERROR, reason or "ws.rejected"
+                )
+            else:
+                self.close_from_runtime(code, reason)
+        elif kind == "websocket.http.response.start":
+            self.close_from_runtime(CLOSE_ERROR, "ws.rejected")
+        else:
+            log.debug("unsupported asgi message ignored type=%s", kind)
+
+    def _control(self, kind: p.ToRivetTunnelMessageKind) -> None:
+        index = self._ctrl_index
+        self._ctrl_index = (index + 1) % U16
+        self.owner.emit(self.info.gateway_id, self.info.request_id, index, kind)

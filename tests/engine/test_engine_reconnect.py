@@ -1,0 +1,160 @@
+"""The envoy connection under loss: reconnect, lost threshold and eviction (spec §12: 7, 21, 22).
+
+Our envoy reaches the engine through a loopback TCP proxy that the test can cut (every open
+connection reset) and close (new connections refused), which is what a network failure looks
+like from both ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rivetkit.client import Client
+from rivetkit.config import EngineConfig
+from tests.engine.engine_app import make_registry
+from tests.engine.engine_proc import Engine
+from tests.engine.raw_envoy import RawEnvoy
+
+pytestmark = pytest.mark.anyio
+
+
+class Proxy:
+    """Forwards 127.0.0.1:<port> to the engine; ``cut()`` resets every connection, ``refuse``
+    makes new connections fail at once."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.refuse = False
+        self.connections = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refuse:
+            writer.close()
+            return
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.discard(writer)
+        self._writers.discard(up_writer)
+
+    def cut(self) -> None:
+        for writer in list(self._writers):
+            transport = writer.transport
+            with contextlib.suppress(Exception):
+                transport.abort()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def until(check: Callable[[], Any], timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def lossy_engine(engine_factory: Callable[..., Engine]) -> Engine:
+    return engine_factory(pegboard={"envoy_lost_threshold": 1500})
+
+
+@pytest.fixture
+async def proxied(
+    lossy_engine: Engine, tmp_path: Path
+) -> AsyncIterator[tuple[Any, Client, Proxy, str]]:
+    pool = f"pool-{uuid.uuid4().hex[:12]}"
+    await asyncio.to_thread(lossy_engine.put_runner_config, pool)
+    proxy = Proxy(lossy_engine.guard_port)
+    port = await proxy.start()
+    registry = make_registry(storage_path=tmp_path / "data")
+    registry.use_engine(
+        EngineConfig(endpoint=f"http://127.0.0.1:{port}", pool=pool, drain_timeout=5)
+    )
+    await registry.start()
+    await registry.driver.wait_ready(10)
+    client = Client(lossy_engine.endpoint, pool_name=pool)  # clients go straight to the engine
+    try:
+        yield registry, client, proxy, pool
+    finally:
+        await client.aclose()
+        proxy.refuse = False
+        await registry.stop()
+        await proxy.close()
+
+
+async def test_a_short_disconnect_keeps_the_actors(proxied: Any) -> None:
+    registry, client, proxy, _ = proxied
+    handle = client.get_or_create("notes", [uuid.uuid4().hex])  # sleeps after 30 s idle
+    assert await handle.add("a") == 1
+    (actor_id,) = registry.driver.awake
+    instance = registry.driver.awake[actor_id]
+    connections = proxy.connections
+    proxy.cut()
+    await until(lambda: proxy.connections > connections and registry.driver.envoy.ready)
+    # Same generation, same instance: the engine kept the actor on this envoy.
+    assert await handle.add("b") == 2
+    assert registry.driver.awake.get(actor_id) is instance
+    assert await handle.bodies() == ["a", "b"]
+
+
+async def test_disconnected_past_the_lost_threshold_gives_up_the_actors(proxied: Any) -> None:
+    registry, client, proxy, _ = proxied
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])
+    assert await handle.increment(4) == 4
+    actor_id, _ = await handle.whoami()
+    first = registry.driver.awake[actor_id]
+    proxy.refuse = True
+    proxy.cut()
+    # The runtime stops its actors on its own once the threshold (1.5 s) passes.
+    await until(lambda: actor_id not in registry.driver._hosted, timeout=10)
+    assert first.stopped
+    proxy.refuse = False
+    await until(lambda: registry.driver.envoy.ready, timeout=15)
+    # The engine starts the actor again (here or elsewhere); nothing acknowledged is lost.
+    assert await handle.get() == 4
+    assert registry.driver.awake[actor_id] is not first
+
+
+async def test_eviction_stops_reconnecting(proxied: Any, lossy_engine: Engine) -> None:
+    registry, client, proxy, pool = proxied
+    envoy = registry.driver.envoy
+    url = lossy_engine.envoy_url(pool, envoy_key=envoy.envoy_key)
+    # A second process with our key evicts us.
+    other = await RawEnvoy.connect(url, envoy_key=envoy.envoy_key)
+    try:
+        await until(lambda: envoy._terminated is not None, timeout=10)
+        assert envoy._terminated is not None and envoy._terminated.code == "ws.eviction"
+        connections = proxy.connections
+        await asyncio.sleep(1.5)  # longer than the first reconnect backoff
+        assert proxy.connections == connections
+    finally:
+        await other.close()
