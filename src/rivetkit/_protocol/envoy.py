@@ -14,7 +14,10 @@ Everything here is generated from ``schemas/envoy_v8.bare`` by ``tools/bare_code
   dataclasses with one field, ``items``;
 * ``Id``/``Json`` are ``str``, ``GatewayId``/``RequestId`` (``data[4]``) are ``bytes``,
   ``MessageIndex`` is ``int``; ``optional<T>`` is ``T | None``;
-* a union is a type alias of its member classes: the encoder picks the tag from the class.
+* a union is a type alias of its member classes: the encoder picks the tag from the class;
+* ``encode_to_rivet``/``decode_to_envoy`` are the runtime's directions, ``encode_to_envoy``/
+  ``decode_to_rivet`` the engine's (tests); ``encode_value``/``decode_value`` handle any schema
+  class on its own (no union tag).
 
 Decoding is strict and raises :class:`rivetkit._protocol.DecodeError` for anything malformed;
 encoding raises ``TypeError``/``ValueError`` for values that do not fit the schema. Nothing here
@@ -33,10 +36,10 @@ from __future__ import annotations
 from typing import Final
 
 from rivetkit._protocol._generated import envoy_v8 as _v8
-from rivetkit._protocol._generated.envoy_v8 import *  # noqa: F403
+from rivetkit._protocol._generated.envoy_v8 import *
 
 __all__ = ["PROTOCOL_VERSION"]
-__all__ += _v8.__all__  # every schema type plus encode_/decode_to_rivet and _to_envoy
+__all__ += _v8.__all__  # every schema type and the encode_*/decode_* functions
 
 PROTOCOL_VERSION: Final = 8
 """Envoy protocol version of this codec: the ``protocol_version`` query parameter to send."""

@@ -5,7 +5,6 @@ Dataclasses, enums and union aliases of the schema, with strict straight-line co
 Regenerate with ``python tools/bare_codegen.py`` after changing the schema.
 """
 
-# ruff: noqa: E501
 from __future__ import annotations
 
 import enum
@@ -2906,7 +2905,10 @@ def _enc_SqliteExecuteBatchResponse(out: bytearray, v: SqliteExecuteBatchRespons
     out.append(tag)
     encoder(out, v)
 
-_StopCode_VALUES: Final = (StopCode.OK, StopCode.ERROR,)
+_StopCode_VALUES: Final = (
+    StopCode.OK,
+    StopCode.ERROR,
+)
 
 
 def _dec_StopCode(buf: bytes, pos: int) -> tuple[StopCode, int]:
@@ -3409,7 +3411,13 @@ def _enc_CommandStartActor(out: bytearray, v: CommandStartActor) -> None:
         out.append(1)
         _enc_PreloadedKv(out, o10)
 
-_StopActorReason_VALUES: Final = (StopActorReason.SLEEP_INTENT, StopActorReason.STOP_INTENT, StopActorReason.DESTROY, StopActorReason.GOING_AWAY, StopActorReason.LOST,)
+_StopActorReason_VALUES: Final = (
+    StopActorReason.SLEEP_INTENT,
+    StopActorReason.STOP_INTENT,
+    StopActorReason.DESTROY,
+    StopActorReason.GOING_AWAY,
+    StopActorReason.LOST,
+)
 
 
 def _dec_StopActorReason(buf: bytes, pos: int) -> tuple[StopActorReason, int]:
@@ -3703,7 +3711,12 @@ def _dec_ToRivetRequestBodyCancel(buf: bytes, pos: int) -> tuple[ToRivetRequestB
 def _enc_ToRivetRequestBodyCancel(out: bytearray, v: ToRivetRequestBodyCancel) -> None:
     pass
 
-_HttpStreamAbortReasonKind_VALUES: Final = (HttpStreamAbortReasonKind.UNKNOWN, HttpStreamAbortReasonKind.CANCELLED, HttpStreamAbortReasonKind.HANDLER_ERROR, HttpStreamAbortReasonKind.INTERNAL_ERROR,)
+_HttpStreamAbortReasonKind_VALUES: Final = (
+    HttpStreamAbortReasonKind.UNKNOWN,
+    HttpStreamAbortReasonKind.CANCELLED,
+    HttpStreamAbortReasonKind.HANDLER_ERROR,
+    HttpStreamAbortReasonKind.INTERNAL_ERROR,
+)
 
 
 def _dec_HttpStreamAbortReasonKind(buf: bytes, pos: int) -> tuple[HttpStreamAbortReasonKind, int]:
@@ -4943,57 +4956,436 @@ def _enc_ToOutbound(out: bytearray, v: ToOutbound) -> None:
     encoder(out, v)
 
 
-_KvListQuery_DECODERS: Final[tuple[Callable[[bytes, int], tuple[KvListQuery, int]], ...]] = (_dec_KvListAllQuery, _dec_KvListRangeQuery, _dec_KvListPrefixQuery,)
-_KvListQuery_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {KvListAllQuery: (0, _enc_KvListAllQuery), KvListRangeQuery: (1, _enc_KvListRangeQuery), KvListPrefixQuery: (2, _enc_KvListPrefixQuery)}
-_KvRequestData_DECODERS: Final[tuple[Callable[[bytes, int], tuple[KvRequestData, int]], ...]] = (_dec_KvGetRequest, _dec_KvListRequest, _dec_KvPutRequest, _dec_KvDeleteRequest, _dec_KvDeleteRangeRequest, _dec_KvDropRequest,)
-_KvRequestData_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {KvGetRequest: (0, _enc_KvGetRequest), KvListRequest: (1, _enc_KvListRequest), KvPutRequest: (2, _enc_KvPutRequest), KvDeleteRequest: (3, _enc_KvDeleteRequest), KvDeleteRangeRequest: (4, _enc_KvDeleteRangeRequest), KvDropRequest: (5, _enc_KvDropRequest)}
-_KvResponseData_DECODERS: Final[tuple[Callable[[bytes, int], tuple[KvResponseData, int]], ...]] = (_dec_KvErrorResponse, _dec_KvGetResponse, _dec_KvListResponse, _dec_KvPutResponse, _dec_KvDeleteResponse, _dec_KvDropResponse,)
-_KvResponseData_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {KvErrorResponse: (0, _enc_KvErrorResponse), KvGetResponse: (1, _enc_KvGetResponse), KvListResponse: (2, _enc_KvListResponse), KvPutResponse: (3, _enc_KvPutResponse), KvDeleteResponse: (4, _enc_KvDeleteResponse), KvDropResponse: (5, _enc_KvDropResponse)}
-_SqliteGetPagesResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteGetPagesResponse, int]], ...]] = (_dec_SqliteGetPagesOk, _dec_SqliteErrorResponse,)
-_SqliteGetPagesResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {SqliteGetPagesOk: (0, _enc_SqliteGetPagesOk), SqliteErrorResponse: (1, _enc_SqliteErrorResponse)}
-_SqliteCommitResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteCommitResponse, int]], ...]] = (_dec_SqliteCommitOk, _dec_SqliteErrorResponse,)
-_SqliteCommitResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {SqliteCommitOk: (0, _enc_SqliteCommitOk), SqliteErrorResponse: (1, _enc_SqliteErrorResponse)}
-_SqliteCommitStageBeginResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteCommitStageBeginResponse, int]], ...]] = (_dec_SqliteCommitStageBeginOk, _dec_SqliteErrorResponse,)
-_SqliteCommitStageBeginResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {SqliteCommitStageBeginOk: (0, _enc_SqliteCommitStageBeginOk), SqliteErrorResponse: (1, _enc_SqliteErrorResponse)}
-_SqliteCommitStageSegmentResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteCommitStageSegmentResponse, int]], ...]] = (_dec_SqliteCommitStageSegmentOk, _dec_SqliteErrorResponse,)
-_SqliteCommitStageSegmentResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {SqliteCommitStageSegmentOk: (0, _enc_SqliteCommitStageSegmentOk), SqliteErrorResponse: (1, _enc_SqliteErrorResponse)}
-_SqliteCommitFinalizeResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteCommitFinalizeResponse, int]], ...]] = (_dec_SqliteCommitFinalizeOk, _dec_SqliteErrorResponse,)
-_SqliteCommitFinalizeResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {SqliteCommitFinalizeOk: (0, _enc_SqliteCommitFinalizeOk), SqliteErrorResponse: (1, _enc_SqliteErrorResponse)}
-_SqliteBindParam_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteBindParam, int]], ...]] = (_dec_SqliteValueNull, _dec_SqliteValueInteger, _dec_SqliteValueFloat, _dec_SqliteValueText, _dec_SqliteValueBlob,)
-_SqliteBindParam_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {SqliteValueNull: (0, _enc_SqliteValueNull), SqliteValueInteger: (1, _enc_SqliteValueInteger), SqliteValueFloat: (2, _enc_SqliteValueFloat), SqliteValueText: (3, _enc_SqliteValueText), SqliteValueBlob: (4, _enc_SqliteValueBlob)}
-_SqliteColumnValue_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteColumnValue, int]], ...]] = (_dec_SqliteValueNull, _dec_SqliteValueInteger, _dec_SqliteValueFloat, _dec_SqliteValueText, _dec_SqliteValueBlob,)
-_SqliteColumnValue_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {SqliteValueNull: (0, _enc_SqliteValueNull), SqliteValueInteger: (1, _enc_SqliteValueInteger), SqliteValueFloat: (2, _enc_SqliteValueFloat), SqliteValueText: (3, _enc_SqliteValueText), SqliteValueBlob: (4, _enc_SqliteValueBlob)}
-_SqliteExecResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteExecResponse, int]], ...]] = (_dec_SqliteExecOk, _dec_SqliteErrorResponse,)
-_SqliteExecResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {SqliteExecOk: (0, _enc_SqliteExecOk), SqliteErrorResponse: (1, _enc_SqliteErrorResponse)}
-_SqliteExecuteResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteExecuteResponse, int]], ...]] = (_dec_SqliteExecuteOk, _dec_SqliteErrorResponse,)
-_SqliteExecuteResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {SqliteExecuteOk: (0, _enc_SqliteExecuteOk), SqliteErrorResponse: (1, _enc_SqliteErrorResponse)}
-_SqliteExecuteBatchResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteExecuteBatchResponse, int]], ...]] = (_dec_SqliteExecuteBatchOk, _dec_SqliteErrorResponse,)
-_SqliteExecuteBatchResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {SqliteExecuteBatchOk: (0, _enc_SqliteExecuteBatchOk), SqliteErrorResponse: (1, _enc_SqliteErrorResponse)}
-_ActorIntent_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ActorIntent, int]], ...]] = (_dec_ActorIntentSleep, _dec_ActorIntentStop,)
-_ActorIntent_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {ActorIntentSleep: (0, _enc_ActorIntentSleep), ActorIntentStop: (1, _enc_ActorIntentStop)}
-_ActorState_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ActorState, int]], ...]] = (_dec_ActorStateRunning, _dec_ActorStateStopped,)
-_ActorState_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {ActorStateRunning: (0, _enc_ActorStateRunning), ActorStateStopped: (1, _enc_ActorStateStopped)}
-_Event_DECODERS: Final[tuple[Callable[[bytes, int], tuple[Event, int]], ...]] = (_dec_EventActorIntent, _dec_EventActorStateUpdate, _dec_EventActorSetAlarm,)
-_Event_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {EventActorIntent: (0, _enc_EventActorIntent), EventActorStateUpdate: (1, _enc_EventActorStateUpdate), EventActorSetAlarm: (2, _enc_EventActorSetAlarm)}
-_Command_DECODERS: Final[tuple[Callable[[bytes, int], tuple[Command, int]], ...]] = (_dec_CommandStartActor, _dec_CommandStopActor,)
-_Command_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {CommandStartActor: (0, _enc_CommandStartActor), CommandStopActor: (1, _enc_CommandStopActor)}
-_ActorCommandKeyData_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ActorCommandKeyData, int]], ...]] = (_dec_CommandStartActor, _dec_CommandStopActor,)
-_ActorCommandKeyData_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {CommandStartActor: (0, _enc_CommandStartActor), CommandStopActor: (1, _enc_CommandStopActor)}
-_ToRivetTunnelMessageKind_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToRivetTunnelMessageKind, int]], ...]] = (_dec_ToRivetResponseStart, _dec_ToRivetResponseChunk, _dec_ToRivetResponseAbort, _dec_ToRivetRequestBodyWindowUpdate, _dec_ToRivetRequestBodyCancel, _dec_ToRivetWebSocketOpen, _dec_ToRivetWebSocketMessage, _dec_ToRivetWebSocketMessageAck, _dec_ToRivetWebSocketClose,)
-_ToRivetTunnelMessageKind_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {ToRivetResponseStart: (0, _enc_ToRivetResponseStart), ToRivetResponseChunk: (1, _enc_ToRivetResponseChunk), ToRivetResponseAbort: (2, _enc_ToRivetResponseAbort), ToRivetRequestBodyWindowUpdate: (3, _enc_ToRivetRequestBodyWindowUpdate), ToRivetRequestBodyCancel: (4, _enc_ToRivetRequestBodyCancel), ToRivetWebSocketOpen: (5, _enc_ToRivetWebSocketOpen), ToRivetWebSocketMessage: (6, _enc_ToRivetWebSocketMessage), ToRivetWebSocketMessageAck: (7, _enc_ToRivetWebSocketMessageAck), ToRivetWebSocketClose: (8, _enc_ToRivetWebSocketClose)}
-_ToEnvoyTunnelMessageKind_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToEnvoyTunnelMessageKind, int]], ...]] = (_dec_ToEnvoyRequestStart, _dec_ToEnvoyRequestChunk, _dec_ToEnvoyRequestAbort, _dec_ToEnvoyRequestBodyCancel, _dec_ToEnvoyResponseBodyWindowUpdate, _dec_ToEnvoyWebSocketOpen, _dec_ToEnvoyWebSocketMessage, _dec_ToEnvoyWebSocketClose,)
-_ToEnvoyTunnelMessageKind_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {ToEnvoyRequestStart: (0, _enc_ToEnvoyRequestStart), ToEnvoyRequestChunk: (1, _enc_ToEnvoyRequestChunk), ToEnvoyRequestAbort: (2, _enc_ToEnvoyRequestAbort), ToEnvoyRequestBodyCancel: (3, _enc_ToEnvoyRequestBodyCancel), ToEnvoyResponseBodyWindowUpdate: (4, _enc_ToEnvoyResponseBodyWindowUpdate), ToEnvoyWebSocketOpen: (5, _enc_ToEnvoyWebSocketOpen), ToEnvoyWebSocketMessage: (6, _enc_ToEnvoyWebSocketMessage), ToEnvoyWebSocketClose: (7, _enc_ToEnvoyWebSocketClose)}
-_ToRivet_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToRivet, int]], ...]] = (_dec_ToRivetMetadata, _dec_ToRivetEvents, _dec_ToRivetAckCommands, _dec_ToRivetStopping, _dec_ToRivetPong, _dec_ToRivetKvRequest, _dec_ToRivetTunnelMessage, _dec_ToRivetSqliteGetPagesRequest, _dec_ToRivetSqliteCommitRequest, _dec_ToRivetSqliteCommitStageBeginRequest, _dec_ToRivetSqliteCommitStageSegmentRequest, _dec_ToRivetSqliteCommitFinalizeRequest, _dec_ToRivetSqliteExecRequest, _dec_ToRivetSqliteExecuteRequest, _dec_ToRivetSqliteExecuteBatchRequest,)
-_ToRivet_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {ToRivetMetadata: (0, _enc_ToRivetMetadata), ToRivetEvents: (1, _enc_ToRivetEvents), ToRivetAckCommands: (2, _enc_ToRivetAckCommands), ToRivetStopping: (3, _enc_ToRivetStopping), ToRivetPong: (4, _enc_ToRivetPong), ToRivetKvRequest: (5, _enc_ToRivetKvRequest), ToRivetTunnelMessage: (6, _enc_ToRivetTunnelMessage), ToRivetSqliteGetPagesRequest: (7, _enc_ToRivetSqliteGetPagesRequest), ToRivetSqliteCommitRequest: (8, _enc_ToRivetSqliteCommitRequest), ToRivetSqliteCommitStageBeginRequest: (9, _enc_ToRivetSqliteCommitStageBeginRequest), ToRivetSqliteCommitStageSegmentRequest: (10, _enc_ToRivetSqliteCommitStageSegmentRequest), ToRivetSqliteCommitFinalizeRequest: (11, _enc_ToRivetSqliteCommitFinalizeRequest), ToRivetSqliteExecRequest: (12, _enc_ToRivetSqliteExecRequest), ToRivetSqliteExecuteRequest: (13, _enc_ToRivetSqliteExecuteRequest), ToRivetSqliteExecuteBatchRequest: (14, _enc_ToRivetSqliteExecuteBatchRequest)}
-_ToEnvoy_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToEnvoy, int]], ...]] = (_dec_ToEnvoyInit, _dec_ToEnvoyCommands, _dec_ToEnvoyAckEvents, _dec_ToEnvoyKvResponse, _dec_ToEnvoyTunnelMessage, _dec_ToEnvoyPing, _dec_ToEnvoySqliteGetPagesResponse, _dec_ToEnvoySqliteCommitResponse, _dec_ToEnvoySqliteCommitStageBeginResponse, _dec_ToEnvoySqliteCommitStageSegmentResponse, _dec_ToEnvoySqliteCommitFinalizeResponse, _dec_ToEnvoySqliteExecResponse, _dec_ToEnvoySqliteExecuteResponse, _dec_ToEnvoySqliteExecuteBatchResponse,)
-_ToEnvoy_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {ToEnvoyInit: (0, _enc_ToEnvoyInit), ToEnvoyCommands: (1, _enc_ToEnvoyCommands), ToEnvoyAckEvents: (2, _enc_ToEnvoyAckEvents), ToEnvoyKvResponse: (3, _enc_ToEnvoyKvResponse), ToEnvoyTunnelMessage: (4, _enc_ToEnvoyTunnelMessage), ToEnvoyPing: (5, _enc_ToEnvoyPing), ToEnvoySqliteGetPagesResponse: (6, _enc_ToEnvoySqliteGetPagesResponse), ToEnvoySqliteCommitResponse: (7, _enc_ToEnvoySqliteCommitResponse), ToEnvoySqliteCommitStageBeginResponse: (8, _enc_ToEnvoySqliteCommitStageBeginResponse), ToEnvoySqliteCommitStageSegmentResponse: (9, _enc_ToEnvoySqliteCommitStageSegmentResponse), ToEnvoySqliteCommitFinalizeResponse: (10, _enc_ToEnvoySqliteCommitFinalizeResponse), ToEnvoySqliteExecResponse: (11, _enc_ToEnvoySqliteExecResponse), ToEnvoySqliteExecuteResponse: (12, _enc_ToEnvoySqliteExecuteResponse), ToEnvoySqliteExecuteBatchResponse: (13, _enc_ToEnvoySqliteExecuteBatchResponse)}
-_ToEnvoyConn_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToEnvoyConn, int]], ...]] = (_dec_ToEnvoyConnPing, _dec_ToEnvoyConnClose, _dec_ToEnvoyCommands, _dec_ToEnvoyAckEvents, _dec_ToEnvoyTunnelMessage,)
-_ToEnvoyConn_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {ToEnvoyConnPing: (0, _enc_ToEnvoyConnPing), ToEnvoyConnClose: (1, _enc_ToEnvoyConnClose), ToEnvoyCommands: (2, _enc_ToEnvoyCommands), ToEnvoyAckEvents: (3, _enc_ToEnvoyAckEvents), ToEnvoyTunnelMessage: (4, _enc_ToEnvoyTunnelMessage)}
-_ToGateway_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToGateway, int]], ...]] = (_dec_ToGatewayPong, _dec_ToRivetTunnelMessage,)
-_ToGateway_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {ToGatewayPong: (0, _enc_ToGatewayPong), ToRivetTunnelMessage: (1, _enc_ToRivetTunnelMessage)}
-_ToOutbound_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToOutbound, int]], ...]] = (_dec_ToOutboundActorStart,)
-_ToOutbound_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {ToOutboundActorStart: (0, _enc_ToOutboundActorStart)}
-_CLASS_CODECS: Final[dict[type, tuple[Callable[[bytearray, Any], None], Callable[[bytes, int], tuple[Any, int]]]]] = {KvMetadata: (_enc_KvMetadata, _dec_KvMetadata), KvListAllQuery: (_enc_KvListAllQuery, _dec_KvListAllQuery), KvListRangeQuery: (_enc_KvListRangeQuery, _dec_KvListRangeQuery), KvListPrefixQuery: (_enc_KvListPrefixQuery, _dec_KvListPrefixQuery), KvGetRequest: (_enc_KvGetRequest, _dec_KvGetRequest), KvListRequest: (_enc_KvListRequest, _dec_KvListRequest), KvPutRequest: (_enc_KvPutRequest, _dec_KvPutRequest), KvDeleteRequest: (_enc_KvDeleteRequest, _dec_KvDeleteRequest), KvDeleteRangeRequest: (_enc_KvDeleteRangeRequest, _dec_KvDeleteRangeRequest), KvDropRequest: (_enc_KvDropRequest, _dec_KvDropRequest), KvErrorResponse: (_enc_KvErrorResponse, _dec_KvErrorResponse), KvGetResponse: (_enc_KvGetResponse, _dec_KvGetResponse), KvListResponse: (_enc_KvListResponse, _dec_KvListResponse), KvPutResponse: (_enc_KvPutResponse, _dec_KvPutResponse), KvDeleteResponse: (_enc_KvDeleteResponse, _dec_KvDeleteResponse), KvDropResponse: (_enc_KvDropResponse, _dec_KvDropResponse), SqliteDirtyPage: (_enc_SqliteDirtyPage, _dec_SqliteDirtyPage), SqliteFetchedPage: (_enc_SqliteFetchedPage, _dec_SqliteFetchedPage), SqliteGetPagesRequest: (_enc_SqliteGetPagesRequest, _dec_SqliteGetPagesRequest), SqliteGetPagesOk: (_enc_SqliteGetPagesOk, _dec_SqliteGetPagesOk), SqliteErrorResponse: (_enc_SqliteErrorResponse, _dec_SqliteErrorResponse), SqliteCommitRequest: (_enc_SqliteCommitRequest, _dec_SqliteCommitRequest), SqliteCommitOk: (_enc_SqliteCommitOk, _dec_SqliteCommitOk), SqliteCommitStageBeginRequest: (_enc_SqliteCommitStageBeginRequest, _dec_SqliteCommitStageBeginRequest), SqliteCommitStageBeginOk: (_enc_SqliteCommitStageBeginOk, _dec_SqliteCommitStageBeginOk), SqliteCommitStageSegmentRequest: (_enc_SqliteCommitStageSegmentRequest, _dec_SqliteCommitStageSegmentRequest), SqliteCommitStageSegmentOk: (_enc_SqliteCommitStageSegmentOk, _dec_SqliteCommitStageSegmentOk), SqliteCommitFinalizeRequest: (_enc_SqliteCommitFinalizeRequest, _dec_SqliteCommitFinalizeRequest), SqliteCommitFinalizeOk: (_enc_SqliteCommitFinalizeOk, _dec_SqliteCommitFinalizeOk), SqliteValueNull: (_enc_SqliteValueNull, _dec_SqliteValueNull), SqliteValueInteger: (_enc_SqliteValueInteger, _dec_SqliteValueInteger), SqliteValueFloat: (_enc_SqliteValueFloat, _dec_SqliteValueFloat), SqliteValueText: (_enc_SqliteValueText, _dec_SqliteValueText), SqliteValueBlob: (_enc_SqliteValueBlob, _dec_SqliteValueBlob), SqliteQueryResult: (_enc_SqliteQueryResult, _dec_SqliteQueryResult), SqliteExecuteResult: (_enc_SqliteExecuteResult, _dec_SqliteExecuteResult), SqliteExecRequest: (_enc_SqliteExecRequest, _dec_SqliteExecRequest), SqliteExecuteRequest: (_enc_SqliteExecuteRequest, _dec_SqliteExecuteRequest), SqliteBatchStatement: (_enc_SqliteBatchStatement, _dec_SqliteBatchStatement), SqliteExecuteBatchRequest: (_enc_SqliteExecuteBatchRequest, _dec_SqliteExecuteBatchRequest), SqliteExecOk: (_enc_SqliteExecOk, _dec_SqliteExecOk), SqliteExecuteOk: (_enc_SqliteExecuteOk, _dec_SqliteExecuteOk), SqliteExecuteBatchOk: (_enc_SqliteExecuteBatchOk, _dec_SqliteExecuteBatchOk), StopCode: (_enc_StopCode, _dec_StopCode), ActorName: (_enc_ActorName, _dec_ActorName), ActorConfig: (_enc_ActorConfig, _dec_ActorConfig), ActorCheckpoint: (_enc_ActorCheckpoint, _dec_ActorCheckpoint), ActorIntentSleep: (_enc_ActorIntentSleep, _dec_ActorIntentSleep), ActorIntentStop: (_enc_ActorIntentStop, _dec_ActorIntentStop), ActorStateRunning: (_enc_ActorStateRunning, _dec_ActorStateRunning), ActorStateStopped: (_enc_ActorStateStopped, _dec_ActorStateStopped), EventActorIntent: (_enc_EventActorIntent, _dec_EventActorIntent), EventActorStateUpdate: (_enc_EventActorStateUpdate, _dec_EventActorStateUpdate), EventActorSetAlarm: (_enc_EventActorSetAlarm, _dec_EventActorSetAlarm), EventWrapper: (_enc_EventWrapper, _dec_EventWrapper), PreloadedKvEntry: (_enc_PreloadedKvEntry, _dec_PreloadedKvEntry), PreloadedKv: (_enc_PreloadedKv, _dec_PreloadedKv), HibernatingRequest: (_enc_HibernatingRequest, _dec_HibernatingRequest), CommandStartActor: (_enc_CommandStartActor, _dec_CommandStartActor), StopActorReason: (_enc_StopActorReason, _dec_StopActorReason), CommandStopActor: (_enc_CommandStopActor, _dec_CommandStopActor), CommandWrapper: (_enc_CommandWrapper, _dec_CommandWrapper), MessageId: (_enc_MessageId, _dec_MessageId), ToEnvoyRequestStart: (_enc_ToEnvoyRequestStart, _dec_ToEnvoyRequestStart), ToEnvoyRequestChunk: (_enc_ToEnvoyRequestChunk, _dec_ToEnvoyRequestChunk), ToRivetRequestBodyWindowUpdate: (_enc_ToRivetRequestBodyWindowUpdate, _dec_ToRivetRequestBodyWindowUpdate), ToRivetRequestBodyCancel: (_enc_ToRivetRequestBodyCancel, _dec_ToRivetRequestBodyCancel), HttpStreamAbortReasonKind: (_enc_HttpStreamAbortReasonKind, _dec_HttpStreamAbortReasonKind), HttpStreamAbortReason: (_enc_HttpStreamAbortReason, _dec_HttpStreamAbortReason), ToEnvoyRequestAbort: (_enc_ToEnvoyRequestAbort, _dec_ToEnvoyRequestAbort), ToEnvoyRequestBodyCancel: (_enc_ToEnvoyRequestBodyCancel, _dec_ToEnvoyRequestBodyCancel), ToRivetResponseStart: (_enc_ToRivetResponseStart, _dec_ToRivetResponseStart), ToRivetResponseChunk: (_enc_ToRivetResponseChunk, _dec_ToRivetResponseChunk), ToEnvoyResponseBodyWindowUpdate: (_enc_ToEnvoyResponseBodyWindowUpdate, _dec_ToEnvoyResponseBodyWindowUpdate), ToRivetResponseAbort: (_enc_ToRivetResponseAbort, _dec_ToRivetResponseAbort), ToEnvoyWebSocketOpen: (_enc_ToEnvoyWebSocketOpen, _dec_ToEnvoyWebSocketOpen), ToEnvoyWebSocketMessage: (_enc_ToEnvoyWebSocketMessage, _dec_ToEnvoyWebSocketMessage), ToEnvoyWebSocketClose: (_enc_ToEnvoyWebSocketClose, _dec_ToEnvoyWebSocketClose), ToRivetWebSocketOpen: (_enc_ToRivetWebSocketOpen, _dec_ToRivetWebSocketOpen), ToRivetWebSocketMessage: (_enc_ToRivetWebSocketMessage, _dec_ToRivetWebSocketMessage), ToRivetWebSocketMessageAck: (_enc_ToRivetWebSocketMessageAck, _dec_ToRivetWebSocketMessageAck), ToRivetWebSocketClose: (_enc_ToRivetWebSocketClose, _dec_ToRivetWebSocketClose), ToRivetTunnelMessage: (_enc_ToRivetTunnelMessage, _dec_ToRivetTunnelMessage), ToEnvoyTunnelMessage: (_enc_ToEnvoyTunnelMessage, _dec_ToEnvoyTunnelMessage), ToEnvoyPing: (_enc_ToEnvoyPing, _dec_ToEnvoyPing), ToRivetMetadata: (_enc_ToRivetMetadata, _dec_ToRivetMetadata), ToRivetEvents: (_enc_ToRivetEvents, _dec_ToRivetEvents), ToRivetAckCommands: (_enc_ToRivetAckCommands, _dec_ToRivetAckCommands), ToRivetStopping: (_enc_ToRivetStopping, _dec_ToRivetStopping), ToRivetPong: (_enc_ToRivetPong, _dec_ToRivetPong), ToRivetKvRequest: (_enc_ToRivetKvRequest, _dec_ToRivetKvRequest), ToRivetSqliteGetPagesRequest: (_enc_ToRivetSqliteGetPagesRequest, _dec_ToRivetSqliteGetPagesRequest), ToRivetSqliteCommitRequest: (_enc_ToRivetSqliteCommitRequest, _dec_ToRivetSqliteCommitRequest), ToRivetSqliteCommitStageBeginRequest: (_enc_ToRivetSqliteCommitStageBeginRequest, _dec_ToRivetSqliteCommitStageBeginRequest), ToRivetSqliteCommitStageSegmentRequest: (_enc_ToRivetSqliteCommitStageSegmentRequest, _dec_ToRivetSqliteCommitStageSegmentRequest), ToRivetSqliteCommitFinalizeRequest: (_enc_ToRivetSqliteCommitFinalizeRequest, _dec_ToRivetSqliteCommitFinalizeRequest), ToRivetSqliteExecRequest: (_enc_ToRivetSqliteExecRequest, _dec_ToRivetSqliteExecRequest), ToRivetSqliteExecuteRequest: (_enc_ToRivetSqliteExecuteRequest, _dec_ToRivetSqliteExecuteRequest), ToRivetSqliteExecuteBatchRequest: (_enc_ToRivetSqliteExecuteBatchRequest, _dec_ToRivetSqliteExecuteBatchRequest), ProtocolMetadata: (_enc_ProtocolMetadata, _dec_ProtocolMetadata), ToEnvoyInit: (_enc_ToEnvoyInit, _dec_ToEnvoyInit), ToEnvoyCommands: (_enc_ToEnvoyCommands, _dec_ToEnvoyCommands), ToEnvoyAckEvents: (_enc_ToEnvoyAckEvents, _dec_ToEnvoyAckEvents), ToEnvoyKvResponse: (_enc_ToEnvoyKvResponse, _dec_ToEnvoyKvResponse), ToEnvoySqliteGetPagesResponse: (_enc_ToEnvoySqliteGetPagesResponse, _dec_ToEnvoySqliteGetPagesResponse), ToEnvoySqliteCommitResponse: (_enc_ToEnvoySqliteCommitResponse, _dec_ToEnvoySqliteCommitResponse), ToEnvoySqliteCommitStageBeginResponse: (_enc_ToEnvoySqliteCommitStageBeginResponse, _dec_ToEnvoySqliteCommitStageBeginResponse), ToEnvoySqliteCommitStageSegmentResponse: (_enc_ToEnvoySqliteCommitStageSegmentResponse, _dec_ToEnvoySqliteCommitStageSegmentResponse), ToEnvoySqliteCommitFinalizeResponse: (_enc_ToEnvoySqliteCommitFinalizeResponse, _dec_ToEnvoySqliteCommitFinalizeResponse), ToEnvoySqliteExecResponse: (_enc_ToEnvoySqliteExecResponse, _dec_ToEnvoySqliteExecResponse), ToEnvoySqliteExecuteResponse: (_enc_ToEnvoySqliteExecuteResponse, _dec_ToEnvoySqliteExecuteResponse), ToEnvoySqliteExecuteBatchResponse: (_enc_ToEnvoySqliteExecuteBatchResponse, _dec_ToEnvoySqliteExecuteBatchResponse), ToEnvoyConnPing: (_enc_ToEnvoyConnPing, _dec_ToEnvoyConnPing), ToEnvoyConnClose: (_enc_ToEnvoyConnClose, _dec_ToEnvoyConnClose), ToGatewayPong: (_enc_ToGatewayPong, _dec_ToGatewayPong), ToOutboundActorStart: (_enc_ToOutboundActorStart, _dec_ToOutboundActorStart)}
+_KvListQuery_DECODERS: Final[tuple[Callable[[bytes, int], tuple[KvListQuery, int]], ...]] = (
+    _dec_KvListAllQuery,
+    _dec_KvListRangeQuery,
+    _dec_KvListPrefixQuery,
+)
+_KvListQuery_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    KvListAllQuery: (0, _enc_KvListAllQuery),
+    KvListRangeQuery: (1, _enc_KvListRangeQuery),
+    KvListPrefixQuery: (2, _enc_KvListPrefixQuery),
+}
+_KvRequestData_DECODERS: Final[tuple[Callable[[bytes, int], tuple[KvRequestData, int]], ...]] = (
+    _dec_KvGetRequest,
+    _dec_KvListRequest,
+    _dec_KvPutRequest,
+    _dec_KvDeleteRequest,
+    _dec_KvDeleteRangeRequest,
+    _dec_KvDropRequest,
+)
+_KvRequestData_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    KvGetRequest: (0, _enc_KvGetRequest),
+    KvListRequest: (1, _enc_KvListRequest),
+    KvPutRequest: (2, _enc_KvPutRequest),
+    KvDeleteRequest: (3, _enc_KvDeleteRequest),
+    KvDeleteRangeRequest: (4, _enc_KvDeleteRangeRequest),
+    KvDropRequest: (5, _enc_KvDropRequest),
+}
+_KvResponseData_DECODERS: Final[tuple[Callable[[bytes, int], tuple[KvResponseData, int]], ...]] = (
+    _dec_KvErrorResponse,
+    _dec_KvGetResponse,
+    _dec_KvListResponse,
+    _dec_KvPutResponse,
+    _dec_KvDeleteResponse,
+    _dec_KvDropResponse,
+)
+_KvResponseData_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    KvErrorResponse: (0, _enc_KvErrorResponse),
+    KvGetResponse: (1, _enc_KvGetResponse),
+    KvListResponse: (2, _enc_KvListResponse),
+    KvPutResponse: (3, _enc_KvPutResponse),
+    KvDeleteResponse: (4, _enc_KvDeleteResponse),
+    KvDropResponse: (5, _enc_KvDropResponse),
+}
+_SqliteGetPagesResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteGetPagesResponse, int]], ...]] = (
+    _dec_SqliteGetPagesOk,
+    _dec_SqliteErrorResponse,
+)
+_SqliteGetPagesResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    SqliteGetPagesOk: (0, _enc_SqliteGetPagesOk),
+    SqliteErrorResponse: (1, _enc_SqliteErrorResponse),
+}
+_SqliteCommitResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteCommitResponse, int]], ...]] = (
+    _dec_SqliteCommitOk,
+    _dec_SqliteErrorResponse,
+)
+_SqliteCommitResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    SqliteCommitOk: (0, _enc_SqliteCommitOk),
+    SqliteErrorResponse: (1, _enc_SqliteErrorResponse),
+}
+_SqliteCommitStageBeginResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteCommitStageBeginResponse, int]], ...]] = (
+    _dec_SqliteCommitStageBeginOk,
+    _dec_SqliteErrorResponse,
+)
+_SqliteCommitStageBeginResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    SqliteCommitStageBeginOk: (0, _enc_SqliteCommitStageBeginOk),
+    SqliteErrorResponse: (1, _enc_SqliteErrorResponse),
+}
+_SqliteCommitStageSegmentResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteCommitStageSegmentResponse, int]], ...]] = (
+    _dec_SqliteCommitStageSegmentOk,
+    _dec_SqliteErrorResponse,
+)
+_SqliteCommitStageSegmentResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    SqliteCommitStageSegmentOk: (0, _enc_SqliteCommitStageSegmentOk),
+    SqliteErrorResponse: (1, _enc_SqliteErrorResponse),
+}
+_SqliteCommitFinalizeResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteCommitFinalizeResponse, int]], ...]] = (
+    _dec_SqliteCommitFinalizeOk,
+    _dec_SqliteErrorResponse,
+)
+_SqliteCommitFinalizeResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    SqliteCommitFinalizeOk: (0, _enc_SqliteCommitFinalizeOk),
+    SqliteErrorResponse: (1, _enc_SqliteErrorResponse),
+}
+_SqliteBindParam_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteBindParam, int]], ...]] = (
+    _dec_SqliteValueNull,
+    _dec_SqliteValueInteger,
+    _dec_SqliteValueFloat,
+    _dec_SqliteValueText,
+    _dec_SqliteValueBlob,
+)
+_SqliteBindParam_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    SqliteValueNull: (0, _enc_SqliteValueNull),
+    SqliteValueInteger: (1, _enc_SqliteValueInteger),
+    SqliteValueFloat: (2, _enc_SqliteValueFloat),
+    SqliteValueText: (3, _enc_SqliteValueText),
+    SqliteValueBlob: (4, _enc_SqliteValueBlob),
+}
+_SqliteColumnValue_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteColumnValue, int]], ...]] = (
+    _dec_SqliteValueNull,
+    _dec_SqliteValueInteger,
+    _dec_SqliteValueFloat,
+    _dec_SqliteValueText,
+    _dec_SqliteValueBlob,
+)
+_SqliteColumnValue_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    SqliteValueNull: (0, _enc_SqliteValueNull),
+    SqliteValueInteger: (1, _enc_SqliteValueInteger),
+    SqliteValueFloat: (2, _enc_SqliteValueFloat),
+    SqliteValueText: (3, _enc_SqliteValueText),
+    SqliteValueBlob: (4, _enc_SqliteValueBlob),
+}
+_SqliteExecResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteExecResponse, int]], ...]] = (
+    _dec_SqliteExecOk,
+    _dec_SqliteErrorResponse,
+)
+_SqliteExecResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    SqliteExecOk: (0, _enc_SqliteExecOk),
+    SqliteErrorResponse: (1, _enc_SqliteErrorResponse),
+}
+_SqliteExecuteResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteExecuteResponse, int]], ...]] = (
+    _dec_SqliteExecuteOk,
+    _dec_SqliteErrorResponse,
+)
+_SqliteExecuteResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    SqliteExecuteOk: (0, _enc_SqliteExecuteOk),
+    SqliteErrorResponse: (1, _enc_SqliteErrorResponse),
+}
+_SqliteExecuteBatchResponse_DECODERS: Final[tuple[Callable[[bytes, int], tuple[SqliteExecuteBatchResponse, int]], ...]] = (
+    _dec_SqliteExecuteBatchOk,
+    _dec_SqliteErrorResponse,
+)
+_SqliteExecuteBatchResponse_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    SqliteExecuteBatchOk: (0, _enc_SqliteExecuteBatchOk),
+    SqliteErrorResponse: (1, _enc_SqliteErrorResponse),
+}
+_ActorIntent_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ActorIntent, int]], ...]] = (
+    _dec_ActorIntentSleep,
+    _dec_ActorIntentStop,
+)
+_ActorIntent_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    ActorIntentSleep: (0, _enc_ActorIntentSleep),
+    ActorIntentStop: (1, _enc_ActorIntentStop),
+}
+_ActorState_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ActorState, int]], ...]] = (
+    _dec_ActorStateRunning,
+    _dec_ActorStateStopped,
+)
+_ActorState_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    ActorStateRunning: (0, _enc_ActorStateRunning),
+    ActorStateStopped: (1, _enc_ActorStateStopped),
+}
+_Event_DECODERS: Final[tuple[Callable[[bytes, int], tuple[Event, int]], ...]] = (
+    _dec_EventActorIntent,
+    _dec_EventActorStateUpdate,
+    _dec_EventActorSetAlarm,
+)
+_Event_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    EventActorIntent: (0, _enc_EventActorIntent),
+    EventActorStateUpdate: (1, _enc_EventActorStateUpdate),
+    EventActorSetAlarm: (2, _enc_EventActorSetAlarm),
+}
+_Command_DECODERS: Final[tuple[Callable[[bytes, int], tuple[Command, int]], ...]] = (
+    _dec_CommandStartActor,
+    _dec_CommandStopActor,
+)
+_Command_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    CommandStartActor: (0, _enc_CommandStartActor),
+    CommandStopActor: (1, _enc_CommandStopActor),
+}
+_ActorCommandKeyData_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ActorCommandKeyData, int]], ...]] = (
+    _dec_CommandStartActor,
+    _dec_CommandStopActor,
+)
+_ActorCommandKeyData_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    CommandStartActor: (0, _enc_CommandStartActor),
+    CommandStopActor: (1, _enc_CommandStopActor),
+}
+_ToRivetTunnelMessageKind_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToRivetTunnelMessageKind, int]], ...]] = (
+    _dec_ToRivetResponseStart,
+    _dec_ToRivetResponseChunk,
+    _dec_ToRivetResponseAbort,
+    _dec_ToRivetRequestBodyWindowUpdate,
+    _dec_ToRivetRequestBodyCancel,
+    _dec_ToRivetWebSocketOpen,
+    _dec_ToRivetWebSocketMessage,
+    _dec_ToRivetWebSocketMessageAck,
+    _dec_ToRivetWebSocketClose,
+)
+_ToRivetTunnelMessageKind_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    ToRivetResponseStart: (0, _enc_ToRivetResponseStart),
+    ToRivetResponseChunk: (1, _enc_ToRivetResponseChunk),
+    ToRivetResponseAbort: (2, _enc_ToRivetResponseAbort),
+    ToRivetRequestBodyWindowUpdate: (3, _enc_ToRivetRequestBodyWindowUpdate),
+    ToRivetRequestBodyCancel: (4, _enc_ToRivetRequestBodyCancel),
+    ToRivetWebSocketOpen: (5, _enc_ToRivetWebSocketOpen),
+    ToRivetWebSocketMessage: (6, _enc_ToRivetWebSocketMessage),
+    ToRivetWebSocketMessageAck: (7, _enc_ToRivetWebSocketMessageAck),
+    ToRivetWebSocketClose: (8, _enc_ToRivetWebSocketClose),
+}
+_ToEnvoyTunnelMessageKind_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToEnvoyTunnelMessageKind, int]], ...]] = (
+    _dec_ToEnvoyRequestStart,
+    _dec_ToEnvoyRequestChunk,
+    _dec_ToEnvoyRequestAbort,
+    _dec_ToEnvoyRequestBodyCancel,
+    _dec_ToEnvoyResponseBodyWindowUpdate,
+    _dec_ToEnvoyWebSocketOpen,
+    _dec_ToEnvoyWebSocketMessage,
+    _dec_ToEnvoyWebSocketClose,
+)
+_ToEnvoyTunnelMessageKind_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    ToEnvoyRequestStart: (0, _enc_ToEnvoyRequestStart),
+    ToEnvoyRequestChunk: (1, _enc_ToEnvoyRequestChunk),
+    ToEnvoyRequestAbort: (2, _enc_ToEnvoyRequestAbort),
+    ToEnvoyRequestBodyCancel: (3, _enc_ToEnvoyRequestBodyCancel),
+    ToEnvoyResponseBodyWindowUpdate: (4, _enc_ToEnvoyResponseBodyWindowUpdate),
+    ToEnvoyWebSocketOpen: (5, _enc_ToEnvoyWebSocketOpen),
+    ToEnvoyWebSocketMessage: (6, _enc_ToEnvoyWebSocketMessage),
+    ToEnvoyWebSocketClose: (7, _enc_ToEnvoyWebSocketClose),
+}
+_ToRivet_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToRivet, int]], ...]] = (
+    _dec_ToRivetMetadata,
+    _dec_ToRivetEvents,
+    _dec_ToRivetAckCommands,
+    _dec_ToRivetStopping,
+    _dec_ToRivetPong,
+    _dec_ToRivetKvRequest,
+    _dec_ToRivetTunnelMessage,
+    _dec_ToRivetSqliteGetPagesRequest,
+    _dec_ToRivetSqliteCommitRequest,
+    _dec_ToRivetSqliteCommitStageBeginRequest,
+    _dec_ToRivetSqliteCommitStageSegmentRequest,
+    _dec_ToRivetSqliteCommitFinalizeRequest,
+    _dec_ToRivetSqliteExecRequest,
+    _dec_ToRivetSqliteExecuteRequest,
+    _dec_ToRivetSqliteExecuteBatchRequest,
+)
+_ToRivet_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    ToRivetMetadata: (0, _enc_ToRivetMetadata),
+    ToRivetEvents: (1, _enc_ToRivetEvents),
+    ToRivetAckCommands: (2, _enc_ToRivetAckCommands),
+    ToRivetStopping: (3, _enc_ToRivetStopping),
+    ToRivetPong: (4, _enc_ToRivetPong),
+    ToRivetKvRequest: (5, _enc_ToRivetKvRequest),
+    ToRivetTunnelMessage: (6, _enc_ToRivetTunnelMessage),
+    ToRivetSqliteGetPagesRequest: (7, _enc_ToRivetSqliteGetPagesRequest),
+    ToRivetSqliteCommitRequest: (8, _enc_ToRivetSqliteCommitRequest),
+    ToRivetSqliteCommitStageBeginRequest: (9, _enc_ToRivetSqliteCommitStageBeginRequest),
+    ToRivetSqliteCommitStageSegmentRequest: (10, _enc_ToRivetSqliteCommitStageSegmentRequest),
+    ToRivetSqliteCommitFinalizeRequest: (11, _enc_ToRivetSqliteCommitFinalizeRequest),
+    ToRivetSqliteExecRequest: (12, _enc_ToRivetSqliteExecRequest),
+    ToRivetSqliteExecuteRequest: (13, _enc_ToRivetSqliteExecuteRequest),
+    ToRivetSqliteExecuteBatchRequest: (14, _enc_ToRivetSqliteExecuteBatchRequest),
+}
+_ToEnvoy_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToEnvoy, int]], ...]] = (
+    _dec_ToEnvoyInit,
+    _dec_ToEnvoyCommands,
+    _dec_ToEnvoyAckEvents,
+    _dec_ToEnvoyKvResponse,
+    _dec_ToEnvoyTunnelMessage,
+    _dec_ToEnvoyPing,
+    _dec_ToEnvoySqliteGetPagesResponse,
+    _dec_ToEnvoySqliteCommitResponse,
+    _dec_ToEnvoySqliteCommitStageBeginResponse,
+    _dec_ToEnvoySqliteCommitStageSegmentResponse,
+    _dec_ToEnvoySqliteCommitFinalizeResponse,
+    _dec_ToEnvoySqliteExecResponse,
+    _dec_ToEnvoySqliteExecuteResponse,
+    _dec_ToEnvoySqliteExecuteBatchResponse,
+)
+_ToEnvoy_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    ToEnvoyInit: (0, _enc_ToEnvoyInit),
+    ToEnvoyCommands: (1, _enc_ToEnvoyCommands),
+    ToEnvoyAckEvents: (2, _enc_ToEnvoyAckEvents),
+    ToEnvoyKvResponse: (3, _enc_ToEnvoyKvResponse),
+    ToEnvoyTunnelMessage: (4, _enc_ToEnvoyTunnelMessage),
+    ToEnvoyPing: (5, _enc_ToEnvoyPing),
+    ToEnvoySqliteGetPagesResponse: (6, _enc_ToEnvoySqliteGetPagesResponse),
+    ToEnvoySqliteCommitResponse: (7, _enc_ToEnvoySqliteCommitResponse),
+    ToEnvoySqliteCommitStageBeginResponse: (8, _enc_ToEnvoySqliteCommitStageBeginResponse),
+    ToEnvoySqliteCommitStageSegmentResponse: (9, _enc_ToEnvoySqliteCommitStageSegmentResponse),
+    ToEnvoySqliteCommitFinalizeResponse: (10, _enc_ToEnvoySqliteCommitFinalizeResponse),
+    ToEnvoySqliteExecResponse: (11, _enc_ToEnvoySqliteExecResponse),
+    ToEnvoySqliteExecuteResponse: (12, _enc_ToEnvoySqliteExecuteResponse),
+    ToEnvoySqliteExecuteBatchResponse: (13, _enc_ToEnvoySqliteExecuteBatchResponse),
+}
+_ToEnvoyConn_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToEnvoyConn, int]], ...]] = (
+    _dec_ToEnvoyConnPing,
+    _dec_ToEnvoyConnClose,
+    _dec_ToEnvoyCommands,
+    _dec_ToEnvoyAckEvents,
+    _dec_ToEnvoyTunnelMessage,
+)
+_ToEnvoyConn_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    ToEnvoyConnPing: (0, _enc_ToEnvoyConnPing),
+    ToEnvoyConnClose: (1, _enc_ToEnvoyConnClose),
+    ToEnvoyCommands: (2, _enc_ToEnvoyCommands),
+    ToEnvoyAckEvents: (3, _enc_ToEnvoyAckEvents),
+    ToEnvoyTunnelMessage: (4, _enc_ToEnvoyTunnelMessage),
+}
+_ToGateway_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToGateway, int]], ...]] = (
+    _dec_ToGatewayPong,
+    _dec_ToRivetTunnelMessage,
+)
+_ToGateway_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    ToGatewayPong: (0, _enc_ToGatewayPong),
+    ToRivetTunnelMessage: (1, _enc_ToRivetTunnelMessage),
+}
+_ToOutbound_DECODERS: Final[tuple[Callable[[bytes, int], tuple[ToOutbound, int]], ...]] = (
+    _dec_ToOutboundActorStart,
+)
+_ToOutbound_ENCODERS: Final[dict[type, tuple[int, Callable[[bytearray, Any], None]]]] = {
+    ToOutboundActorStart: (0, _enc_ToOutboundActorStart),
+}
+_CLASS_CODECS: Final[dict[type, tuple[Callable[[bytearray, Any], None], Callable[[bytes, int], tuple[Any, int]]]]] = {
+    KvMetadata: (_enc_KvMetadata, _dec_KvMetadata),
+    KvListAllQuery: (_enc_KvListAllQuery, _dec_KvListAllQuery),
+    KvListRangeQuery: (_enc_KvListRangeQuery, _dec_KvListRangeQuery),
+    KvListPrefixQuery: (_enc_KvListPrefixQuery, _dec_KvListPrefixQuery),
+    KvGetRequest: (_enc_KvGetRequest, _dec_KvGetRequest),
+    KvListRequest: (_enc_KvListRequest, _dec_KvListRequest),
+    KvPutRequest: (_enc_KvPutRequest, _dec_KvPutRequest),
+    KvDeleteRequest: (_enc_KvDeleteRequest, _dec_KvDeleteRequest),
+    KvDeleteRangeRequest: (_enc_KvDeleteRangeRequest, _dec_KvDeleteRangeRequest),
+    KvDropRequest: (_enc_KvDropRequest, _dec_KvDropRequest),
+    KvErrorResponse: (_enc_KvErrorResponse, _dec_KvErrorResponse),
+    KvGetResponse: (_enc_KvGetResponse, _dec_KvGetResponse),
+    KvListResponse: (_enc_KvListResponse, _dec_KvListResponse),
+    KvPutResponse: (_enc_KvPutResponse, _dec_KvPutResponse),
+    KvDeleteResponse: (_enc_KvDeleteResponse, _dec_KvDeleteResponse),
+    KvDropResponse: (_enc_KvDropResponse, _dec_KvDropResponse),
+    SqliteDirtyPage: (_enc_SqliteDirtyPage, _dec_SqliteDirtyPage),
+    SqliteFetchedPage: (_enc_SqliteFetchedPage, _dec_SqliteFetchedPage),
+    SqliteGetPagesRequest: (_enc_SqliteGetPagesRequest, _dec_SqliteGetPagesRequest),
+    SqliteGetPagesOk: (_enc_SqliteGetPagesOk, _dec_SqliteGetPagesOk),
+    SqliteErrorResponse: (_enc_SqliteErrorResponse, _dec_SqliteErrorResponse),
+    SqliteCommitRequest: (_enc_SqliteCommitRequest, _dec_SqliteCommitRequest),
+    SqliteCommitOk: (_enc_SqliteCommitOk, _dec_SqliteCommitOk),
+    SqliteCommitStageBeginRequest: (_enc_SqliteCommitStageBeginRequest, _dec_SqliteCommitStageBeginRequest),
+    SqliteCommitStageBeginOk: (_enc_SqliteCommitStageBeginOk, _dec_SqliteCommitStageBeginOk),
+    SqliteCommitStageSegmentRequest: (_enc_SqliteCommitStageSegmentRequest, _dec_SqliteCommitStageSegmentRequest),
+    SqliteCommitStageSegmentOk: (_enc_SqliteCommitStageSegmentOk, _dec_SqliteCommitStageSegmentOk),
+    SqliteCommitFinalizeRequest: (_enc_SqliteCommitFinalizeRequest, _dec_SqliteCommitFinalizeRequest),
+    SqliteCommitFinalizeOk: (_enc_SqliteCommitFinalizeOk, _dec_SqliteCommitFinalizeOk),
+    SqliteValueNull: (_enc_SqliteValueNull, _dec_SqliteValueNull),
+    SqliteValueInteger: (_enc_SqliteValueInteger, _dec_SqliteValueInteger),
+    SqliteValueFloat: (_enc_SqliteValueFloat, _dec_SqliteValueFloat),
+    SqliteValueText: (_enc_SqliteValueText, _dec_SqliteValueText),
+    SqliteValueBlob: (_enc_SqliteValueBlob, _dec_SqliteValueBlob),
+    SqliteQueryResult: (_enc_SqliteQueryResult, _dec_SqliteQueryResult),
+    SqliteExecuteResult: (_enc_SqliteExecuteResult, _dec_SqliteExecuteResult),
+    SqliteExecRequest: (_enc_SqliteExecRequest, _dec_SqliteExecRequest),
+    SqliteExecuteRequest: (_enc_SqliteExecuteRequest, _dec_SqliteExecuteRequest),
+    SqliteBatchStatement: (_enc_SqliteBatchStatement, _dec_SqliteBatchStatement),
+    SqliteExecuteBatchRequest: (_enc_SqliteExecuteBatchRequest, _dec_SqliteExecuteBatchRequest),
+    SqliteExecOk: (_enc_SqliteExecOk, _dec_SqliteExecOk),
+    SqliteExecuteOk: (_enc_SqliteExecuteOk, _dec_SqliteExecuteOk),
+    SqliteExecuteBatchOk: (_enc_SqliteExecuteBatchOk, _dec_SqliteExecuteBatchOk),
+    StopCode: (_enc_StopCode, _dec_StopCode),
+    ActorName: (_enc_ActorName, _dec_ActorName),
+    ActorConfig: (_enc_ActorConfig, _dec_ActorConfig),
+    ActorCheckpoint: (_enc_ActorCheckpoint, _dec_ActorCheckpoint),
+    ActorIntentSleep: (_enc_ActorIntentSleep, _dec_ActorIntentSleep),
+    ActorIntentStop: (_enc_ActorIntentStop, _dec_ActorIntentStop),
+    ActorStateRunning: (_enc_ActorStateRunning, _dec_ActorStateRunning),
+    ActorStateStopped: (_enc_ActorStateStopped, _dec_ActorStateStopped),
+    EventActorIntent: (_enc_EventActorIntent, _dec_EventActorIntent),
+    EventActorStateUpdate: (_enc_EventActorStateUpdate, _dec_EventActorStateUpdate),
+    EventActorSetAlarm: (_enc_EventActorSetAlarm, _dec_EventActorSetAlarm),
+    EventWrapper: (_enc_EventWrapper, _dec_EventWrapper),
+    PreloadedKvEntry: (_enc_PreloadedKvEntry, _dec_PreloadedKvEntry),
+    PreloadedKv: (_enc_PreloadedKv, _dec_PreloadedKv),
+    HibernatingRequest: (_enc_HibernatingRequest, _dec_HibernatingRequest),
+    CommandStartActor: (_enc_CommandStartActor, _dec_CommandStartActor),
+    StopActorReason: (_enc_StopActorReason, _dec_StopActorReason),
+    CommandStopActor: (_enc_CommandStopActor, _dec_CommandStopActor),
+    CommandWrapper: (_enc_CommandWrapper, _dec_CommandWrapper),
+    MessageId: (_enc_MessageId, _dec_MessageId),
+    ToEnvoyRequestStart: (_enc_ToEnvoyRequestStart, _dec_ToEnvoyRequestStart),
+    ToEnvoyRequestChunk: (_enc_ToEnvoyRequestChunk, _dec_ToEnvoyRequestChunk),
+    ToRivetRequestBodyWindowUpdate: (_enc_ToRivetRequestBodyWindowUpdate, _dec_ToRivetRequestBodyWindowUpdate),
+    ToRivetRequestBodyCancel: (_enc_ToRivetRequestBodyCancel, _dec_ToRivetRequestBodyCancel),
+    HttpStreamAbortReasonKind: (_enc_HttpStreamAbortReasonKind, _dec_HttpStreamAbortReasonKind),
+    HttpStreamAbortReason: (_enc_HttpStreamAbortReason, _dec_HttpStreamAbortReason),
+    ToEnvoyRequestAbort: (_enc_ToEnvoyRequestAbort, _dec_ToEnvoyRequestAbort),
+    ToEnvoyRequestBodyCancel: (_enc_ToEnvoyRequestBodyCancel, _dec_ToEnvoyRequestBodyCancel),
+    ToRivetResponseStart: (_enc_ToRivetResponseStart, _dec_ToRivetResponseStart),
+    ToRivetResponseChunk: (_enc_ToRivetResponseChunk, _dec_ToRivetResponseChunk),
+    ToEnvoyResponseBodyWindowUpdate: (_enc_ToEnvoyResponseBodyWindowUpdate, _dec_ToEnvoyResponseBodyWindowUpdate),
+    ToRivetResponseAbort: (_enc_ToRivetResponseAbort, _dec_ToRivetResponseAbort),
+    ToEnvoyWebSocketOpen: (_enc_ToEnvoyWebSocketOpen, _dec_ToEnvoyWebSocketOpen),
+    ToEnvoyWebSocketMessage: (_enc_ToEnvoyWebSocketMessage, _dec_ToEnvoyWebSocketMessage),
+    ToEnvoyWebSocketClose: (_enc_ToEnvoyWebSocketClose, _dec_ToEnvoyWebSocketClose),
+    ToRivetWebSocketOpen: (_enc_ToRivetWebSocketOpen, _dec_ToRivetWebSocketOpen),
+    ToRivetWebSocketMessage: (_enc_ToRivetWebSocketMessage, _dec_ToRivetWebSocketMessage),
+    ToRivetWebSocketMessageAck: (_enc_ToRivetWebSocketMessageAck, _dec_ToRivetWebSocketMessageAck),
+    ToRivetWebSocketClose: (_enc_ToRivetWebSocketClose, _dec_ToRivetWebSocketClose),
+    ToRivetTunnelMessage: (_enc_ToRivetTunnelMessage, _dec_ToRivetTunnelMessage),
+    ToEnvoyTunnelMessage: (_enc_ToEnvoyTunnelMessage, _dec_ToEnvoyTunnelMessage),
+    ToEnvoyPing: (_enc_ToEnvoyPing, _dec_ToEnvoyPing),
+    ToRivetMetadata: (_enc_ToRivetMetadata, _dec_ToRivetMetadata),
+    ToRivetEvents: (_enc_ToRivetEvents, _dec_ToRivetEvents),
+    ToRivetAckCommands: (_enc_ToRivetAckCommands, _dec_ToRivetAckCommands),
+    ToRivetStopping: (_enc_ToRivetStopping, _dec_ToRivetStopping),
+    ToRivetPong: (_enc_ToRivetPong, _dec_ToRivetPong),
+    ToRivetKvRequest: (_enc_ToRivetKvRequest, _dec_ToRivetKvRequest),
+    ToRivetSqliteGetPagesRequest: (_enc_ToRivetSqliteGetPagesRequest, _dec_ToRivetSqliteGetPagesRequest),
+    ToRivetSqliteCommitRequest: (_enc_ToRivetSqliteCommitRequest, _dec_ToRivetSqliteCommitRequest),
+    ToRivetSqliteCommitStageBeginRequest: (_enc_ToRivetSqliteCommitStageBeginRequest, _dec_ToRivetSqliteCommitStageBeginRequest),
+    ToRivetSqliteCommitStageSegmentRequest: (_enc_ToRivetSqliteCommitStageSegmentRequest, _dec_ToRivetSqliteCommitStageSegmentRequest),
+    ToRivetSqliteCommitFinalizeRequest: (_enc_ToRivetSqliteCommitFinalizeRequest, _dec_ToRivetSqliteCommitFinalizeRequest),
+    ToRivetSqliteExecRequest: (_enc_ToRivetSqliteExecRequest, _dec_ToRivetSqliteExecRequest),
+    ToRivetSqliteExecuteRequest: (_enc_ToRivetSqliteExecuteRequest, _dec_ToRivetSqliteExecuteRequest),
+    ToRivetSqliteExecuteBatchRequest: (_enc_ToRivetSqliteExecuteBatchRequest, _dec_ToRivetSqliteExecuteBatchRequest),
+    ProtocolMetadata: (_enc_ProtocolMetadata, _dec_ProtocolMetadata),
+    ToEnvoyInit: (_enc_ToEnvoyInit, _dec_ToEnvoyInit),
+    ToEnvoyCommands: (_enc_ToEnvoyCommands, _dec_ToEnvoyCommands),
+    ToEnvoyAckEvents: (_enc_ToEnvoyAckEvents, _dec_ToEnvoyAckEvents),
+    ToEnvoyKvResponse: (_enc_ToEnvoyKvResponse, _dec_ToEnvoyKvResponse),
+    ToEnvoySqliteGetPagesResponse: (_enc_ToEnvoySqliteGetPagesResponse, _dec_ToEnvoySqliteGetPagesResponse),
+    ToEnvoySqliteCommitResponse: (_enc_ToEnvoySqliteCommitResponse, _dec_ToEnvoySqliteCommitResponse),
+    ToEnvoySqliteCommitStageBeginResponse: (_enc_ToEnvoySqliteCommitStageBeginResponse, _dec_ToEnvoySqliteCommitStageBeginResponse),
+    ToEnvoySqliteCommitStageSegmentResponse: (_enc_ToEnvoySqliteCommitStageSegmentResponse, _dec_ToEnvoySqliteCommitStageSegmentResponse),
+    ToEnvoySqliteCommitFinalizeResponse: (_enc_ToEnvoySqliteCommitFinalizeResponse, _dec_ToEnvoySqliteCommitFinalizeResponse),
+    ToEnvoySqliteExecResponse: (_enc_ToEnvoySqliteExecResponse, _dec_ToEnvoySqliteExecResponse),
+    ToEnvoySqliteExecuteResponse: (_enc_ToEnvoySqliteExecuteResponse, _dec_ToEnvoySqliteExecuteResponse),
+    ToEnvoySqliteExecuteBatchResponse: (_enc_ToEnvoySqliteExecuteBatchResponse, _dec_ToEnvoySqliteExecuteBatchResponse),
+    ToEnvoyConnPing: (_enc_ToEnvoyConnPing, _dec_ToEnvoyConnPing),
+    ToEnvoyConnClose: (_enc_ToEnvoyConnClose, _dec_ToEnvoyConnClose),
+    ToGatewayPong: (_enc_ToGatewayPong, _dec_ToGatewayPong),
+    ToOutboundActorStart: (_enc_ToOutboundActorStart, _dec_ToOutboundActorStart),
+}
 
 
 def decode_to_rivet(data: bytes | bytearray | memoryview) -> ToRivet:
@@ -5029,7 +5421,6 @@ def encode_to_rivet(value: ToRivet) -> bytes:
         raise TypeError(f"BARE ToRivet: {exc}") from None
     return bytes(out)
 
-
 def decode_to_envoy(data: bytes | bytearray | memoryview) -> ToEnvoy:
     """Decode one BARE ``ToEnvoy``; the whole input must be consumed.
 
@@ -5062,7 +5453,6 @@ def encode_to_envoy(value: ToEnvoy) -> bytes:
     except AttributeError as exc:
         raise TypeError(f"BARE ToEnvoy: {exc}") from None
     return bytes(out)
-
 
 def decode_to_envoy_conn(data: bytes | bytearray | memoryview) -> ToEnvoyConn:
     """Decode one BARE ``ToEnvoyConn``; the whole input must be consumed.
@@ -5097,7 +5487,6 @@ def encode_to_envoy_conn(value: ToEnvoyConn) -> bytes:
         raise TypeError(f"BARE ToEnvoyConn: {exc}") from None
     return bytes(out)
 
-
 def decode_to_gateway(data: bytes | bytearray | memoryview) -> ToGateway:
     """Decode one BARE ``ToGateway``; the whole input must be consumed.
 
@@ -5130,7 +5519,6 @@ def encode_to_gateway(value: ToGateway) -> bytes:
     except AttributeError as exc:
         raise TypeError(f"BARE ToGateway: {exc}") from None
     return bytes(out)
-
 
 def decode_to_outbound(data: bytes | bytearray | memoryview) -> ToOutbound:
     """Decode one BARE ``ToOutbound``; the whole input must be consumed.
@@ -5165,7 +5553,6 @@ def encode_to_outbound(value: ToOutbound) -> bytes:
         raise TypeError(f"BARE ToOutbound: {exc}") from None
     return bytes(out)
 
-
 def decode_actor_command_key_data(data: bytes | bytearray | memoryview) -> ActorCommandKeyData:
     """Decode one BARE ``ActorCommandKeyData``; the whole input must be consumed.
 
@@ -5198,7 +5585,6 @@ def encode_actor_command_key_data(value: ActorCommandKeyData) -> bytes:
     except AttributeError as exc:
         raise TypeError(f"BARE ActorCommandKeyData: {exc}") from None
     return bytes(out)
-
 
 def encode_value(value: object) -> bytes:
     """Encode an instance of any class of the schema (struct, void, enum or list type)."""
