@@ -21,6 +21,12 @@ The workflow times itself with steps that return ``time.perf_counter()``, so the
 transport (in-process ASGI or HTTP on loopback) is outside the measured window; ``--mode server``
 shows the same work in a server process (uvloop, the CLI's defaults). The actors are defined in
 this file (``rivetkit serve bench/workflow.py`` serves them).
+
+In process, a commit hook on the actor's SQLite file counts the commits per step (over the whole
+run of N steps; a persisted step is one commit of three pages: the state row, its commit number
+in ``_rivet_meta`` and the history row, as the WAL frames of such a run show).
+To compare two versions of the source A/B, run with ``PYTHONPATH`` pointing at a copy of
+``src`` (``PYTHONPATH=/tmp/old/src .venv/bin/python bench/workflow.py``).
 """
 
 from __future__ import annotations
@@ -100,15 +106,34 @@ def nap(c: ActionContext) -> None:
 registry = rivetkit.setup(bench)
 
 
-async def one_rep(client: Any, kind: str, n: int, key: str) -> dict[str, float]:
+async def one_rep(
+    client: Any, kind: str, n: int, key: str, registry: Any = None
+) -> dict[str, float]:
     h = client.get_or_create("wfbench", [key])
+    watched = None
+    if registry is not None:  # in process: count the commits and pages of the actor's file
+        await h.results()
+        watched = _watch(registry.driver.awake[await h.resolve()].store.conn)
     await h.send("go", {"n": n, "kind": kind})
     out = await _until(h, kind)
+    if watched is not None:
+        out["commits_per_step"] = watched[0] / n
     await h.nap()
     await asyncio.sleep(0.2)  # let it finish going to sleep
     await h.send("again", {})  # wakes it: load + replay of the N steps
     out.update(await _until(h, "replay"))
     return out
+
+
+def _watch(conn: Any) -> list[int]:
+    commits = [0]
+
+    def hook() -> bool:
+        commits[0] += 1
+        return False  # let it commit
+
+    conn.set_commit_hook(hook)
+    return commits
 
 
 async def _until(h: Any, key: str, timeout: float = 600.0) -> dict[str, float]:
@@ -131,7 +156,7 @@ async def run_inprocess(kind: str, n: int, rep: int) -> dict[str, float]:
         await reg.start()
         try:
             async with Client(app=reg.asgi()) as client:
-                return await one_rep(client, kind, n, f"{kind}-{rep}")
+                return await one_rep(client, kind, n, f"{kind}-{rep}", reg)
         finally:
             await reg.stop()
 
@@ -162,23 +187,28 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {n} steps, {args.reps} reps")
     print(
         f"{'mode':<10} {'kind':<10} {'steps/s (median)':>17} {'us/step':>9} "
-        f"{'[min..max steps/s]':>22} {'replay ms':>10} {'replay us/step':>15}"
+        f"{'[min..max steps/s]':>22} {'replay ms':>10} {'replay us/step':>15} "
+        f"{'commits/step':>13}"
     )
     for mode in modes:
         runner = run_inprocess if mode == "inprocess" else run_server
         for kind in kinds:
             rates: list[float] = []
             replays: list[float] = []
+            commits: list[float] = []
             for rep in range(args.reps):
                 out = asyncio.run(runner(kind, n, rep))
                 rates.append(n / out[kind])
                 replays.append(out["replay"])
+                if "commits_per_step" in out:
+                    commits.append(out["commits_per_step"])
             rate = statistics.median(rates)
             replay = statistics.median(replays)
+            per_step = f"{statistics.median(commits):>13.2f}" if commits else f"{'-':>13}"
             print(
                 f"{mode:<10} {kind:<10} {rate:>17,.0f} {1e6 / rate:>9.1f} "
                 f"{f'[{min(rates):,.0f}..{max(rates):,.0f}]':>22} {replay * 1e3:>10.1f} "
-                f"{replay * 1e6 / n:>15.1f}"
+                f"{replay * 1e6 / n:>15.1f} {per_step}"
             )
 
 

@@ -275,3 +275,181 @@ async def test_sync_client_sends(serve_registry: Callable[..., Any]) -> None:
             QueueSendResult("completed", 30),
             [1, 2, 3],
         ]
+
+
+async def test_sends_of_one_tick_keep_their_order(actor_test: Any) -> None:
+    # Sends made in the same event-loop tick share one commit; their ids and the order in
+    # which they are received are still the order of the sends.
+    a = rivetkit.actor("box", queues={"q": rivetkit.queue()})
+
+    @a.action
+    async def scenario(c: ActionContext, n: int) -> list[Any]:
+        sent = await asyncio.gather(*(c.queue.send("q", i) for i in range(n)))
+        received = await c.queue.try_next_batch(n + 1, "q")
+        return [[m.id for m in sent], [m.id for m in received], [m.body for m in received]]
+
+    async with actor_test(a) as t:
+        ids, received_ids, bodies = await t.client.get_or_create("box", ["x"]).scenario(50)
+        assert ids == sorted(ids) and len(set(ids)) == 50
+        assert received_ids == ids
+        assert bodies == list(range(50))
+
+
+async def test_a_send_cancelled_before_its_commit_is_not_stored(actor_test: Any) -> None:
+    a = rivetkit.actor("box", queues={"q": rivetkit.queue()})
+
+    @a.action
+    async def scenario(c: ActionContext) -> list[Any]:
+        cancelled = asyncio.ensure_future(c.queue.send("q", "cancelled"))
+        kept = asyncio.ensure_future(c.queue.send("q", "kept"))
+        await asyncio.sleep(0)  # both are staged; the commit comes after this task's turn
+        cancelled.cancel()
+        await kept
+        try:
+            await cancelled
+        except asyncio.CancelledError:
+            pass
+        return [m.body for m in await c.queue.try_next_batch(10, "q")]
+
+    async with actor_test(a) as t:
+        assert await t.client.get_or_create("box", ["x"]).scenario() == ["kept"]
+
+
+async def test_a_send_inside_a_db_transaction_commits_with_it(actor_test: Any) -> None:
+    # The transactional outbox: a message sent inside c.db.transaction() is stored if and only
+    # if the transaction commits. A send staged just before the transaction took the database
+    # is committed after it, and stays ahead of the messages sent inside it.
+    a = rivetkit.actor("box", queues={"q": rivetkit.queue()})
+
+    @a.action
+    async def scenario(c: ActionContext) -> list[Any]:
+        await c.db.execute("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY)")
+        try:
+            async with c.db.transaction() as tx:
+                await tx.execute("INSERT INTO orders (id) VALUES (1)")
+                await c.queue.send("q", "rolled back")
+                raise RuntimeError("abort")
+        except RuntimeError:
+            pass
+        staged = asyncio.ensure_future(c.queue.send("q", "staged before"))
+        await asyncio.sleep(0)  # staged; its commit would come after this task's turn
+        async with c.db.transaction() as tx:
+            await tx.execute("INSERT INTO orders (id) VALUES (2)")
+            await c.queue.send("q", "inside")
+            seen_inside = [m.body for m in await c.queue.try_next_batch(10, "q")]
+            await asyncio.sleep(0)  # the end of the tick comes while the block holds the file
+        await staged
+        orders = await c.db.execute("SELECT id FROM orders")
+        bodies = [m.body for m in await c.queue.try_next_batch(10, "q")]
+        return [[row["id"] for row in orders], seen_inside, bodies]
+
+    async with actor_test(a) as t:
+        assert await t.client.get_or_create("box", ["x"]).scenario() == [
+            [2],
+            [],  # "inside" waits behind the staged message it was sent after
+            ["staged before", "inside"],
+        ]
+
+
+async def test_delivery_counts_do_not_pile_up_in_the_file(
+    serve_registry: Callable[..., Any], tmp_path: Path
+) -> None:
+    import apsw
+
+    from rivetkit._runtime.storage import actor_db_path
+
+    storage = tmp_path / "piles"
+    async with serve_registry(worker([]), storage_path=storage) as served:
+        async with Client(served.url) as client:
+            h = client.get_or_create("worker", ["a"])
+            for n in range(30):
+                await h.send("jobs", {"n": n}, wait=True)
+            assert await h.done() == list(range(30))
+            actor_id = await h.resolve()
+    conn = apsw.Connection(str(actor_db_path(storage, actor_id)))
+    try:
+        rows = conn.execute("SELECT id, attempts FROM _rivet_queue_deliveries").fetchall()
+        (messages,) = conn.execute("SELECT COUNT(*) FROM _rivet_queue").fetchone() or (None,)
+    finally:
+        conn.close()
+    # The last completed message's row waits for the next delivery (or the next load).
+    assert messages == 0 and len(rows) <= 1, rows
+
+
+async def test_queue_sends_run_the_connection_hooks_of_an_actor_that_has_them(
+    serve_registry: Callable[..., Any],
+) -> None:
+    calls: list[Any] = []
+    a = rivetkit.actor("gated", queues={"q": rivetkit.queue()})
+
+    @a.on_before_connect
+    def check(c: ActionContext, params: Any) -> None:
+        calls.append(("before", params))
+        if params == "deny":
+            raise rivetkit.UserError("not allowed", code="denied")
+
+    @a.on_disconnect
+    def gone(c: ActionContext, conn: rivetkit.Conn) -> None:
+        calls.append(("disconnect", conn.params))
+
+    @a.action
+    async def pull(c: ActionContext) -> list[Any]:
+        return [m.body for m in await c.queue.try_next_batch(10, "q")]
+
+    async with serve_registry(a) as served:
+        async with Client(served.url) as client:
+            await client.get_or_create("gated", ["a"], params="ok").send("q", 1)
+            with pytest.raises(ActorError) as info:
+                await client.get_or_create("gated", ["a"], params="deny").send("q", 2)
+            assert info.value.code == "denied"
+            assert await client.get_or_create("gated", ["a"]).pull() == [1]
+    assert calls[:3] == [("before", "ok"), ("disconnect", "ok"), ("before", "deny")]
+
+
+async def test_a_delivery_count_never_attaches_to_a_message_that_reused_its_id(
+    serve_registry: Callable[..., Any], tmp_path: Path
+) -> None:
+    # The delivery row of a completed message outlives it (it goes with the next delivery) and
+    # keeps its id from being reused here. The official runtime does not know that table: if it
+    # reused the id, the row predates the new message and must not count as its delivery.
+    import apsw
+
+    from rivetkit._protocol.cbor import cbor_dumps_compat
+    from rivetkit._runtime.storage import actor_db_path
+
+    a = rivetkit.actor("box", queues={"q": rivetkit.queue()})
+
+    @a.action
+    async def take(c: ActionContext) -> list[Any]:
+        message = await c.queue.next("q", completable=True, timeout=0)
+        assert message is not None
+        await message.complete()
+        return [message.id, message.body, message.failure_count]
+
+    storage = tmp_path / "reuse"
+    async with serve_registry(a, storage_path=storage) as served:
+        async with Client(served.url) as client:
+            h = client.get_or_create("box", ["a"])
+            await h.send("q", "first")
+            assert await h.take() == [1, "first", 0]
+            actor_id = await h.resolve()
+    conn = apsw.Connection(str(actor_db_path(storage, actor_id)))
+    try:
+        (delivered_at,) = conn.execute(
+            "SELECT last_delivered_at FROM _rivet_queue_deliveries WHERE id = 1"
+        ).fetchone() or (None,)
+        assert delivered_at is not None
+        with conn:  # what another runtime, reading max(queue_next_id, max(id) + 1), would do
+            conn.execute(
+                "INSERT INTO _rivet_queue (id, name, body, created_at) VALUES (1, 'q', ?, ?)",
+                (cbor_dumps_compat("second"), delivered_at + 1),
+            )
+            conn.execute("UPDATE _rivet_runtime SET queue_next_id = 2 WHERE id = 1")
+    finally:
+        conn.close()
+    async with serve_registry(a, storage_path=storage) as served:
+        async with Client(served.url) as client:
+            h = client.get_or_create("box", ["a"])
+            assert await h.take() == [1, "second", 0]
+            await h.send("q", "third")
+            assert await h.take() == [2, "third", 0]

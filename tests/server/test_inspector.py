@@ -1,6 +1,6 @@
 """Inspector HTTP endpoints (client-protocol §12) over a real loopback server: bearer-token auth,
-``/inspector/queue``, ``/inspector/workflow-history``, the summary/state/rpcs/connections views
-and the JSON error envelopes."""
+``/inspector/queue``, ``/inspector/workflow-history``, ``/inspector/workflow/replay``, the
+summary/state/rpcs/connections views and the JSON error envelopes."""
 
 from __future__ import annotations
 
@@ -96,6 +96,14 @@ class Inspector:
     ) -> httpx.Response:
         auth = {"authorization": f"Bearer {self.token if token is None else token}"}
         return await self.http.get(self.url(path, query), headers={**auth, **headers})
+
+    async def post(
+        self, path: str, body: Any = None, *, content: bytes | None = None, token: str | None = None
+    ) -> httpx.Response:
+        auth = {"authorization": f"Bearer {self.token if token is None else token}"}
+        if content is not None:
+            return await self.http.post(self.url(path), headers=auth, content=content)
+        return await self.http.post(self.url(path), headers=auth, json=body)
 
 
 def stored_token(served: Any, actor_id: str) -> str:
@@ -413,3 +421,192 @@ async def test_failures_inside_a_route_are_json_envelopes(
         body = response.json()
         assert (body["group"], body["code"]) == ("rivetkit", "internal_error")
         assert "secret" not in response.text
+
+
+# -- workflow replay ---------------------------------------------------------------------------
+
+
+def replayed(effects: list[str]) -> rivetkit.ActorDefinition:
+    """A workflow of three steps and a loop of two; every execution of a step is logged."""
+    from rivetkit._workflow import WorkflowContext, workflow
+
+    a = rivetkit.actor("replayed", state={"runs": 0}, options=rivetkit.ActorOptions(sleep_timeout=5))
+
+    def effect(label: str) -> str:
+        effects.append(label)
+        return label
+
+    @a.run
+    @workflow
+    async def process(ctx: WorkflowContext) -> str:
+        await ctx.step("a", effect, "a")
+        await ctx.step("b", effect, "b")
+
+        async def body(lctx: WorkflowContext, i: int) -> Any:
+            await lctx.step("tick", effect, f"tick{i}")
+            return lctx.loop_break(i) if i == 1 else lctx.loop_continue(i + 1)
+
+        await ctx.loop("ticks", body, state=0)
+        return await ctx.step("c", effect, "c")
+
+    @a.action
+    def ping(c: ActionContext) -> int:
+        return 1
+
+    return a
+
+
+def entry_ids(history: dict[str, Any]) -> dict[str, str]:
+    """``{"a": id, "ticks/tick@1": id, ...}``: each entry's id by its names."""
+    names = history["nameRegistry"]
+    out: dict[str, str] = {}
+    for entry in history["entries"]:
+        path = [names[seg["val"]] for seg in entry["location"] if seg["tag"] == "WorkflowNameIndex"]
+        iterations = [
+            seg["val"]["iteration"]
+            for seg in entry["location"]
+            if seg["tag"] == "WorkflowLoopIterationMarker"
+        ]
+        out["/".join(path) + "".join(f"@{i}" for i in iterations)] = entry["id"]
+    return out
+
+
+@asynccontextmanager
+async def replay_setup(
+    serve_registry: Callable[..., Any], effects: list[str]
+) -> AsyncIterator[tuple[Inspector, Any, FakeClock]]:
+    clock = FakeClock(start_ms=START_MS)
+    async with (
+        serve_registry(replayed(effects), stateless(), clock=clock) as served,
+        Client(served.url) as client,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        handle = client.get_or_create("replayed", ["a"])
+        actor_id = await handle.resolve()
+        await handle.ping()
+        await clock.settle()
+        yield Inspector(served, http, actor_id, stored_token(served, actor_id)), handle, clock
+
+
+async def finished(ins: Inspector, clock: FakeClock) -> dict[str, Any]:
+    for _ in range(50):
+        await clock.settle()
+        body: dict[str, Any] = (await ins.get("/inspector/workflow-history")).json()
+        if body["workflowState"] == "completed":
+            return body
+    raise AssertionError(f"the workflow did not complete: {body['workflowState']}")
+
+
+async def test_workflow_replay_from_a_step_runs_it_and_what_follows_again(
+    serve_registry: Callable[..., Any],
+) -> None:
+    effects: list[str] = []
+    async with replay_setup(serve_registry, effects) as (ins, _, clock):
+        done = await finished(ins, clock)
+        assert effects == ["a", "b", "tick0", "tick1", "c"]
+        ids = entry_ids(done["history"])
+
+        response = await ins.post("/inspector/workflow/replay", {"entryId": ids["b"]})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["isWorkflowEnabled"] is True and body["workflowState"] == "pending"
+        assert set(entry_ids(body["history"])) == {"a"}  # b and everything after it are gone
+
+        again = await finished(ins, clock)
+        assert effects == ["a", "b", "tick0", "tick1", "c", "b", "tick0", "tick1", "c"]
+        assert again["workflowOutput"] == "c"
+
+        # A step inside a loop replays from the loop: every iteration runs again.
+        ids = entry_ids(again["history"])
+        response = await ins.post("/inspector/workflow/replay", {"entryId": ids["ticks/tick@1"]})
+        assert set(entry_ids(response.json()["history"])) == {"a", "b"}
+        await finished(ins, clock)
+        assert effects[9:] == ["tick0", "tick1", "c"]
+
+        # Without an entry id the whole workflow runs again.
+        response = await ins.post("/inspector/workflow/replay", {})
+        assert response.json()["history"]["entries"] == []
+        await finished(ins, clock)
+        assert effects[12:] == ["a", "b", "tick0", "tick1", "c"]
+
+
+async def test_workflow_replay_wakes_a_sleeping_actor(serve_registry: Callable[..., Any]) -> None:
+    effects: list[str] = []
+    async with replay_setup(serve_registry, effects) as (ins, _, clock):
+        ids = entry_ids((await finished(ins, clock))["history"])
+        await clock.advance(seconds=10)  # the finished workflow lets the actor sleep
+        assert ins.actor_id not in ins.served.registry.driver.awake
+        response = await ins.post("/inspector/workflow/replay", {"entryId": ids["c"]})
+        assert response.status_code == 200, response.text
+        await finished(ins, clock)
+        assert effects == ["a", "b", "tick0", "tick1", "c", "c"]
+
+
+async def test_workflow_replay_refuses_while_the_workflow_runs_and_bad_requests(
+    serve_registry: Callable[..., Any],
+) -> None:
+    from rivetkit._workflow import WorkflowContext, workflow
+
+    a = rivetkit.actor("napping", options=rivetkit.ActorOptions(sleep_timeout=3600))
+
+    @a.run
+    @workflow
+    async def process(ctx: WorkflowContext) -> None:
+        await ctx.step("first", lambda: 1)
+        await ctx.sleep("nap", 60)
+
+    @a.action
+    def ping(c: ActionContext) -> int:
+        return 1
+
+    clock = FakeClock(start_ms=START_MS)
+    async with (
+        serve_registry(a, stateless(), clock=clock) as served,
+        Client(served.url) as client,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        handle = client.get_or_create("napping", ["a"])
+        actor_id = await handle.resolve()
+        await handle.ping()
+        await clock.settle()
+        ins = Inspector(served, http, actor_id, stored_token(served, actor_id))
+        ids = entry_ids((await ins.get("/inspector/workflow-history")).json()["history"])
+
+        response = await ins.post("/inspector/workflow/replay", {"entryId": ids["first"]})
+        assert response.status_code == 409
+        assert response.json() == {
+            "group": "actor",
+            "code": "workflow_in_flight",
+            "message": "Workflow replay is unavailable while the workflow is currently in flight.",
+            "metadata": None,
+        }
+        await clock.advance(seconds=60)  # the workflow completes
+        for _ in range(20):
+            await clock.settle()
+
+        bad = [
+            (await ins.post("/inspector/workflow/replay", {"entryId": "nope"}), 404, "workflow.entry_not_found"),
+            (await ins.post("/inspector/workflow/replay", {"entryId": ids["nap"]}), 400, "workflow.replay_target_not_step"),
+            (await ins.post("/inspector/workflow/replay", {"entryId": 5}), 400, "actor.invalid_request"),
+            (await ins.post("/inspector/workflow/replay", [1]), 400, "actor.invalid_request"),
+            (await ins.post("/inspector/workflow/replay", content=b"{nope"), 400, "actor.invalid_request"),
+            (await ins.post("/inspector/workflow/replay", {}, token="wrong"), 401, "inspector.unauthorized"),
+        ]
+        for response, status, code in bad:
+            body = response.json()
+            assert (response.status_code, f"{body['group']}.{body['code']}") == (status, code), body
+        # Nothing was cut by the refused requests.
+        history = (await ins.get("/inspector/workflow-history")).json()
+        assert history["workflowState"] == "completed"
+        assert set(entry_ids(history["history"])) == {"first", "nap"}
+
+        plain = Inspector(served, http, *await _awake_stateless(client, served))
+        response = await plain.post("/inspector/workflow/replay", {})
+        assert (response.status_code, response.json()) == (200, NO_WORKFLOW)
+
+
+async def _awake_stateless(client: Client, served: Any) -> tuple[str, str]:
+    handle = client.get_or_create("stateless", ["a"])
+    actor_id = await handle.resolve()
+    await handle.ping()
+    return actor_id, stored_token(served, actor_id)

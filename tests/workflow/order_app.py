@@ -7,6 +7,8 @@ survives the process), so a test can count how often each step really ran.
   sleeps durably for a second, then notifies.
 * ``batch``: three steps started by a wake; the second takes ``SLOW_STEP_SECONDS`` of real time
   (to kill the process in the middle of it).
+* ``inbox``: an ephemeral step and a rollback checkpoint (both recorded with the next commit),
+  then a queue wait, then a step that takes ``SLOW_STEP_SECONDS``.
 """
 
 from __future__ import annotations
@@ -74,4 +76,27 @@ def start(c: ActionContext) -> None:
     return None
 
 
-registry = rivetkit.setup(order, batch)
+inbox = rivetkit.actor(
+    "inbox",
+    state={"steps": []},
+    queues={"mail": rivetkit.queue(dict)},
+    options=rivetkit.ActorOptions(sleep_timeout=30.0),
+)
+
+
+async def slow_read(ctx: rivetkit.WorkflowContext, text: str) -> str:
+    effect(ctx, f"read-start {text}")
+    await asyncio.sleep(float(os.environ.get("SLOW_STEP_SECONDS", "0")))
+    return effect(ctx, f"read-end {text}")
+
+
+@inbox.run
+@rivetkit.workflow
+async def process_inbox(ctx: rivetkit.WorkflowContext) -> None:
+    await ctx.step("hello", effect, ctx, "hello", ephemeral=True)
+    await ctx.rollback_checkpoint("start")
+    mail = await ctx.queue.next("wait-mail", names=["mail"])
+    await ctx.step("read", slow_read, ctx, mail.body["text"], timeout=None)
+
+
+registry = rivetkit.setup(order, batch, inbox)

@@ -70,3 +70,17 @@ async def test_undelivered_order_times_out_durably(actor_test: Any, example: Any
         assert (await h.status())["status"] == "shipped"
         await t.clock.advance(days=1)
         assert (await h.status())["status"] == "lost"
+
+
+async def test_all_examples_registry_serves_the_order_workflow(
+    actor_test: Any, example: Any
+) -> None:
+    import all as everything  # examples/all.py
+
+    assert set(everything.registry.definitions) == {"counter", "todoList", "reminders", "order"}
+    async with actor_test(everything.registry) as t:
+        h = t.client.get_or_create("order", ["o-4"])
+        await h.send("place", {"items": ["book"], "card": "3333"})
+        await t.clock.settle()
+        assert (await h.status())["status"] == "shipped"
+        assert example.gateway.charges == [("3333", 12)]

@@ -93,3 +93,27 @@ async def test_workflow_killed_mid_step_resumes_by_itself_after_restart(tmp_path
     # "one" completed before the kill: not repeated. "two" was interrupted: it runs again
     # (steps are at least once when the process dies inside them).
     assert Counter(found) == {"one": 1, "two-start": 2, "two-end": 1, "three": 1}
+
+
+async def test_queue_wait_commits_the_history_before_it(tmp_path: Path) -> None:
+    # The transaction that takes a message from the queue also writes the history entries still
+    # waiting for a commit before it (an ephemeral step, a checkpoint): without them, the
+    # recorded message would sit at the wrong position after a crash and the replay diverge.
+    storage = tmp_path / "data"
+    log = tmp_path / "effects.log"
+    env = {**os.environ, "WORKFLOW_LOG": str(log), "SLOW_STEP_SECONDS": "30"}
+
+    with start_server(APP, storage=storage, env=env) as server:
+        server.wait_ready(30)
+        async with Client(server.url) as client:
+            await client.get_or_create("inbox", ["i1"]).send("mail", {"text": "hi"})
+            await wait_for(log, "i1", "read-start hi")
+        server.kill()  # SIGKILL inside step "read", after the queue wait committed
+    assert lines(log, "i1") == ["hello", "read-start hi"]
+
+    env["SLOW_STEP_SECONDS"] = "0"
+    with start_server(APP, storage=storage, env=env) as server:
+        server.wait_ready(30)
+        found = await wait_for(log, "i1", "read-end hi")  # resumes by itself (run alarm)
+    # "hello" was committed with the message, so it is not run again; "read" is.
+    assert found == ["hello", "read-start hi", "read-start hi", "read-end hi"]

@@ -1,8 +1,22 @@
 """Durable queues of one actor (``c.queue``): ordered messages in ``_rivet_queue``.
 
 Storage is RivetKit's: one row per message (``id`` ascending is the order, ``name``, ``body`` as
-CBOR of the JSON-compat value, ``created_at``) and ``_rivet_runtime.queue_next_id``. A send is one
-transaction, committed before it returns (and before the HTTP answer of a client's send).
+CBOR of the JSON-compat value, ``created_at``) and ``_rivet_runtime.queue_next_id``; ids are never
+reused, and at load the next id is ``max(queue_next_id, max(id) + 1)`` (as rivetkit-core does).
+
+When a write is durable (the cost of a message, docs/queues.md "Cost"):
+
+* A send is staged: it takes its id at once and is committed at the end of the event-loop tick
+  with every other send of that tick (one commit for 64 concurrent senders), before ``send``
+  returns and so before the HTTP answer of a client's send. A receive or a completion that runs
+  before that commits the staged sends first, in its own transaction: a message sent to a
+  waiting consumer is stored and handed out in one commit.
+* A receive and a completion commit before they return; on an actor file nothing awaits
+  between the commit and the return, so a receiver that is cancelled (a timeout, the end of a
+  sleep grace period) never loses a message it took. (On the engine, ``DepotStore.run`` then
+  waits for the engine's acknowledgement, and every answer waits for it too.)
+* ``queue_next_id`` is written only when nothing else in the file keeps the newest id alive (its
+  row or its delivery row): the row is enough for ``max(id) + 1``.
 
 Delivery rule (RivetKit's two documents disagree, see docs/queues.md):
 
@@ -10,9 +24,14 @@ Delivery rule (RivetKit's two documents disagree, see docs/queues.md):
   out: at most once;
 * a message received with ``completable=True`` stays stored until ``message.complete(...)``.
   If the process dies, the actor sleeps, or the ``run`` handler ends before that, it is delivered
-  again, with ``failure_count`` one higher (counted durably in ``_rivet_queue_deliveries``, a
-  table of this runtime next to RivetKit's). While a completable message is out and not
-  completed, the next receive raises ``queue.previous_message_not_completed``, as in RivetKit.
+  again, with ``failure_count`` one higher. The count lives in ``_rivet_queue_deliveries`` (a
+  table of this runtime next to RivetKit's) and a delivery is counted in the transaction that
+  hands the message out, before any user code sees it: ``kill -9`` can land at any instruction,
+  and a message whose handling kills the process must see its count grow, or it would be
+  retried forever as a first attempt. A completed message's delivery row is deleted with the
+  next delivery (or found stale at the next load): completion itself writes one row less.
+  While a completable message is out and not completed, the next receive raises
+  ``queue.previous_message_not_completed``, as in RivetKit.
 
 Senders that wait (``wait=True``) register with the host, not with the actor instance, so a
 completion made by the next generation of the actor (after a sleep) still answers them.
@@ -22,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import apsw
 
@@ -35,19 +54,38 @@ if TYPE_CHECKING:
 
 __all__ = ["ActorQueue", "CompletionWaiters", "QueueMessage", "encoded_message_size"]
 
+T = TypeVar("T")
+
 _NEXT_ID = "SELECT queue_next_id FROM _rivet_runtime WHERE id = 1"
 _STATS = "SELECT COUNT(*), MAX(id) FROM _rivet_queue"
 _INSERT = "INSERT INTO _rivet_queue (id, name, body, created_at) VALUES (?, ?, ?, ?)"
 _SET_NEXT_ID = "UPDATE _rivet_runtime SET queue_next_id = ? WHERE id = 1"
+_DELETE = "DELETE FROM _rivet_queue WHERE id = ?"
 _DELIVERIES = """
 CREATE TABLE IF NOT EXISTS _rivet_queue_deliveries (id INTEGER PRIMARY KEY,
   attempts INTEGER NOT NULL, last_delivered_at INTEGER NOT NULL) STRICT
 """
+_HAS_DELIVERIES = (
+    "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_rivet_queue_deliveries'"
+)
+# Delivery rows and whether each is stale: its message is gone, or the row is older than the
+# message with its id (written before that message existed: another runtime that does not know
+# this table reused the id).
+_MARKED = (
+    "SELECT d.id, q.id IS NULL OR d.last_delivered_at < q.created_at "
+    "FROM _rivet_queue_deliveries AS d LEFT JOIN _rivet_queue AS q ON q.id = d.id"
+)
+_FIRST_DELIVERY = (
+    "INSERT INTO _rivet_queue_deliveries (id, attempts, last_delivered_at) VALUES (?, 1, ?)"
+)
 _BUMP_DELIVERY = (
     "INSERT INTO _rivet_queue_deliveries (id, attempts, last_delivered_at) VALUES (?, 1, ?) "
     "ON CONFLICT (id) DO UPDATE SET attempts = attempts + 1, "
     "last_delivered_at = excluded.last_delivered_at RETURNING attempts"
 )
+_FORGET_DELIVERY = "DELETE FROM _rivet_queue_deliveries WHERE id = ?"
+
+_Row = tuple[int, str, bytes, int]  # id, name, body, created_at
 
 
 def encoded_message_size(name: str, body: bytes) -> int:
@@ -157,22 +195,56 @@ class QueueMessage:
             raise errors.RivetError(
                 "queue", "already_completed", "Queue message was already completed.", status=400
             )
-        await queue._complete(self, response)
-        self._completed = True
+        await queue._complete(self, response)  # sets _completed once the removal committed
+
+
+class _Changes:
+    """What one transaction does to the queue, applied to the in-memory view after it commits."""
+
+    __slots__ = ("deleted", "forgotten", "marked")
+
+    def __init__(self) -> None:
+        self.deleted: Sequence[int] = ()  # message rows removed
+        self.marked: Sequence[int] = ()  # delivery rows written
+        self.forgotten: Sequence[int] = ()  # delivery rows removed
 
 
 class ActorQueue:
     """``c.queue``: send, receive and complete messages of the actor's durable queue."""
 
-    __slots__ = ("_actor", "_deliveries", "_in_flight", "_loaded", "_next_id", "_size", "_waiters")
+    __slots__ = (
+        "_actor",
+        "_deliveries",
+        "_flush_scheduled",
+        "_in_flight",
+        "_loaded",
+        "_marked",
+        "_newest",
+        "_newest_stored",
+        "_next_id",
+        "_size",
+        "_staged",
+        "_stale",
+        "_stop_watchers",
+        "_stored_next",
+        "_waiters",
+    )
 
     def __init__(self, actor: ActorInstance) -> None:
         self._actor = actor
         self._loaded = False
+        self._next_id = 1  # next id to hand out (ids of failed sends are skipped, not reused)
+        self._size = 0  # stored and staged messages
+        self._staged: list[tuple[_Row, asyncio.Future[None]]] = []  # sends not committed yet
+        self._flush_scheduled = False
+        self._newest = 0  # highest id ever committed
+        self._newest_stored = False  # its row is still in _rivet_queue
+        self._stored_next = 1  # _rivet_runtime.queue_next_id as committed
         self._deliveries = False  # _rivet_queue_deliveries exists in the file
-        self._next_id = 1
-        self._size = 0
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._marked: set[int] = set()  # ids with a delivery row
+        self._stale: list[int] = []  # delivery rows of removed messages, deleted with the next mark
+        self._waiters: set[asyncio.Future[None]] = set()  # receivers waiting for a send
+        self._stop_watchers: set[asyncio.Future[None]] = set()  # senders waiting with wait=True
         self._in_flight: dict[int, QueueMessage] = {}  # completable, not completed (this run)
 
     # -- sending ---------------------------------------------------------------------------
@@ -187,10 +259,11 @@ class ActorQueue:
         return await self.enqueue(name, body)
 
     async def enqueue(
-        self, name: str, body: Any, *, on_stored: Callable[[int], None] | None = None
+        self, name: str, body: Any, *, on_id: Callable[[int], None] | None = None
     ) -> QueueMessage:
-        """:meth:`send`; ``on_stored(id)`` runs right after the commit, before any receiver can
-        take the message (a waiting sender registers there)."""
+        """:meth:`send`; ``on_id(id)`` runs as soon as the message has its id, before any
+        receiver can take it (a waiting sender registers there). If the send then fails, the
+        message was not stored."""
         actor = self._actor
         self.check_name(name)
         try:
@@ -214,30 +287,57 @@ class ActorQueue:
                 status=400,
             )
         created_at = actor.clock.now_ms()
+        if actor.stopped:
+            raise errors.ActorStopping(actor.actor_id)
+        store = actor.store
+        if store.gate.busy:
+            # A transaction spans awaits on the file (this task's own one, which the message
+            # joins, or another's, which it waits for): commit directly, not at the tick's end.
+            def write(conn: apsw.Connection) -> int:
+                self._load(conn)
+                self._check_room()
+                message_id = self._take_id(on_id)
+                row = (message_id, name, encoded, created_at)
+                self._commit(conn, lambda c, _: c.execute(_INSERT, row), inserted=message_id)
+                self._size += 1
+                return message_id
 
-        def write(conn: apsw.Connection) -> int:
-            self._load(conn)
-            if self._size >= options.max_queue_size:
-                raise errors.RivetError(
-                    "queue",
-                    "full",
-                    f"Queue is full. Limit is {options.max_queue_size} messages.",
-                    metadata={"limit": options.max_queue_size},
-                    status=400,
-                )
-            message_id = self._next_id
-            with conn:
-                conn.execute(_INSERT, (message_id, name, encoded, created_at))
-                conn.execute(_SET_NEXT_ID, (message_id + 1,))
-            self._next_id = message_id + 1
-            self._size += 1
-            return message_id
+            message_id = await store.run(write)
+            self._wake_receivers()
+            return QueueMessage(None, message_id, name, body, created_at)
 
-        message_id = await actor.store.run(write)
-        if on_stored is not None:
-            on_stored(message_id)
+        self._load(store.conn)
+        self._check_room()
+        message_id = self._take_id(on_id)
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._staged.append(((message_id, name, encoded, created_at), stored))
+        self._size += 1
+        # Receivers first, the commit after them: a waiting consumer takes the message in the
+        # transaction that stores it (its wake-up runs before the flush callback).
         self._wake_receivers()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        await stored  # cancelled before the commit: the send is dropped from the batch
         return QueueMessage(None, message_id, name, body, created_at)
+
+    def _check_room(self) -> None:
+        limit = self._actor.definition.options.max_queue_size
+        if self._size >= limit:
+            raise errors.RivetError(
+                "queue",
+                "full",
+                f"Queue is full. Limit is {limit} messages.",
+                metadata={"limit": limit},
+                status=400,
+            )
+
+    def _take_id(self, on_id: Callable[[int], None] | None) -> int:
+        message_id = self._next_id
+        self._next_id = message_id + 1
+        if on_id is not None:
+            on_id(message_id)
+        return message_id
 
     def check_name(self, name: str) -> None:
         if not isinstance(name, str) or not name:
@@ -254,6 +354,167 @@ class ActorQueue:
                 status=400,
             )
 
+    # -- committing ------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """End of the tick: commit the staged sends (one transaction)."""
+        self._flush_scheduled = False
+        if not self._staged:
+            return
+        actor = self._actor
+        if actor.store.gate.busy:  # a transaction spans awaits on the file: commit after it
+            actor._spawn(self._flush_gated())
+            return
+        self._flush_now()
+
+    async def _flush_gated(self) -> None:
+        try:
+            async with self._actor.store.gate.hold():
+                self._flush_now()
+        except asyncio.CancelledError:  # the end of a sleep grace period
+            self._fail_staged(errors.ActorStopping(self._actor.actor_id))
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. sqlite.transaction_queue_full
+            self._fail_staged(exc)
+
+    def _flush_now(self) -> None:
+        actor = self._actor
+        try:
+            if actor.stopped:  # its file is closed (it may not be opened again)
+                raise errors.ActorStopping(actor.actor_id)
+            conn = actor.store.conn
+            if not conn.getautocommit():
+                raise errors.RivetError(
+                    "queue",
+                    "storage_busy",
+                    "Queue messages could not be stored: the actor's database is inside a "
+                    "transaction that is not the runtime's.",
+                    status=500,
+                )
+            self._commit(conn, None)
+        except BaseException as exc:  # noqa: BLE001 - a loop callback: the senders get it
+            self._fail_staged(exc)  # nothing was stored
+            actor.log.warning("queue send commit failed error=%s", exc)
+            return
+        self._wake_receivers()  # a receiver inside a user transaction could not see them
+
+    def _fail_staged(self, exc: BaseException) -> None:
+        staged, self._staged = self._staged, []
+        self._fail(staged, exc)
+
+    def _fail(self, staged: list[tuple[_Row, asyncio.Future[None]]], exc: BaseException) -> None:
+        """The sends of ``staged`` were not stored: their senders get ``exc``."""
+        if not isinstance(exc, Exception):  # the flush was cancelled: the actor is stopping
+            exc = errors.ActorStopping(self._actor.actor_id)
+        self._size -= len(staged)
+        for _, future in staged:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # a sender that was cancelled meanwhile does not read it
+
+    def _commit(
+        self,
+        conn: apsw.Connection,
+        body: Callable[[apsw.Connection, _Changes], T] | None,
+        *,
+        inserted: int = 0,
+    ) -> T | None:
+        """Run ``body(conn, changes)`` in one transaction, after the staged sends when ``conn``
+        is not inside a user transaction, and update the in-memory view once it committed.
+
+        A failing ``body`` does not fail the staged sends: they commit, then its error is
+        raised. ``inserted`` is the id ``body`` inserts, if it does.
+        """
+        staged: list[tuple[_Row, asyncio.Future[None]]] = []
+        staged_newest = 0
+        if self._staged and conn.getautocommit():
+            staged, self._staged = self._staged, []
+            kept = [item for item in staged if not item[1].cancelled()]
+            self._size -= len(staged) - len(kept)
+            staged = kept
+            if staged:
+                staged_newest = staged[-1][0][0]
+        changes = _Changes()
+        result: T | None = None
+        error: Exception | None = None
+        try:
+            with conn:
+                if staged:
+                    conn.executemany(_INSERT, [row for row, _ in staged])
+                if body is not None:
+                    if staged:
+                        try:
+                            with conn:  # a savepoint: the sends commit even if body fails
+                                result = body(conn, changes)
+                        except Exception as exc:  # noqa: BLE001 - raised after the commit
+                            error = exc
+                            changes = _Changes()
+                            inserted = 0
+                    else:
+                        result = body(conn, changes)
+                inserted = max(inserted, staged_newest)
+                newest_stored, stored_next = self._keep_next_id(conn, changes, inserted)
+        except BaseException as exc:
+            self._fail(staged, exc)
+            raise
+        # Committed: the in-memory view follows.
+        self._newest = max(self._newest, inserted)
+        self._newest_stored = newest_stored
+        self._stored_next = stored_next
+        if changes.marked:
+            self._deliveries = True
+            self._marked.update(changes.marked)
+        if changes.forgotten:
+            self._marked.difference_update(changes.forgotten)
+            forgotten = set(changes.forgotten)
+            self._stale = [i for i in self._stale if i not in forgotten]
+        for message_id in changes.deleted:
+            if message_id in self._marked:
+                self._stale.append(message_id)
+        if staged:
+            self._when_durable(lambda error: _settle(staged, error))
+        if error is not None:
+            raise error
+        return result
+
+    def _when_durable(self, callback: Callable[[BaseException | None], object]) -> None:
+        """Call ``callback(error)`` once the commits made so far are durable: at once for an
+        actor file (a commit is durable when it returns), once the engine acknowledged them for
+        an actor hosted on the engine (its store's ``durable()``)."""
+        durable = getattr(self._actor.store, "durable", None)
+        future = durable() if durable is not None else None
+        if future is None:
+            callback(None)
+        else:
+            future.add_done_callback(
+                lambda done: callback(
+                    asyncio.CancelledError() if done.cancelled() else done.exception()
+                )
+            )
+
+    def _keep_next_id(
+        self, conn: apsw.Connection, changes: _Changes, inserted: int
+    ) -> tuple[bool, int]:
+        """Write ``queue_next_id`` when the newest id would otherwise leave no trace in the
+        file (its row removed and no delivery row of it left), so no id is ever reused.
+        Returns whether the newest id's row is stored after this transaction and the stored
+        ``queue_next_id``."""
+        newest = self._newest
+        if inserted > newest:
+            newest, stored = inserted, True
+        else:
+            stored = self._newest_stored
+        if stored and newest in changes.deleted:
+            stored = False
+        if not stored and self._stored_next <= newest:
+            marked = newest in changes.marked or (
+                newest in self._marked and newest not in changes.forgotten
+            )
+            if not marked:
+                conn.execute(_SET_NEXT_ID, (newest + 1,))
+                return stored, newest + 1
+        return stored, self._stored_next
+
     # -- receiving -------------------------------------------------------------------------
 
     async def next(
@@ -266,7 +527,7 @@ class ActorQueue:
         """Wait for the next message (of ``names``, default any queue); ``None`` after
         ``timeout`` seconds. The actor may sleep while this waits; a sleep ends the wait with
         ``actor.aborted``."""
-        messages = await self.next_batch(1, names, timeout=timeout, completable=completable)
+        messages = await self._receive(names, 1, timeout, completable, None)
         return messages[0] if messages else None
 
     async def next_batch(
@@ -353,9 +614,12 @@ class ActorQueue:
                 status=400,
             )
         clock = actor.clock
+        store = actor.store
         deadline = None if timeout is None else clock.monotonic() + timeout
         while True:
-            messages = await actor.store.run(
+            # With the gate free a local store runs this at once: nothing awaits between the
+            # commit and the return (an actor hosted on the engine waits for its acknowledgement).
+            messages = await store.run(
                 lambda conn: self._take(conn, wanted, count, completable, record)
             )
             if messages:
@@ -379,81 +643,128 @@ class ActorQueue:
         self._load(conn)
         if self._size == 0:
             return []
-        skip = self._in_flight  # taken by a concurrent completable receive of this run
-        limit = count + len(skip)
-        if names is None:
-            rows = list(
-                conn.execute(
-                    "SELECT id, name, body, created_at FROM _rivet_queue ORDER BY id LIMIT ?",
-                    (limit,),
-                )
-            )
+        if self._staged and conn.getautocommit():
+            rows = None  # selected inside the transaction, once the staged sends are in
         else:
-            marks = ",".join("?" * len(names))
-            rows = list(
-                conn.execute(
-                    "SELECT id, name, body, created_at FROM _rivet_queue INDEXED BY "
-                    f"_rivet_queue_name_id WHERE name IN ({marks}) ORDER BY id LIMIT ?",
-                    (*names, limit),
-                )
-            )
-        if skip:
-            rows = [row for row in rows if row[0] not in skip][:count]
-        if not rows:
-            return []
-        ids = [row[0] for row in rows]
-        if completable:
-            now = self._actor.clock.now_ms()
-            with conn:
-                if not self._deliveries:
-                    conn.execute(_DELIVERIES)
-                    self._deliveries = True
-                attempts = [
-                    int(conn.execute(_BUMP_DELIVERY, (message_id, now)).fetchall()[0][0])  # type: ignore[arg-type]
-                    for message_id in ids
+            # Inside a user transaction the staged sends stay out of reach; messages sent after
+            # them wait behind them so the order holds.
+            below = self._staged[0][0][0] if self._staged else None
+            rows = self._select(conn, names, count, below)
+            if not rows:
+                return []
+
+        def hand_out(conn: apsw.Connection, changes: _Changes) -> list[QueueMessage]:
+            selected = rows if rows is not None else self._select(conn, names, count, None)
+            if not selected:
+                return []
+            ids = [row[0] for row in selected]
+            if completable:
+                attempts = self._mark(conn, changes, ids)
+                return [
+                    QueueMessage(self, row[0], row[1], _decode(row[2]), row[3], attempts[i] - 1)
+                    for i, row in enumerate(selected)
                 ]
             messages = [
-                QueueMessage(self, row[0], row[1], _decode(row[2]), row[3], attempts[i] - 1)
-                for i, row in enumerate(rows)
+                QueueMessage(None, row[0], row[1], _decode(row[2]), row[3]) for row in selected
             ]
-            for message in messages:
-                self._in_flight[message.id] = message
-            return messages
-        messages = [QueueMessage(None, row[0], row[1], _decode(row[2]), row[3]) for row in rows]
-        with conn:
-            self._delete(conn, ids)
+            conn.executemany(_DELETE, [(i,) for i in ids])
+            changes.deleted = ids
             if record is not None:
                 record(conn, messages)
-        self._size -= len(ids)
+            return messages
+
+        messages = self._commit(conn, hand_out) or []
+        if completable:
+            for message in messages:
+                self._in_flight[message.id] = message
+        else:
+            self._size -= len(messages)
         return messages
+
+    def _select(
+        self,
+        conn: apsw.Connection,
+        names: tuple[str, ...] | None,
+        count: int,
+        below: int | None,
+    ) -> list[_Row]:
+        skip = self._in_flight  # taken by a concurrent completable receive of this run
+        limit = count + len(skip)
+        bound = "" if below is None else " AND id < ?"
+        tail = () if below is None else (below,)
+        if names is None:
+            sql = "SELECT id, name, body, created_at FROM _rivet_queue WHERE 1" + bound
+            bindings: tuple[Any, ...] = (*tail, limit)
+        else:
+            marks = ",".join("?" * len(names))
+            sql = (
+                "SELECT id, name, body, created_at FROM _rivet_queue INDEXED BY "
+                f"_rivet_queue_name_id WHERE name IN ({marks})" + bound
+            )
+            bindings = (*names, *tail, limit)
+        rows: list[_Row] = conn.execute(sql + " ORDER BY id LIMIT ?", bindings).fetchall()  # type: ignore[assignment]
+        if skip:
+            rows = [row for row in rows if row[0] not in skip][:count]
+        return rows
+
+    def _mark(self, conn: apsw.Connection, changes: _Changes, ids: list[int]) -> list[int]:
+        """Count a delivery of each of ``ids`` (inside the caller's transaction): the number of
+        deliveries so far, this one included. Delivery rows of removed messages go too."""
+        now = self._actor.clock.now_ms()
+        if not self._deliveries:
+            conn.execute(_DELIVERIES)
+        if self._stale:
+            conn.executemany(_FORGET_DELIVERY, [(i,) for i in self._stale])
+            changes.forgotten = list(self._stale)
+        marked = self._marked
+        attempts = []
+        for message_id in ids:
+            if message_id in marked:
+                row = conn.execute(_BUMP_DELIVERY, (message_id, now)).fetchall()
+                attempts.append(int(row[0][0]))  # type: ignore[arg-type]
+            else:
+                conn.execute(_FIRST_DELIVERY, (message_id, now))
+                attempts.append(1)
+        changes.marked = ids
+        return attempts
 
     async def _complete(self, message: QueueMessage, response: Any) -> None:
         actor = self._actor
-        if self._in_flight.get(message.id) is not message:
-            raise errors.RivetError(
-                "queue",
-                "message_released",
-                "Queue message was released (the run handler ended or the actor restarted) and "
-                "will be delivered again; it cannot be completed through this object.",
-                status=400,
-            )
 
         def write(conn: apsw.Connection) -> None:
-            with conn:
-                self._delete(conn, [message.id])
+            if message._completed:
+                raise errors.RivetError(
+                    "queue", "already_completed", "Queue message was already completed.",
+                    status=400,
+                )
+            if self._in_flight.get(message.id) is not message:
+                raise errors.RivetError(
+                    "queue",
+                    "message_released",
+                    "Queue message was released (the run handler ended or the actor restarted) "
+                    "and will be delivered again; it cannot be completed through this object.",
+                    status=400,
+                )
+
+            def delete(conn: apsw.Connection, changes: _Changes) -> None:
+                conn.execute(_DELETE, (message.id,))
+                changes.deleted = (message.id,)
+
+            self._commit(conn, delete)
+            message._completed = True
+            self._size -= 1
+            del self._in_flight[message.id]
+            waiters = getattr(actor.host, "queue_completions", None)
+            if waiters is not None:
+
+                def answer(error: BaseException | None) -> None:
+                    if error is None:  # else the store failed: the actor stops
+                        waiters.resolve(actor.actor_id, message.id, response)
+
+                # Answered once the removal is durable, whatever happens to this task.
+                self._when_durable(answer)
 
         await actor.store.run(write)
-        self._size -= 1
-        del self._in_flight[message.id]
-        waiters = getattr(actor.host, "queue_completions", None)
-        if waiters is not None:
-            waiters.resolve(actor.actor_id, message.id, response)
-
-    def _delete(self, conn: apsw.Connection, ids: list[int]) -> None:
-        marks = ",".join("?" * len(ids))
-        conn.execute(f"DELETE FROM _rivet_queue WHERE id IN ({marks})", ids)
-        if self._deliveries:
-            conn.execute(f"DELETE FROM _rivet_queue_deliveries WHERE id IN ({marks})", ids)
 
     def release_in_flight(self) -> None:
         """Completable messages handed out and not completed go back to the queue (the run
@@ -478,13 +789,30 @@ class ActorQueue:
                 timer.cancel()
 
     def _wake_receivers(self) -> None:
-        waiters, self._waiters = self._waiters, set()
-        for future in waiters:
+        if self._waiters:
+            waiters, self._waiters = self._waiters, set()
+            for future in waiters:
+                _resolve(future)
+
+    def watch_stop(self, future: asyncio.Future[None]) -> None:
+        """Resolve ``future`` when the actor begins to stop (at once if it has)."""
+        if self._actor.stopping is not None:
             _resolve(future)
+        else:
+            self._stop_watchers.add(future)
+
+    def unwatch_stop(self, future: asyncio.Future[None]) -> None:
+        self._stop_watchers.discard(future)
 
     def abort(self) -> None:
-        """The actor began to stop: receivers waiting wake up and raise ``actor.aborted``."""
+        """The actor began to stop: staged sends are committed now, receivers waiting wake up
+        and raise ``actor.aborted``, senders waiting for a completion look again."""
+        if self._staged:
+            self._flush()
         self._wake_receivers()
+        watchers, self._stop_watchers = self._stop_watchers, set()
+        for future in watchers:
+            _resolve(future)
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -508,21 +836,41 @@ class ActorQueue:
         row = conn.execute(_NEXT_ID).fetchone()
         stored_next = row[0] if row and isinstance(row[0], int) else 1
         size, max_id = conn.execute(_STATS).fetchone() or (0, None)
+        marked: set[int] = set()
+        stale: list[int] = []
+        self._deliveries = conn.execute(_HAS_DELIVERIES).fetchone() is not None
+        if self._deliveries:
+            for message_id, gone in conn.execute(_MARKED):
+                if gone:
+                    stale.append(message_id)  # deleted with the next delivery
+                else:
+                    marked.add(message_id)
+        # Delivery rows keep their ids alive too (queue_next_id is not rewritten while one does).
+        newest = max(stored_next - 1, max_id or 0, max(marked, default=0), max(stale, default=0))
         self._size = int(size)
-        self._next_id = max(stored_next, (max_id or 0) + 1, 1)
-        self._deliveries = (
-            conn.execute(
-                "SELECT 1 FROM sqlite_schema WHERE type = 'table' "
-                "AND name = '_rivet_queue_deliveries'"
-            ).fetchone()
-            is not None
-        )
+        self._next_id = newest + 1
+        self._newest = newest
+        self._newest_stored = max_id is not None and max_id == newest
+        self._stored_next = stored_next
+        self._marked = marked
+        self._stale = stale
         self._loaded = True
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _settle(staged: list[tuple[_Row, asyncio.Future[None]]], error: BaseException | None) -> None:
+    """Answer the senders of ``staged`` (committed; ``error`` if durability then failed)."""
+    for _, future in staged:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+                future.exception()
 
 
 def _decode(raw: bytes | None) -> Any:

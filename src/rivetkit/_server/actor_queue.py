@@ -1,16 +1,22 @@
 """``POST /queue/{name}``: a client's queue send (spec §10), in json, cbor and bare.
 
-The message is stored (one transaction) before the answer. Without ``wait`` the answer is
+The message is stored (committed with the other sends of the same event-loop tick) before the
+answer. Without ``wait`` the answer is
 ``{"status": "completed"}`` at once (as the official runtime). With ``wait`` the request waits for
 ``message.complete(response)`` or the ``timeout`` (``{"status": "timedOut"}``). The wait does not
 keep the actor awake: the request stops counting as work in flight once the message is stored,
 so the consumer may sleep; if it does, the sender wakes it again, and the completion made by the
 next generation answers the sender (waiters are kept by the host, not by the instance).
+
+As in RivetKit a send runs the connection hooks with a transient connection (its params from the
+``x-rivet-conn-params`` header) when the actor has any, or when the queue's ``can_publish`` needs
+``c.conn``; otherwise nothing could observe that connection and none is made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
@@ -25,6 +31,9 @@ if TYPE_CHECKING:
     from ..config import RegistryConfig
 
 __all__ = ["Pin", "handle_queue_send"]
+
+# Hooks that see the transient connection of a send.
+_CONN_HOOKS = frozenset(("on_before_connect", "create_conn_state", "on_connect", "on_disconnect"))
 
 
 class Pin:
@@ -65,18 +74,23 @@ async def handle_queue_send(
     queue.check_name(name)
     spec = instance.definition.queues.get(name) if instance.definition.queues else None
     params = decode_conn_params(header(scope, b"x-rivet-conn-params"))
-    conn = await instance.open_conn(params)
-    try:
-        if spec is not None and spec.can_publish is not None:
-            allowed = await maybe_await(spec.can_publish(ActionContext(instance, conn)))
-            if not isinstance(allowed, bool):
-                raise TypeError(
-                    f"can_publish of queue {name!r} must return a bool, got {type(allowed).__name__}"
-                )
-            if not allowed:
-                raise errors.RivetError("auth", "forbidden", "Forbidden", status=403)
-    finally:
-        await instance.close_conn(conn)
+    can_publish = spec.can_publish if spec is not None else None
+    if can_publish is not None or not instance.definition.hooks.keys().isdisjoint(_CONN_HOOKS):
+        conn = await instance.open_conn(params)
+        try:
+            if can_publish is not None:
+                allowed = await maybe_await(can_publish(ActionContext(instance, conn)))
+                if not isinstance(allowed, bool):
+                    raise TypeError(
+                        f"can_publish of queue {name!r} must return a bool, "
+                        f"got {type(allowed).__name__}"
+                    )
+                if not allowed:
+                    raise errors.RivetError("auth", "forbidden", "Forbidden", status=403)
+        finally:
+            await instance.close_conn(conn)
+    elif instance.stopping is not None:  # as open_conn: the server retries on the next generation
+        raise errors.ActorStopping(instance.actor_id)
 
     if not request.wait:
         await queue.enqueue(name, request.body)
@@ -93,6 +107,25 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _resolve_with(future: asyncio.Future[None], _done: asyncio.Future[Any]) -> None:
+    _resolve(future)
+
+
+class _Deadline:
+    """The ``timeout`` of a waiting send, on the actor's clock (spans wakes of the actor)."""
+
+    __slots__ = ("expired", "wake")
+
+    def __init__(self) -> None:
+        self.expired = False
+        self.wake: asyncio.Future[None] | None = None
+
+    def fire(self) -> None:
+        self.expired = True
+        if self.wake is not None:
+            _resolve(self.wake)
+
+
 async def _send_and_wait(
     pin: Pin, name: str, body: Any, timeout_ms: int | None
 ) -> HttpQueueSendResponse:
@@ -100,33 +133,39 @@ async def _send_and_wait(
     host = instance.host
     waiters = host.queue_completions
     actor_id = instance.actor_id
+    message_id = 0
     completion: asyncio.Future[Any] | None = None
 
-    def on_stored(message_id: int) -> None:
-        nonlocal completion
-        completion = waiters.register(actor_id, message_id)
+    def on_id(new_id: int) -> None:
+        nonlocal completion, message_id
+        message_id = new_id
+        completion = waiters.register(actor_id, new_id)
 
-    message = await instance.queue.enqueue(name, body, on_stored=on_stored)
-    assert completion is not None
-    pin.release()  # waiting is not work of the actor: it may sleep meanwhile
-    loop = asyncio.get_running_loop()
-    timed_out: asyncio.Future[None] = loop.create_future()
+    deadline = _Deadline()
     timer = None
-    if timeout_ms is not None:
-        timer = instance.clock.call_later(timeout_ms / 1000, _resolve, timed_out)
     try:
+        await instance.queue.enqueue(name, body, on_id=on_id)
+        assert completion is not None
+        pin.release()  # waiting is not work of the actor: it may sleep meanwhile
+        if timeout_ms is not None:
+            timer = instance.clock.call_later(timeout_ms / 1000, deadline.fire)
+        loop = asyncio.get_running_loop()
         while True:
-            stopping = asyncio.ensure_future(instance.abort_signal.wait())
-            try:
-                await asyncio.wait(
-                    {completion, timed_out, stopping}, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                stopping.cancel()
+            # One future, resolved by the completion, the timeout or the actor beginning to stop
+            # (no task, no asyncio.wait: this runs once per message).
+            if not completion.done() and not deadline.expired:
+                wake = deadline.wake = loop.create_future()
+                queue = instance.queue
+                queue.watch_stop(wake)
+                completion.add_done_callback(functools.partial(_resolve_with, wake))
+                try:
+                    await wake
+                finally:
+                    queue.unwatch_stop(wake)
+                    deadline.wake = None
             if completion.done():
-                response = completion.result()
-                return HttpQueueSendResponse("completed", response)
-            if timed_out.done():
+                return HttpQueueSendResponse("completed", completion.result())
+            if deadline.expired:
                 return HttpQueueSendResponse("timedOut")
             # The consumer went to sleep with the message still to complete: wake it again.
             await host.wait_stopped(actor_id)
@@ -135,11 +174,10 @@ async def _send_and_wait(
             record = host.get_record(actor_id)
             if record is None:
                 raise errors.actor_not_found()
-            instance.log.debug("waking actor for a waiting queue sender message_id=%s", message.id)
+            instance.log.debug("waking actor for a waiting queue sender message_id=%s", message_id)
             instance = await host.instance(record)
     finally:
         if timer is not None:
             timer.cancel()
-        if not completion.done():
-            waiters.forget(actor_id, message.id)
-
+        if completion is not None and not completion.done():
+            waiters.forget(actor_id, message_id)

@@ -2,7 +2,8 @@
 
 What the Rivet dashboard and agents read to look inside one actor: its queue, its workflow
 history, and (as in RivetKit 2.3.19) a summary, the state, the action names and the open
-connections. The answers are JSON whatever ``x-rivet-encoding`` says, errors included, because
+connections; and one thing they do: replay a workflow from a step
+(``POST /inspector/workflow/replay``). The answers are JSON whatever ``x-rivet-encoding`` says, errors included, because
 the dashboard only speaks JSON here.
 
 Every route needs ``Authorization: Bearer <token>``, even in local development (the official
@@ -34,11 +35,14 @@ from .. import errors
 from .._protocol.values import to_compat
 from .http import (
     JSON_CONTENT_TYPE,
+    BodyTooLarge,
+    ClientDisconnected,
     Receive,
     Scope,
     Send,
     header,
     public_error,
+    read_body,
     send_json,
     send_response,
 )
@@ -59,6 +63,8 @@ INSPECTOR_DISABLE_ENV = "RIVET_INSPECTOR_DISABLE"
 DEFAULT_QUEUE_LIMIT = 100
 # SQLite's LIMIT is a signed 64-bit integer; a larger ?limit= means "everything" anyway.
 _MAX_SQL_LIMIT = 2**62
+# Inspector request bodies are small JSON objects ({"entryId": ...}).
+_MAX_BODY = 64 * 1024
 
 _BEARER = re.compile(r"^Bearer\s+", re.IGNORECASE)
 _TOKEN_SQL = "SELECT inspector_token FROM _rivet_runtime WHERE id = 1"
@@ -69,6 +75,7 @@ _NO_WORKFLOW: dict[str, Any] = {
 }
 
 Handler = Callable[["ActorInstance", dict[str, list[str]]], Awaitable[dict[str, Any]]]
+BodyHandler = Callable[["ActorInstance", Any], Awaitable[dict[str, Any]]]
 
 
 def _unauthorized() -> errors.RivetError:
@@ -110,10 +117,18 @@ async def handle_inspector(
         if not await _authorized(instance, _bearer_token(scope)):
             instance.log.debug("inspector request refused path=%s", path)
             raise _unauthorized()
-        handler = _ROUTES.get((scope["method"], path))
-        if handler is None:
-            raise _route_not_found()
-        body = orjson.dumps(await handler(instance, parse_qs(query, keep_blank_values=True)))
+        route = (scope["method"], path)
+        body_handler = _BODY_ROUTES.get(route)
+        if body_handler is not None:
+            request = await _json_body(receive)
+            body = orjson.dumps(await body_handler(instance, request))
+        else:
+            handler = _ROUTES.get(route)
+            if handler is None:
+                raise _route_not_found()
+            body = orjson.dumps(await handler(instance, parse_qs(query, keep_blank_values=True)))
+    except ClientDisconnected:
+        return
     except Exception as exc:
         err = public_error(exc, expose=config.expose_errors)
         if not (isinstance(exc, errors.RivetError) and exc.public):
@@ -159,6 +174,28 @@ async def _authorized(instance: ActorInstance, token: str | None) -> bool:
 def _stored_token(conn: Any) -> str | None:
     row = conn.execute(_TOKEN_SQL).fetchone()
     return row[0] if row and isinstance(row[0], str) else None
+
+
+def _invalid_request(message: str) -> errors.RivetError:
+    return errors.RivetError("actor", "invalid_request", message, status=400)
+
+
+async def _json_body(receive: Receive) -> Any:
+    """The request's JSON body (``None`` when empty).
+
+    Raises:
+        RivetError: ``actor.invalid_request`` (400) for a body that is not JSON or too large.
+    """
+    try:
+        raw = await read_body(receive, _MAX_BODY)
+    except BodyTooLarge as exc:
+        raise _invalid_request(f"Inspector request body is too large ({exc}).") from None
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid_request(f"Inspector request body must be JSON: {exc}") from None
 
 
 # -- routes ----------------------------------------------------------------------------------
@@ -234,6 +271,29 @@ async def _workflow_history(instance: ActorInstance, query: dict[str, list[str]]
     return await _workflow(instance)
 
 
+async def _workflow_replay(instance: ActorInstance, request: Any) -> dict[str, Any]:
+    """``POST /inspector/workflow/replay`` with ``{"entryId"?}``: delete the workflow's history
+    from that step on (all of it without ``entryId``) and run the workflow again; answers like
+    ``GET /inspector/workflow-history``. ``409 actor.workflow_in_flight`` while it runs."""
+    if request is None:
+        request = {}
+    if not isinstance(request, dict):
+        raise _invalid_request('Workflow replay body must be an object: {"entryId": "..."}')
+    entry_id = request.get("entryId")
+    if entry_id is not None and (not isinstance(entry_id, str) or not entry_id):
+        raise _invalid_request(f"entryId must be a non-empty string, got {entry_id!r}")
+    try:
+        module = importlib.import_module("rivetkit._workflow")
+    except ModuleNotFoundError as exc:
+        if exc.name != "rivetkit._workflow":
+            raise
+        return dict(_NO_WORKFLOW)
+    result = await module.replay_workflow(instance, entry_id)
+    if not isinstance(result, dict):
+        raise TypeError(f"replay_workflow returned {type(result).__name__}, expected a dict")
+    return result
+
+
 async def _state(instance: ActorInstance, query: dict[str, list[str]]) -> dict[str, Any]:
     """``GET /inspector/state``: ``state`` is left out when the actor has none."""
     if not instance.definition.has_state:
@@ -302,4 +362,7 @@ _ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/inspector/state"): _state,
     ("GET", "/inspector/rpcs"): _rpcs,
     ("GET", "/inspector/connections"): _connections_route,
+}
+_BODY_ROUTES: dict[tuple[str, str], BodyHandler] = {
+    ("POST", "/inspector/workflow/replay"): _workflow_replay,
 }

@@ -5,10 +5,11 @@ Layers (each module's docstring says more):
 
 * :mod:`.history`: entries, their locations and their storage in ``_rivet_wf_kv``;
 * :mod:`.engine`: one run of a workflow (load, replay, commit, wait, fail, roll back);
-* :mod:`.context`: ``WorkflowContext``, the positional replay, sleeps and versioning;
+* :mod:`.scope`: one scope and the positional replay of its operations;
+* :mod:`.context`: ``WorkflowContext`` (the API), sleeps and versioning;
 * :mod:`.steps`: step attempts, retries, timeouts and failures;
-* :mod:`.flow`: loops, joins, races; :mod:`.queue`: recorded queue receives;
-* :mod:`.inspector`: the ``/inspector/workflow-history`` payload.
+* :mod:`.flow`: loops, joins, races, try blocks; :mod:`.queue`: recorded queue receives;
+* :mod:`.inspector`: the ``/inspector/workflow-history`` payload and the replay of a workflow.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from .errors import (
     StepTimeoutError,
     WorkflowError,
 )
-from .flow import LoopBreak, LoopContinue, RaceResult
-from .inspector import workflow_inspector, workflow_spec
+from .flow import LoopBreak, LoopContinue, RaceResult, TryBlockFailure, TryBlockResult
+from .inspector import replay_workflow, workflow_inspector, workflow_spec
 from .queue import WorkflowQueueMessage
 
 if TYPE_CHECKING:
@@ -48,12 +49,15 @@ __all__ = [
     "RollbackError",
     "StepExhaustedError",
     "StepTimeoutError",
+    "TryBlockFailure",
+    "TryBlockResult",
     "TryStepFailure",
     "TryStepResult",
     "WorkflowContext",
     "WorkflowError",
     "WorkflowErrorEvent",
     "WorkflowQueueMessage",
+    "replay_workflow",
     "workflow",
     "workflow_inspector",
     "workflow_spec",

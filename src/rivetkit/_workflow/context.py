@@ -1,10 +1,9 @@
-"""``WorkflowContext``: what a workflow function receives, and the replay of each operation.
+"""``WorkflowContext``: what a workflow function receives.
 
-Every operation (step, sleep, loop, join, race, queue wait, rollback checkpoint) has a name that
-is unique in its scope, and happens at a position: the n-th operation of the scope. Replay
-matches the n-th operation against the n-th recorded entry of the scope; a different kind or
-name there is a divergence (``workflow.history_diverged``), reported with what was recorded and
-what the code did. Past the last recorded entry the operation executes and is recorded.
+Every operation (step, sleep, loop, join, race, try block, queue wait, rollback checkpoint) has
+a name that is unique in its scope, and happens at a position: the n-th operation of the scope.
+Replay matches the n-th operation against the n-th recorded entry of the scope (the machinery is
+in :mod:`.scope`); past the last recorded entry the operation executes and is recorded.
 
 Actor data (``state``, ``vars``, ``db``, ``kv``, ``schedule``, ``cron``, ``conns``,
 ``broadcast``, ``client()``, ``queue.send``) is reachable only while a step function runs: code
@@ -14,20 +13,19 @@ outside steps runs again on every replay, so an effect there would happen again 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .engine import WorkflowEngine, _RollbackStop, active_step, failure_kind
+from .engine import _RollbackStop, in_step
 from .errors import (
     CriticalError,
-    HistoryDivergedError,
     StepExhaustedError,
     StepTimeoutError,
-    code_error,
     outside_step,
 )
-from .history import KIND_LABELS, Entry, entry_segment, version_segment
+from .history import KIND_LABELS, Entry, version_segment
+from .scope import Scope, ScopeReplay
 from .steps import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_BACKOFF_BASE,
@@ -37,18 +35,18 @@ from .steps import (
     TryStepResult,
     _StepOptions,
     run_step,
+    step_failure,
 )
 
 if TYPE_CHECKING:
     import logging
 
     from .._runtime.conn import Conn
-    from .._runtime.context import ActorContext
     from .._runtime.db import ActorDb
     from .._runtime.kv import ActorKv
     from .._runtime.schedule import Cron, Schedule
     from ..client import Client
-    from .flow import LoopBreak, LoopContinue, RaceResult
+    from .flow import LoopBreak, LoopContinue, RaceResult, TryBlockResult
     from .queue import WorkflowQueue
 
 __all__ = ["Scope", "TryStepFailure", "TryStepResult", "WorkflowContext"]
@@ -59,32 +57,7 @@ _TRY_STEP_CATCH = ("critical", "timeout", "exhausted")
 _CATCH_KINDS = frozenset({"critical", "timeout", "exhausted", "rollback"})
 
 
-class Scope:
-    """One sequential scope: the workflow body, a loop iteration, a join or race branch.
-
-    Attributes:
-        path: where its entries live (see :mod:`.history`).
-        label: readable location for messages, e.g. ``/poll[3]`` or ``/both{a}``.
-        cursor: position of the next operation.
-        names: names used in this run (they must be unique in the scope).
-        busy: the operation in progress, if any (operations of one scope run one at a time).
-        checkpoint: a rollback checkpoint was reached (rollback handlers are allowed).
-        open_messages: ids of completable queue messages received and not completed.
-    """
-
-    __slots__ = ("busy", "checkpoint", "cursor", "label", "names", "open_messages", "path")
-
-    def __init__(self, path: bytes, label: str, *, checkpoint: bool = False) -> None:
-        self.path = path
-        self.label = label
-        self.cursor = 0
-        self.names: set[str] = set()
-        self.busy: str | None = None
-        self.checkpoint = checkpoint
-        self.open_messages: set[int] = set()  # completable queue messages not completed yet
-
-
-class WorkflowContext:
+class WorkflowContext(ScopeReplay):
     """What a workflow function (and each loop iteration, join and race branch) receives.
 
     Workflow operations (``step``, ``sleep``, ``loop``, ``join``, ``race``, ``queue.next``, ...)
@@ -93,12 +66,7 @@ class WorkflowContext:
     the clock and use randomness inside steps.
     """
 
-    __slots__ = ("_actor_ctx", "_engine", "_scope")
-
-    def __init__(self, engine: WorkflowEngine, scope: Scope, actor_ctx: ActorContext) -> None:
-        self._engine = engine
-        self._scope = scope
-        self._actor_ctx = actor_ctx
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return f"<WorkflowContext {self._engine.instance.name} at {self._scope.label or '/'}>"
@@ -150,8 +118,10 @@ class WorkflowContext:
 
     # -- actor data: inside steps only -----------------------------------------------------
 
-    def _require_step(self, feature: str) -> None:
-        if active_step.get() is not self._engine:
+    def _require_step(self, feature: str, refused: object = None) -> None:
+        if not in_step(self._engine):
+            if inspect.iscoroutine(refused):
+                refused.close()  # it will never run: no "never awaited" warning on top
             raise outside_step(feature)
 
     @property
@@ -217,145 +187,20 @@ class WorkflowContext:
         self._require_step("destroy")
         self._engine.instance.request_stop("destroy")
 
-    # -- replay machinery ------------------------------------------------------------------
+    def keep_awake(self, awaitable: Awaitable[T]) -> asyncio.Future[T]:
+        """Run ``awaitable`` as a background task that keeps the actor awake until it ends: no
+        idle sleep, and a shutdown waits for it (inside a step only; the step does not wait for
+        it). Returns the task; await it for the result. The task cannot use actor data once
+        the step that started it has ended."""
+        self._require_step("keep_awake", awaitable)
+        return self._engine.instance.keep_awake(awaitable)
 
-    def _enter(self, kind: str, name: str) -> tuple[Entry | None, int]:
-        """Claim the next position of the scope for operation ``kind`` ``name``.
-
-        Returns the recorded entry at that position (its kind and name match) or ``None`` at
-        the live frontier, and the position.
-
-        Raises:
-            HistoryDivergedError: the history recorded something else at this position.
-            WorkflowError: ``workflow.duplicate_entry_name``, ``workflow.entry_in_progress``.
-        """
-        engine = self._engine
-        scope = self._scope
-        self._check_name(kind, name)
-        engine.check_evicted()
-        scope.names.add(name)
-        position = scope.cursor
-        recorded = engine.history.at(scope.path, position)
-        if recorded is not None:
-            if recorded.kind != kind or recorded.name != name:
-                raise self._diverged(position, recorded, kind, name)
-            scope.cursor += 1
-            return recorded, position
-        if engine.rollback_mode:
-            raise _RollbackStop
-        scope.cursor += 1
-        return None, position
-
-    def _check_name(self, kind: str, name: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(
-                f"a workflow {KIND_LABELS.get(kind, kind)} needs a non-empty name, got {name!r}"
-            )
-        scope = self._scope
-        what = f'{KIND_LABELS.get(kind, kind)} "{name}"'
-        if active_step.get() is self._engine:
-            raise code_error(
-                "entry_in_progress",
-                f"{what} was called inside a step function: workflow operations belong in the "
-                "workflow body (or a loop, join or race body), not in steps",
-                location=f"{scope.label}/{name}",
-            )
-        if scope.busy is not None:
-            raise code_error(
-                "entry_in_progress",
-                f"{what} started while {scope.busy} is still running in the same scope "
-                f"({scope.label or '/'}): await each workflow operation before the next one, "
-                "use ctx.join(...) for parallel work, and inside a loop body or a join/race "
-                "branch use the context it receives",
-                location=f"{scope.label}/{name}",
-            )
-        if name in scope.names:
-            raise code_error(
-                "duplicate_entry_name",
-                f'the name "{name}" is used twice in {scope.label or "/"}: each step, sleep, '
-                "loop, join, race, queue wait, checkpoint and version gate needs a unique name "
-                "within its scope (loop iterations and branches are scopes of their own)",
-                location=f"{scope.label}/{name}",
-                name=name,
-            )
-
-    @contextlib.contextmanager
-    def _busy(self, kind: str, name: str) -> Iterator[None]:
-        scope = self._scope
-        scope.busy = f'{KIND_LABELS.get(kind, kind)} "{name}"'
-        try:
-            yield
-        finally:
-            scope.busy = None
-
-    def _new_entry(self, kind: str, name: str, position: int, **data: Any) -> Entry:
-        engine = self._engine
-        entry = Entry(
-            path=self._scope.path + entry_segment(position),
-            kind=kind,
-            name=name,
-            created_at=engine.clock.now_ms(),
-            data=data,
-        )
-        engine.history.add(entry, self._scope.path)
-        return entry
-
-    def _diverged(
-        self, position: int, recorded: Entry, kind: str, name: str
-    ) -> HistoryDivergedError:
-        scope = self._scope
-        history = self._engine.history
-        found = f'{KIND_LABELS.get(kind, kind)} "{name}"'
-        later = history.scope_entries(scope.path)[position + 1 : position + 4]
-        lines = [
-            (
-                f"workflow history diverged at {scope.label}/{name} "
-                f"(operation #{position + 1} of {scope.label or '/'}):"
-            ),
-            f"  recorded: {recorded.describe()}",
-            f"  code:     {found}",
-        ]
-        if later:
-            lines.append("  the history continues with: " + ", ".join(e.describe() for e in later))
-        lines.append(_MIGRATION_HINT)
-        return HistoryDivergedError(
-            "\n".join(lines),
-            metadata={
-                "location": f"{scope.label}/{name}",
-                "position": position,
-                "expected": {"kind": recorded.kind, "name": recorded.name},
-                "found": {"kind": kind, "name": name},
-            },
-        )
-
-    def _finish_scope(self) -> None:
-        """The code left the scope: the history must not hold entries the code skipped.
-
-        Raises:
-            HistoryDivergedError: recorded entries were not reached.
-        """
-        scope = self._scope
-        history = self._engine.history
-        total = history.count(scope.path)
-        if total <= scope.cursor:
-            return
-        missing = history.scope_entries(scope.path)[scope.cursor :]
-        listing = ", ".join(e.describe() for e in missing[:5])
-        if len(missing) > 5:
-            listing += f", ... ({len(missing)} in all)"
-        raise HistoryDivergedError(
-            f"workflow history diverged at {scope.label or '/'}: the code finished this scope "
-            f"after {scope.cursor} operation(s), but the history recorded {total}:\n"
-            f"  recorded next: {missing[0].describe()}\n"
-            f"  code:          (end of scope)\n"
-            f"  not reached: {listing}\n{_MIGRATION_HINT}",
-            metadata={
-                "location": scope.label or "/",
-                "position": scope.cursor,
-                "expected": {"kind": missing[0].kind, "name": missing[0].name},
-                "found": None,
-            },
-        )
+    def wait_until(self, awaitable: Awaitable[T]) -> asyncio.Future[T]:
+        """Run ``awaitable`` as a background task that a shutdown waits for (within the sleep
+        grace period) but that does not keep the actor from going idle: for best-effort
+        flushes (inside a step only). Returns the task."""
+        self._require_step("wait_until", awaitable)
+        return self._engine.instance.wait_until(awaitable)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -494,16 +339,50 @@ class WorkflowContext:
         try:
             value = await run_step(self, name, fn, args, options)
         except (StepExhaustedError, StepTimeoutError, CriticalError) as exc:
-            kind = failure_kind(exc)
-            if kind not in kinds:
+            failure = step_failure(exc)
+            if failure is None or failure.kind not in kinds:
                 raise
-            attempts = getattr(exc, "attempts", None)
-            entry = self._engine.history.at(self._scope.path, self._scope.cursor - 1)
-            if attempts is None:
-                attempts = entry.attempts if entry is not None else 1
-            message = exc.last_error if isinstance(exc, StepExhaustedError) else exc.message
-            return TryStepResult(False, None, TryStepFailure(kind, name, attempts, message))
+            return TryStepResult(False, None, failure)
         return TryStepResult(True, value)
+
+    async def try_block(
+        self,
+        name: str,
+        block: Callable[[WorkflowContext], Awaitable[T]],
+        /,
+        *,
+        catch: Sequence[str] = ("step", "join", "race"),
+    ) -> TryBlockResult:
+        """Run ``block(block_ctx)`` as a named scope whose failure is returned instead of
+        failing the workflow (RivetKit's ``ctx.try``; ``try`` is a Python keyword).
+
+        The block's operations are recorded under ``name``. If a step in it fails for good
+        (every attempt, a timeout, ``CriticalError``), or a join or race in it fails, the
+        result says so: ``TryBlockResult(ok=False, failure=TryBlockFailure(source, name,
+        error, step))``. The block is not recorded as a value: a replay runs it again and it
+        replays its operations, so it returns the same result. Other errors the block raises
+        (a plain exception in the block's own code, a divergence) propagate as usual.
+
+        Args:
+            name: unique within the scope.
+            block: ``async def block(block_ctx)``; use ``block_ctx`` for its operations.
+            catch: failures turned into a result, among ``"step"``, ``"join"``, ``"race"``
+                (the default) and ``"rollback"`` (a ``RollbackError``, raised by a step or by
+                the block itself).
+
+        Example::
+
+            async def charge(b: WorkflowContext) -> str:
+                await b.step("authorize", authorize, card, max_retries=2)
+                return await b.step("capture", capture, card)
+
+            result = await ctx.try_block("payment", charge)
+            if not result.ok:
+                await ctx.step("notify-failure", notify, result.failure.error)
+        """
+        from .flow import run_try
+
+        return await run_try(self, name, block, catch)
 
     # -- sleeping --------------------------------------------------------------------------
 
@@ -702,10 +581,3 @@ class WorkflowContext:
         from .flow import run_race
 
         return await run_race(self, name, branches)
-
-
-_MIGRATION_HINT = (
-    "The workflow code no longer matches its recorded history. Keep recorded operations in "
-    "their order; for a removed one call ctx.removed(name, kind) where it was; gate new "
-    "behaviour with ctx.get_version(name, latest)."
-)

@@ -46,14 +46,42 @@ if TYPE_CHECKING:
     from .._runtime.context import ActorContext
     from .._runtime.instance import ActorInstance
 
-__all__ = ["WorkflowEngine", "WorkflowErrorEvent", "WorkflowSpec", "active_step", "engine_of"]
+__all__ = [
+    "StepScope",
+    "WorkflowEngine",
+    "WorkflowErrorEvent",
+    "WorkflowSpec",
+    "active_step",
+    "engine_of",
+    "forget_engine",
+    "in_step",
+]
 
-# The engine whose step (or rollback handler) is running in this task: actor data (state, vars,
-# db, ...) may be used only then. A context variable, so that concurrent join branches, each a
+
+class StepScope:
+    """One running step (or rollback handler, or ``on_error`` call) of ``engine``: actor data
+    may be used while it is open. Tasks started inside the step inherit it, and it closes when
+    the step ends, so such a task (``ctx.keep_awake(...)``) cannot reach actor data afterwards:
+    what it would change there would belong to no step."""
+
+    __slots__ = ("engine", "open")
+
+    def __init__(self, engine: WorkflowEngine) -> None:
+        self.engine = engine
+        self.open = True
+
+
+# The step running in this task. A context variable, so that concurrent join branches, each a
 # task, see only their own step.
-active_step: contextvars.ContextVar[WorkflowEngine | None] = contextvars.ContextVar(
+active_step: contextvars.ContextVar[StepScope | None] = contextvars.ContextVar(
     "rivetkit_workflow_step", default=None
 )
+
+
+def in_step(engine: WorkflowEngine) -> bool:
+    """Whether the current task runs a step of ``engine`` (that has not ended)."""
+    scope = active_step.get()
+    return scope is not None and scope.open and scope.engine is engine
 
 # The engine of each awake actor's workflow (the latest run), for the inspector.
 _engines: weakref.WeakKeyDictionary[ActorInstance, WorkflowEngine] = weakref.WeakKeyDictionary()
@@ -61,6 +89,12 @@ _engines: weakref.WeakKeyDictionary[ActorInstance, WorkflowEngine] = weakref.Wea
 
 def engine_of(instance: ActorInstance) -> WorkflowEngine | None:
     return _engines.get(instance)
+
+
+def forget_engine(instance: ActorInstance) -> None:
+    """The history of ``instance``'s workflow was changed outside its run (a replay): the
+    inspector reads the database until the next run starts."""
+    _engines.pop(instance, None)
 
 
 class _Evicted(BaseException):
@@ -367,7 +401,8 @@ class WorkflowEngine:
         """
         ctl = self.instance.sleep_ctl
         ctl.busy += 1
-        token = active_step.set(self)
+        step_scope = StepScope(self)
+        token = active_step.set(step_scope)
         try:
             result = fn(*args)
             if not inspect.isawaitable(result):
@@ -383,6 +418,7 @@ class WorkflowEngine:
                     raise StepTimeoutError(step, timeout) from None
                 raise
         finally:
+            step_scope.open = False
             active_step.reset(token)
             ctl.release()
 
@@ -393,7 +429,8 @@ class WorkflowEngine:
             return
         from .._runtime.context import ActorContext
 
-        token = active_step.set(self)  # the hook may touch state, like a step
+        scope = StepScope(self)
+        token = active_step.set(scope)  # the hook may touch state, like a step
         try:
             result = hook(ActorContext(self.instance), event)
             if inspect.isawaitable(result):
@@ -401,6 +438,7 @@ class WorkflowEngine:
         except Exception:
             self.log.exception("workflow on_error hook raised")
         finally:
+            scope.open = False
             active_step.reset(token)
 
     # -- waiting ---------------------------------------------------------------------------

@@ -10,6 +10,10 @@
   crash replays its recorded operations and returns the same value.
 * A **race** runs its branches the same way; the first to finish wins. The winner and its value
   are recorded, the other branches are cancelled and their history is deleted.
+* A **try block** runs its body in a scope of its own, every time (its value is not recorded:
+  a replay runs the body again, which replays its operations); the failure of a step, join or
+  race inside it is returned as a :class:`TryBlockResult` instead of failing the workflow.
+  Recorded failures fail again on replay, so the result is the same.
 """
 
 from __future__ import annotations
@@ -21,13 +25,25 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .engine import _Evicted, _RollbackStop, control_flow_priority, is_control_flow
-from .errors import JoinError, RaceError, code_error, describe_error
+from .errors import JoinError, RaceError, RollbackError, code_error, describe_error
 from .history import branch_segment, iteration_segment, roundtrip
+from .steps import TryStepFailure, step_failure
 
 if TYPE_CHECKING:
     from .context import WorkflowContext
 
-__all__ = ["LoopBreak", "LoopContinue", "RaceResult", "run_join", "run_loop", "run_race"]
+__all__ = [
+    "TRY_BLOCK_CATCH",
+    "LoopBreak",
+    "LoopContinue",
+    "RaceResult",
+    "TryBlockFailure",
+    "TryBlockResult",
+    "run_join",
+    "run_loop",
+    "run_race",
+    "run_try",
+]
 
 Branch = Callable[["WorkflowContext"], Awaitable[Any]]
 
@@ -51,6 +67,34 @@ class RaceResult(NamedTuple):
 
     winner: str
     value: Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TryBlockFailure:
+    """Why a ``try_block`` failed.
+
+    Attributes:
+        source: ``"step"`` (a step failed for good), ``"join"`` (a join had failed branches),
+            ``"race"`` (every branch of a race failed) or ``"block"`` (the body raised
+            ``RollbackError`` outside a step).
+        name: the step, join or race that failed (the block's own name for ``"block"``).
+        error: the text of the error.
+        step: for ``"step"``, how the step failed (as ``try_step`` reports it).
+    """
+
+    source: str
+    name: str
+    error: str
+    step: TryStepFailure | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TryBlockResult:
+    """The outcome of ``ctx.try_block``: ``ok`` and ``value``, or ``failure``."""
+
+    ok: bool
+    value: Any = None
+    failure: TryBlockFailure | None = None
 
 
 # -- loop ----------------------------------------------------------------------------------------
@@ -418,3 +462,78 @@ async def run_race(ctx: WorkflowContext, name: str, branches: Any) -> RaceResult
         if winner_name is None:
             raise RaceError(name, {b: errors[b] for b in order if b in errors})
         return RaceResult(winner_name, winner_value)
+
+
+# -- try block -----------------------------------------------------------------------------------
+
+TRY_BLOCK_CATCH = ("step", "join", "race")
+_TRY_BLOCK_KINDS = frozenset({"step", "join", "race", "rollback"})
+
+
+async def run_try(
+    ctx: WorkflowContext, name: str, block: Branch, catch: Sequence[str]
+) -> TryBlockResult:
+    kinds = tuple(catch)
+    unknown = set(kinds) - _TRY_BLOCK_KINDS
+    if isinstance(catch, str) or unknown:
+        raise ValueError(
+            f'try_block "{name}": catch must be a list of {sorted(_TRY_BLOCK_KINDS)}, '
+            f"got {catch!r}"
+        )
+    if not callable(block):
+        raise TypeError(f'try_block "{name}" needs a function to run, got {block!r}')
+    engine = ctx._engine
+    entry, position = ctx._enter("try", name)
+    with ctx._busy("try", name):
+        if entry is None:
+            entry = ctx._new_entry("try", name, position)
+            entry.status = "running"
+            engine.history.save(entry)  # written with the first commit of its body, or after
+        bctx = ctx._child(entry.path + branch_segment(0), f"{ctx._scope.label}/{name}")
+        try:
+            value = block(bctx)
+            if inspect.isawaitable(value):
+                value = await value
+            bctx._finish_scope()
+        except BaseException as exc:
+            if is_control_flow(exc):
+                raise
+            failure = _block_failure(name, exc)
+            if failure is None or not _catches(failure, kinds):
+                raise
+            _settle(ctx, entry, "failed")
+            return TryBlockResult(False, None, failure)
+        _settle(ctx, entry, "completed")
+        return TryBlockResult(True, value)
+
+
+def _settle(ctx: WorkflowContext, entry: Any, status: str) -> None:
+    engine = ctx._engine
+    if entry.status != status and not engine.rollback_mode:
+        entry.status = status
+        entry.completed_at = engine.clock.now_ms()
+        engine.history.save(entry)  # goes out with the next commit
+
+
+def _block_failure(name: str, exc: BaseException) -> TryBlockFailure | None:
+    """What ``exc`` says failed inside the block, or ``None`` for errors a try block does not
+    capture (anything else the code raised: it fails the workflow as usual)."""
+    step = step_failure(exc)
+    if step is not None:
+        return TryBlockFailure("step", step.step, step.error, step)
+    if isinstance(exc, JoinError):
+        return TryBlockFailure("join", str(exc.metadata["join"]), describe_error(exc))
+    if isinstance(exc, RaceError):
+        return TryBlockFailure("race", str(exc.metadata["race"]), describe_error(exc))
+    if isinstance(exc, RollbackError):
+        return TryBlockFailure("block", name, describe_error(exc))
+    return None
+
+
+def _catches(failure: TryBlockFailure, kinds: tuple[str, ...]) -> bool:
+    if failure.source == "step":
+        rollback = failure.step is not None and failure.step.kind == "rollback"
+        return ("rollback" if rollback else "step") in kinds
+    if failure.source in ("join", "race"):
+        return failure.source in kinds
+    return "rollback" in kinds

@@ -12,19 +12,43 @@ result or failure of a finished workflow, and the code error that stopped the la
 
 Differences in content: a queue wait is one ``WorkflowMessageEntry`` whose ``messageData`` is
 the list of messages received (RivetKit writes one entry per message plus a count entry).
+
+``POST /inspector/workflow/replay`` (:func:`replay_workflow`) deletes the history from a step on
+(or all of it) and runs the workflow again, as RivetKit's ``replayWorkflowFromStep``: only while
+the run handler is not running (the workflow completed, failed, or stopped on a code error),
+else ``409 actor.workflow_in_flight``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .engine import WorkflowSpec, engine_of
-from .history import SEG_BRANCH, SEG_ENTRY, SEG_ITERATION, SEG_VERSION, Entry, History, split_path
+import apsw
+
+from .. import errors
+from .engine import WorkflowSpec, engine_of, forget_engine
+from .history import (
+    SEG_BRANCH,
+    SEG_ENTRY,
+    SEG_ITERATION,
+    SEG_VERSION,
+    Entry,
+    History,
+    apply_replay_cut,
+    load_record,
+    replay_cut,
+    split_path,
+)
 
 if TYPE_CHECKING:
     from .._runtime.instance import ActorInstance
 
-__all__ = ["workflow_inspector", "workflow_spec"]
+__all__ = ["replay_workflow", "workflow_inspector", "workflow_spec"]
+
+# How many event-loop turns a replay waits for the run handler of a finished workflow to return
+# (right after a wake it is still starting: it loads the history, sees the end, returns).
+_SETTLE_TURNS = 100
 
 
 def workflow_spec(instance: ActorInstance) -> WorkflowSpec | None:
@@ -63,6 +87,83 @@ def workflow_inspector(instance: ActorInstance) -> dict[str, Any]:
     }
 
 
+async def replay_workflow(instance: ActorInstance, entry_id: str | None) -> dict[str, Any]:
+    """Delete the workflow's history from step ``entry_id`` on (all of it when ``None``) and run
+    the workflow again: it replays what is left and executes the rest. Answers like
+    :func:`workflow_inspector`, with the history as left by the cut.
+
+    Raises:
+        RivetError: ``actor.workflow_in_flight`` (409) while the run handler runs (the workflow
+            executes or waits); ``workflow.entry_not_found`` (404) for an unknown id;
+            ``workflow.replay_target_not_step`` (400) for an entry that is not a step;
+            ``actor.stopping`` (503) when the actor began to stop.
+    """
+    if workflow_spec(instance) is None:
+        return {"history": None, "workflowState": None, "isWorkflowEnabled": False}
+    sleep_ctl = instance.sleep_ctl
+    if sleep_ctl.run_active and await instance.store.run(_finished):
+        # A finished workflow's run handler returns at once; right after a wake it may not have
+        # had its turn yet.
+        for _ in range(_SETTLE_TURNS):
+            if not sleep_ctl.run_active:
+                break
+            await asyncio.sleep(0)
+
+    def cut(conn: apsw.Connection) -> History:
+        if instance.stopping is not None:
+            raise errors.ActorStopping(instance.actor_id)
+        if sleep_ctl.run_active:
+            raise errors.RivetError(
+                "actor",
+                "workflow_in_flight",
+                "Workflow replay is unavailable while the workflow is currently in flight.",
+                status=409,
+            )
+        history = History.load(conn)
+        try:
+            doomed = replay_cut(history, entry_id)
+        except KeyError:
+            raise errors.RivetError(
+                "workflow",
+                "entry_not_found",
+                f"Workflow step not found: {entry_id}",
+                metadata={"entryId": entry_id},
+                status=404,
+            ) from None
+        except ValueError as exc:
+            raise errors.RivetError(
+                "workflow",
+                "replay_target_not_step",
+                f"Workflow replay target must be a step: {exc}",
+                metadata={"entryId": entry_id},
+                status=400,
+            ) from None
+        with conn:
+            apply_replay_cut(conn, history, doomed)
+        return history
+
+    history = await instance.store.run(cut)
+    # Nothing awaited since the check: start the run handler again, as the actor's start does
+    # (RivetKit restarts it the same way after a replay).
+    forget_engine(instance)
+    instance.log.info(
+        "workflow replay requested entry_id=%s entries_left=%s", entry_id, len(history.entries)
+    )
+    instance.sleep_ctl.run_active = True
+    instance._spawn(instance._run_handler(instance.definition.hooks["run"]))
+    return {
+        "history": history_json(history),
+        "workflowState": "pending",  # the run starts at the next turn of the event loop
+        "isWorkflowEnabled": True,
+        "workflowOutput": None,
+        "workflowError": None,
+    }
+
+
+def _finished(conn: apsw.Connection) -> bool:
+    return load_record(conn).state in ("completed", "failed")
+
+
 def history_json(history: History) -> dict[str, Any]:
     names: list[str] = []
     index: dict[str, int] = {}
@@ -77,6 +178,8 @@ def history_json(history: History) -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
     metadata: dict[str, Any] = {}
     for entry in history:
+        if entry.kind == "try":
+            continue  # RivetKit records no entry for ctx.try: its name is in its children's paths
         entries.append(
             {
                 "id": entry.id,
@@ -130,6 +233,8 @@ def _location(history: History, entry: Entry, name_index: Any) -> list[dict[str,
         elif kind == SEG_BRANCH:
             assert isinstance(value, int)
             prefix += bytes([SEG_BRANCH]) + value.to_bytes(2, "big")
+            if parent is not None and parent.kind == "try":
+                continue  # the body of a try block: the block's name is already there
             order = parent.data.get("order", []) if parent is not None else []
             branch = order[value] if value < len(order) else str(value)
             out.append({"tag": "WorkflowNameIndex", "val": name_index(branch)})

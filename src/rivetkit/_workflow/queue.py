@@ -231,8 +231,9 @@ class WorkflowQueue:
 
         def record(conn: apsw.Connection, messages: list[Any]) -> None:
             # Runs inside the queue's transaction: the messages leave the queue and enter the
-            # history together (only this entry is written here; the rest of the pending
-            # history goes out with the next commit, together with the state).
+            # history together. Only this entry is written here (the state is not part of this
+            # transaction); earlier entries of the scope were committed before the wait, and the
+            # rest of the pending history goes out with the next commit, with the state.
             entry.status = "completed"
             entry.completed_at = clock.now_ms()
             entry.data["messages"] = [
@@ -245,6 +246,11 @@ class WorkflowQueue:
                 (entry.key, entry.encode()),
             )
 
+        if history.unwritten_before(entry):
+            # An earlier entry of this scope (an ephemeral step, a checkpoint, a sleep that had
+            # already passed) waits for the next commit, with the state changes it made: commit
+            # it now, since the receive below writes its own entry in the queue's transaction.
+            await engine.flush()
         engine.strand_waits(deadline)
         try:
             while True:

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .engine import WorkflowErrorEvent, _RollbackAction, _RollbackStop
+from .engine import WorkflowErrorEvent, _RollbackAction, _RollbackStop, failure_kind
 from .errors import (
     CriticalError,
     RollbackError,
@@ -38,6 +38,7 @@ __all__ = [
     "TryStepResult",
     "register_rollback",
     "run_step",
+    "step_failure",
 ]
 
 T = TypeVar("T")
@@ -100,6 +101,16 @@ class _StepOptions:
     ) -> _StepOptions:
         if not callable(fn):
             raise TypeError(f'step "{name}" needs a function to run, got {fn!r}')
+        if (
+            timeout is DEFAULT_STEP_TIMEOUT
+            and max_retries is DEFAULT_MAX_RETRIES
+            and retry_backoff_base is DEFAULT_RETRY_BACKOFF_BASE
+            and retry_backoff_max is DEFAULT_RETRY_BACKOFF_MAX
+            and retry_on_timeout is False
+            and rollback is None
+            and ephemeral is False
+        ):
+            return _DEFAULT_OPTIONS  # the common case, checked once
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise ValueError(f'step "{name}": timeout must be > 0 seconds or None, got {timeout!r}')
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
@@ -125,6 +136,17 @@ class _StepOptions:
     def backoff(self, attempts: int) -> float:
         """Seconds to wait before the retry that follows attempt number ``attempts``."""
         return float(min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1)))
+
+
+_DEFAULT_OPTIONS = _StepOptions(
+    DEFAULT_STEP_TIMEOUT,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_BACKOFF_BASE,
+    DEFAULT_RETRY_BACKOFF_MAX,
+    False,
+    None,
+    False,
+)
 
 
 async def run_step(
@@ -154,7 +176,24 @@ async def run_step(
             return output
         elif engine.rollback_mode:
             raise _RollbackStop
-        return await _attempts(ctx, entry, fn, args, options)
+        try:
+            return await _attempts(ctx, entry, fn, args, options)
+        except (StepExhaustedError, StepTimeoutError, CriticalError) as exc:
+            # The step failed for good (now, or in a recorded run): say which step and how,
+            # for try_step and try_block up the stack.
+            kind = failure_kind(exc)
+            message = exc.last_error if isinstance(exc, StepExhaustedError) else exc.message
+            setattr(exc, _FAILURE_ATTR, TryStepFailure(kind, name, entry.attempts, message))
+            raise
+
+
+_FAILURE_ATTR = "_rivetkit_step_failure"
+
+
+def step_failure(exc: BaseException) -> TryStepFailure | None:
+    """The step failure carried by ``exc``, when a step raised it as its final outcome."""
+    failure = getattr(exc, _FAILURE_ATTR, None)
+    return failure if isinstance(failure, TryStepFailure) else None
 
 
 async def _attempts(
