@@ -38,6 +38,8 @@ def test_top_level_exports() -> None:
         "ScheduledFireInfo",
         "StepExhaustedError",
         "StepTimeoutError",
+        "TryBlockFailure",
+        "TryBlockResult",
         "TryStepFailure",
         "TryStepResult",
         "UserError",

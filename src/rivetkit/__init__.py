@@ -47,6 +47,8 @@ from ._workflow import RaceResult as RaceResult
 from ._workflow import RollbackError as RollbackError
 from ._workflow import StepExhaustedError as StepExhaustedError
 from ._workflow import StepTimeoutError as StepTimeoutError
+from ._workflow import TryBlockFailure as TryBlockFailure
+from ._workflow import TryBlockResult as TryBlockResult
 from ._workflow import TryStepFailure as TryStepFailure
 from ._workflow import TryStepResult as TryStepResult
 from ._workflow import WorkflowContext as WorkflowContext
@@ -100,6 +102,8 @@ __all__ = [
     "ScheduledFireInfo",
     "StepExhaustedError",
     "StepTimeoutError",
+    "TryBlockFailure",
+    "TryBlockResult",
     "TryStepFailure",
     "TryStepResult",
     "UserError",

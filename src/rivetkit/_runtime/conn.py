@@ -9,12 +9,41 @@ owns the frame encoding and the ordered outgoing queue.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .instance import ActorInstance
 
-__all__ = ["Conn", "ConnSocket"]
+__all__ = [
+    "HIBERNATE_REASON", "MESSAGE_INDEX_KEY", "TUNNEL_EXTENSION", "Conn", "ConnSocket",
+    "Hibernation",
+]
+
+TUNNEL_EXTENSION = "rivet.tunnel"
+"""ASGI scope extension the engine tunnel sets on requests it carries: ``gateway_id``,
+``request_id``, ``path``, ``headers``, ``hibernatable`` and, for a connection restored after a
+sleep, ``restore`` (its id)."""
+
+MESSAGE_INDEX_KEY = "rivet.message_index"
+"""Key of a tunnelled ``websocket.receive`` event carrying the gateway's message index."""
+
+HIBERNATE_REASON = "actor.hibernating"
+"""Close reason of a socket whose actor goes to sleep while the engine's gateway keeps the client
+connected (engine mode): the tunnel sends nothing to the gateway for it."""
+
+
+@dataclass(slots=True)
+class Hibernation:
+    """What makes a connection restorable after its actor slept (engine mode): the tunnelled
+    request it arrived on and how far each side's messages got (spec engine-envoy §6.7.4)."""
+
+    gateway_id: bytes
+    request_id: bytes
+    request_path: str
+    request_headers: dict[str, str]
+    server_message_index: int = 0  # last gateway message index handled
+    client_message_index: int = 0
 
 
 class ConnSocket(Protocol):
@@ -43,16 +72,28 @@ class Conn:
         subscriptions: names of the events this connection receives.
     """
 
-    __slots__ = ("id", "params", "state", "subscriptions", "_actor", "socket", "closed")
+    __slots__ = (
+        "id", "params", "state", "subscriptions", "_actor", "socket", "closed", "hibernation",
+        "hibernating",
+    )
 
-    def __init__(self, actor: ActorInstance, params: Any, socket: ConnSocket | None = None) -> None:
-        self.id = str(uuid.uuid4())
+    def __init__(
+        self,
+        actor: ActorInstance,
+        params: Any,
+        socket: ConnSocket | None = None,
+        *,
+        conn_id: str | None = None,
+    ) -> None:
+        self.id = conn_id or str(uuid.uuid4())
         self.params = params
         self.state: Any = None
         self.subscriptions: set[str] = set()
         self._actor = actor
         self.socket = socket
         self.closed = False
+        self.hibernation: Hibernation | None = None  # engine mode: restorable after a sleep
+        self.hibernating = False  # left open for the gateway while the actor sleeps
 
     @property
     def is_transient(self) -> bool:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from .. import errors
 from .._log import ActorLogger, actor_logger
 from .clock import REAL_CLOCK, Clock
-from .conn import Conn, ConnSocket
+from .conn import HIBERNATE_REASON, Conn, ConnSocket, Hibernation
+from .hibernation import PersistedConn, delete_conns, persist_conns
 from .context import ActionContext, ActorContext
 from .lifecycle import UNKNOWN_ALARM, ActorLifecycle, maybe_await
 from .sleep import SleepController
@@ -122,6 +123,7 @@ class ActorInstance(ActorLifecycle):
         "conns",
         "definition",
         "generation",
+        "hibernatable_conns",
         "host",
         "journal",
         "key",
@@ -161,6 +163,7 @@ class ActorInstance(ActorLifecycle):
         self.state: Any = None
         self.vars: Any = None
         self.conns: dict[str, Conn] = {}
+        self.hibernatable_conns = 0  # of self.conns: those that do not keep the actor awake
         self.subscribers: dict[str, set[Conn]] = {}
         self._log: ActorLogger | None = None
         self._committed: bytes | None = None  # last durable state (journal or file)
@@ -543,12 +546,67 @@ class ActorInstance(ActorLifecycle):
                 raise
         return conn
 
+    def mark_hibernatable(self, conn: Conn, hibernation: Hibernation) -> None:
+        """Engine mode: ``conn`` can outlive a sleep (the gateway holds its socket), so it does
+        not keep the actor awake."""
+        if conn.hibernation is None:
+            self.hibernatable_conns += 1
+            self.sleep_ctl.check()
+        conn.hibernation = hibernation
+
+    def restore_conn(self, persisted: PersistedConn) -> Conn:
+        """Bring back a connection stored at the last sleep (no connect hooks run again)."""
+        conn = Conn(self, persisted.params, conn_id=persisted.conn_id)
+        conn.state = persisted.state
+        self.conns[conn.id] = conn
+        self.mark_hibernatable(conn, persisted.hibernation)
+        for name in persisted.subscriptions:
+            conn.subscriptions.add(name)
+            self.subscribers.setdefault(name, set()).add(conn)
+        return conn
+
+    async def hibernate_conns(self) -> None:
+        """Before sleeping: store every hibernatable connection and let its socket go without
+        closing it (the gateway keeps the client connected until the actor wakes)."""
+        conns = [c for c in self.conns.values() if c.hibernation is not None and not c.closed]
+        if not conns:
+            return
+
+        def write(db: apsw.Connection) -> None:
+            with db:
+                persist_conns(db, conns)
+
+        await self.store.run(write)
+        for conn in conns:
+            conn.hibernating = True
+            if conn.socket is not None:
+                conn.socket.close(1000, HIBERNATE_REASON)
+            await self.close_conn(conn)
+
     async def close_conn(self, conn: Conn) -> None:
         """Forget a connection and run ``on_disconnect`` (once; errors are logged)."""
         if conn.closed:
             return
         conn.closed = True
         self.conns.pop(conn.id, None)
+        if conn.hibernation is not None:
+            self.hibernatable_conns -= 1
+            if conn.hibernating:  # asleep, not gone: no hooks, its rows stay
+                for name in conn.subscriptions:
+                    subs = self.subscribers.get(name)
+                    if subs is not None:
+                        subs.discard(conn)
+                        if not subs:
+                            del self.subscribers[name]
+                return
+            if not self.stopped:
+                conn_id = conn.id
+
+                def forget(db: apsw.Connection) -> None:
+                    with db:
+                        delete_conns(db, (conn_id,))
+
+                await self.store.run(forget)
         self.sleep_ctl.busy += 1  # a pending disconnect callback keeps the actor awake
         for name in conn.subscriptions:
             subs = self.subscribers.get(name)

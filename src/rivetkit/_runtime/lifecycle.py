@@ -84,6 +84,8 @@ class ActorLifecycle:
 
         async def close_conn(self, conn: Conn) -> None: ...
 
+        async def hibernate_conns(self) -> None: ...
+
         def save_state(self) -> Awaitable[None]: ...
 
         def _schedule_save(self) -> None: ...
@@ -163,6 +165,11 @@ class ActorLifecycle:
             task.cancel()
         if leftovers:
             await asyncio.wait(leftovers, timeout=1.0)
+        if reason == "sleep":
+            try:
+                await self.hibernate_conns()
+            except Exception:
+                self.log.exception("hibernatable connections not stored; closing them")
         for conn in list(self.conns.values()):
             if conn.socket is not None:
                 conn.socket.close(*_close_for(reason))
@@ -182,6 +189,8 @@ class ActorLifecycle:
         hook = hooks.get("on_sleep" if reason == "sleep" else "on_destroy")
         if hook is not None:
             await maybe_await(hook(ctx))
+        if reason == "sleep":
+            await self.hibernate_conns()  # engine mode: the gateway keeps these sockets
         code, why = _close_for(reason)
         for conn in list(self.conns.values()):
             if conn.socket is not None:

@@ -60,7 +60,7 @@ class SleepController:
             actor.ready
             and actor.stopping is None
             and self.busy == 0
-            and not actor.conns
+            and len(actor.conns) == actor.hibernatable_conns
             and (not self.run_active or self.queue_waits > 0)
         )
 

@@ -26,6 +26,7 @@ from .. import errors
 from .._log import server_logger
 from .._protocol import DecodeError, get_codec
 from .._protocol.messages import ActionRequest, ActionResponse, Error, Event, Init
+from .._runtime.conn import MESSAGE_INDEX_KEY, TUNNEL_EXTENSION, Hibernation
 from .actor_http import actor_specifier, decode_conn_params
 from .http import Receive, Scope, Send, public_error
 
@@ -275,9 +276,21 @@ async def handle_connect(
 
     socket = Socket(send, options.encoding)
     codec = socket.codec
+    tunnel = (scope.get("extensions") or {}).get(TUNNEL_EXTENSION)
+    restored = None if tunnel is None else tunnel.get("restore")
     try:
         try:
-            conn = await instance.open_conn(params, socket)
+            if restored is not None:
+                conn = _restored(instance, restored, socket)
+            else:
+                conn = await instance.open_conn(params, socket)
+                if tunnel is not None and tunnel.get("hibernatable"):
+                    instance.mark_hibernatable(conn, Hibernation(
+                        gateway_id=tunnel["gateway_id"],
+                        request_id=tunnel["request_id"],
+                        request_path=tunnel["path"],
+                        request_headers=dict(tunnel["headers"]),
+                    ))
         finally:
             instance.sleep_ctl.release()  # resolve() pinned it; the connection keeps it awake
     except Exception as exc:
@@ -299,7 +312,8 @@ async def handle_connect(
         await socket.finish()
         return
 
-    await socket.send(codec.encode_to_client(Init(instance.actor_id, conn.id)))
+    if restored is None:  # a restored connection's client already has its Init
+        await socket.send(codec.encode_to_client(Init(instance.actor_id, conn.id)))
     live.add(socket)
     tasks: set[asyncio.Task[None]] = set()
     limit = config.max_incoming_message_size
@@ -311,6 +325,11 @@ async def handle_connect(
             data = message.get("bytes")
             if data is None:
                 data = message.get("text") or ""
+            hibernation = conn.hibernation
+            if hibernation is not None:
+                index = message.get(MESSAGE_INDEX_KEY)
+                if index is not None:
+                    hibernation.server_message_index = index
             if _frame_size(data) > limit:
                 socket.close(CLOSE_ERROR, "message.incoming_too_long")
                 continue
@@ -355,6 +374,18 @@ async def handle_connect(
         socket.closing = True
         await instance.close_conn(conn)
         await socket.finish()
+
+
+def _restored(instance: ActorInstance, conn_id: str, socket: Socket) -> Conn:
+    """The connection the host restored after a sleep, now attached to its socket again."""
+    conn = instance.conns.get(conn_id)
+    if conn is None or conn.hibernation is None:
+        raise errors.RivetError(
+            "actor", "connection_not_found",
+            f"No hibernated connection {conn_id!r} to restore.", metadata={"connId": conn_id},
+        )
+    conn.socket = socket
+    return conn
 
 
 def _public(
