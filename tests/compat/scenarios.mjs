@@ -6,6 +6,10 @@
 //
 //   node scenarios.mjs --endpoint http://127.0.0.1:6420 --encoding bare [--scenarios 1,2,3]
 //                      [--prefixed-endpoint http://127.0.0.1:6421/api/rivet] [--timeout 90]
+//                      [--pool default]
+//
+// `--pool` is the pool (runner name) the clients ask for (`rvt-runner`, `runner_name_selector`):
+// "default" for our embedded server, the test's own pool when the endpoint is a Rivet Engine.
 //
 // Prints one `@@compat {json}` line per check (see lib.mjs); exits 0 when every check passed,
 // 1 when some failed, 2 on bad usage, 3 on the overall timeout.
@@ -49,6 +53,7 @@ const { values: opts } = parseArgs({
 		encoding: { type: "string" },
 		scenarios: { type: "string", default: "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,21,22,23,24,25,26,27,29" },
 		"prefixed-endpoint": { type: "string" },
+		pool: { type: "string", default: "default" },
 		timeout: { type: "string", default: "90" },
 		"check-timeout": { type: "string", default: "20" },
 	},
@@ -62,6 +67,7 @@ if (!opts.endpoint || !["json", "cbor", "bare"].includes(ENCODING)) {
 const EP = opts.endpoint.replace(/\/+$/, "");
 const EP_URL = new URL(EP);
 const PREFIXED = opts["prefixed-endpoint"]?.replace(/\/+$/, "");
+const POOL = opts.pool;
 const SELECTED = opts.scenarios.split(",").map((s) => Number(s.trim()));
 const CHECK_TIMEOUT_MS = Number(opts["check-timeout"]) * 1000;
 
@@ -80,7 +86,7 @@ const U = `${ENCODING}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6
 
 const clients = [];
 function client(extra = {}) {
-	const c = createClient({ endpoint: EP, encoding: ENCODING, ...extra });
+	const c = createClient({ endpoint: EP, encoding: ENCODING, poolName: POOL, ...extra });
 	clients.push(c);
 	return c;
 }
@@ -152,7 +158,7 @@ function scenario1() {
 				// `//` gives this endpoint its own metadata cache entry in the client; §1.1: duplicate
 				// slashes collapse, so the requests go to the same paths.
 				const authEp = `${EP_URL.protocol}//ns:tok@${EP_URL.host}${EP_URL.pathname.replace(/\/$/, "")}//`;
-				const c = createClient({ endpoint: authEp, encoding: ENCODING });
+				const c = createClient({ endpoint: authEp, encoding: ENCODING, poolName: POOL });
 				clients.push(c);
 				const key = [`s1a-${U}`];
 				const who = await c.counter.getOrCreate(key).whoami();
@@ -177,7 +183,7 @@ function scenario1() {
 		checks.push([
 			"path_prefix_endpoint",
 			async (notes) => {
-				const c = createClient({ endpoint: PREFIXED, encoding: ENCODING });
+				const c = createClient({ endpoint: PREFIXED, encoding: ENCODING, poolName: POOL });
 				clients.push(c);
 				const h = c.counter.getOrCreate([`s1p-${U}`]);
 				eq(await h.increment(1), 1);
@@ -233,7 +239,7 @@ function scenario2() {
 					eq(searchEntries(call.url), [
 						["rvt-namespace", "default"],
 						["rvt-method", "getOrCreate"],
-						["rvt-runner", "default"],
+						["rvt-runner", POOL],
 						["rvt-key", key],
 						["rvt-crash-policy", "sleep"],
 					]);
@@ -274,16 +280,16 @@ function scenario2() {
 			async () => {
 				// §4.2 "Server rules observed on the engine (reproduce for compatibility)".
 				const base = `${EP}/gateway/counter/action/getCount`;
-				const ok = `rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=s2v-${U}`;
+				const ok = `rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=${POOL}&rvt-key=s2v-${U}`;
 				const cases = [
 					["unknown rvt param", `?${ok}&rvt-bogus=1`, "guard.query_invalid_params"],
 					["duplicate rvt param", `?${ok}&rvt-key=other`, "guard.query_duplicate_param"],
 					["get with rvt-input", `?rvt-namespace=default&rvt-method=get&rvt-key=x&rvt-input=oA`, "guard.query_get_disallowed_params"],
-					["get with rvt-runner", `?rvt-namespace=default&rvt-method=get&rvt-key=x&rvt-runner=default`, "guard.query_get_disallowed_params"],
+					["get with rvt-runner", `?rvt-namespace=default&rvt-method=get&rvt-key=x&rvt-runner=${POOL}`, "guard.query_get_disallowed_params"],
 					["getOrCreate without runner", `?rvt-namespace=default&rvt-method=getOrCreate&rvt-key=x`, "guard.query_missing_pool"],
 					["bad base64url input", `?${ok}&rvt-input=*!*`, "guard.query_invalid_base64_input"],
 					["non-CBOR input", `?${ok}&rvt-input=_w`, "guard.query_invalid_cbor_input"],
-					["unknown namespace", `?rvt-namespace=nope-${U}&rvt-method=getOrCreate&rvt-runner=default&rvt-key=x`, "namespace.not_found"],
+					["unknown namespace", `?rvt-namespace=nope-${U}&rvt-method=getOrCreate&rvt-runner=${POOL}&rvt-key=x`, "namespace.not_found"],
 				];
 				const problems = [];
 				for (const [label, query, expected] of cases) {
@@ -306,7 +312,7 @@ function scenario2() {
 				if (tokenInPath.status !== 400 || !new TextDecoder().decode(tokenInPath.body).includes("query_path_token_syntax")) {
 					problems.push(`@token in a query path: expected 400 guard.query_path_token_syntax, got ${JSON.stringify(describeRaw(tokenInPath))}`);
 				}
-				const pool = await rawRequest(`${base}?rvt-namespace=default&rvt-method=getOrCreate&rvt-pool=default&rvt-key=s2v-${U}`, {
+				const pool = await rawRequest(`${base}?rvt-namespace=default&rvt-method=getOrCreate&rvt-pool=${POOL}&rvt-key=s2v-${U}`, {
 					headers: { "x-rivet-encoding": "json" },
 					body: Buffer.from('{"args":[]}'),
 				});
@@ -394,7 +400,7 @@ function scenario4() {
 				const sent = await reqJson(post);
 				eq(sent.name, "counter");
 				eq(sent.key, `s4-${U}/second`);
-				eq(sent.runner_name_selector, "default");
+				eq(sent.runner_name_selector, POOL);
 				eq(sent.crash_policy, "sleep");
 				eq(cborDecode(new Uint8Array(Buffer.from(sent.input, "base64"))), { start: 10 });
 				eq(post.status, 200, "POST /actors status");
@@ -475,7 +481,7 @@ function scenario5() {
 				const sent = await reqJson(puts[0]);
 				eq(sent.name, "counter");
 				eq(sent.key, key[0]);
-				eq(sent.runner_name_selector, "default");
+				eq(sent.runner_name_selector, POOL);
 				eq(sent.crash_policy, "sleep");
 				const [first, second] = [await resJson(puts[0]), await resJson(puts[1])];
 				eq(puts[0].status, 200);
@@ -695,7 +701,7 @@ function scenario8() {
 				// rvt-input for {start:5} as given in §4.3.
 				eq(
 					url,
-					`${EP}/gateway/counter?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=s8c-${U}&rvt-input=uQABZXN0YXJ0BQ&rvt-crash-policy=sleep`,
+					`${EP}/gateway/counter?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=${POOL}&rvt-key=s8c-${U}&rvt-input=uQABZXN0YXJ0BQ&rvt-crash-policy=sleep`,
 				);
 				const res = await plainJsonAction(url, "getCount");
 				eq(res.status, 200, `POST ${res.url}: ${res.text}`);
@@ -853,7 +859,7 @@ function scenario10() {
 			"invalid_params_header_400",
 			async (notes) => {
 				// §7: the server parses x-rivet-conn-params as JSON; bad JSON → 400 (§2.4).
-				const url = `${EP}/gateway/counter/action/getParams?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=s10b-${U}&rvt-crash-policy=sleep`;
+				const url = `${EP}/gateway/counter/action/getParams?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=${POOL}&rvt-key=s10b-${U}&rvt-crash-policy=sleep`;
 				const res = await rawRequest(url, {
 					headers: {
 						"x-rivet-encoding": ENCODING,
@@ -969,7 +975,7 @@ function splitInto(bytes, n) {
 function scenario12() {
 	const c = client();
 	const key = `s12-${U}`;
-	const query = `?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=default&rvt-key=${key}&rvt-crash-policy=sleep`;
+	const query = `?rvt-namespace=default&rvt-method=getOrCreate&rvt-runner=${POOL}&rvt-key=${key}&rvt-crash-policy=sleep`;
 	const queryUrl = (name) => `${EP}/gateway/counter/action/${name}${query}`;
 	const state = {};
 	const directUrl = async (name) => {
@@ -1115,7 +1121,7 @@ const SCENARIOS = {
 	10: ["connection params", scenario10],
 	11: ["errors", scenario11],
 	12: ["body parsing robustness", scenario12],
-	...connScenarios({ EP, EP_URL, ENCODING, U, client }),
+	...connScenarios({ EP, EP_URL, ENCODING, U, POOL, client }),
 	...queueScenarios({ EP, EP_URL, ENCODING, U, client }),
 };
 

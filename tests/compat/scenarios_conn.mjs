@@ -35,10 +35,11 @@ import {
 
 /**
  * @param ctx.EP endpoint without trailing slash; ctx.EP_URL its URL; ctx.ENCODING;
- *   ctx.U a token unique to this process; ctx.client() makes a tracked official client.
+ *   ctx.U a token unique to this process; ctx.POOL the pool the clients ask for (`rvt-runner`);
+ *   ctx.client() makes a tracked official client.
  */
 export function connScenarios(ctx) {
-	const { EP, EP_URL, ENCODING, U } = ctx;
+	const { EP, EP_URL, ENCODING, U, POOL } = ctx;
 	const base = EP_URL.pathname.replace(/\/$/, "");
 	const eq = (actual, expected, msg) => assert.deepStrictEqual(actual, expected, msg);
 	const isNil = (v) => v === null || v === undefined;
@@ -122,7 +123,7 @@ export function connScenarios(ctx) {
 							[
 								["rvt-namespace", "default"],
 								["rvt-method", "getOrCreate"],
-								["rvt-runner", "default"],
+								["rvt-runner", POOL],
 								["rvt-key", k],
 								["rvt-crash-policy", "sleep"],
 							],
@@ -414,7 +415,7 @@ export function connScenarios(ctx) {
 		const q = new URLSearchParams([
 			["rvt-namespace", "default"],
 			["rvt-method", "getOrCreate"],
-			["rvt-runner", "default"],
+			["rvt-runner", POOL],
 			["rvt-key", k],
 			["rvt-crash-policy", "sleep"],
 		]);

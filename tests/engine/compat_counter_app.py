@@ -14,6 +14,8 @@ Actions (identical names, arguments and results on both sides, except ``runtime`
 * ``note_add(body)`` / ``notes``: the user table ``notes`` in ``c.db`` (created by the
   migration hook on both sides, ``CREATE TABLE IF NOT EXISTS``);
 * ``kv_put(key, value)`` / ``kv_get(key)``: the actor's (deprecated) user KV, text values;
+* ``queue_send(name, body)`` / ``queue_take(name)``: the durable queue; ``take`` answers
+  ``{"name", "body"}`` of the next message without waiting, or ``None``;
 * ``schedule_increment(delay_ms, n)``: a durable ``increment(n)`` after ``delay_ms``;
 * ``runtime``: ``"python"`` here, ``"typescript"`` there, so a test knows who answered.
 """
@@ -100,6 +102,17 @@ async def kv_put(c: ActionContext, key: str, value: str) -> None:
 @counter.action
 async def kv_get(c: ActionContext, key: str) -> str | None:
     return await c.kv.get(key)
+
+
+@counter.action
+async def queue_send(c: ActionContext, name: str, body: Any) -> None:
+    await c.queue.send(name, body)
+
+
+@counter.action
+async def queue_take(c: ActionContext, name: str) -> dict[str, Any] | None:
+    message = await c.queue.try_next([name])
+    return None if message is None else {"name": message.name, "body": message.body}
 
 
 @counter.action

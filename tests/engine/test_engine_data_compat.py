@@ -26,9 +26,10 @@ import re
 import shutil
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,10 @@ STOP_TIMEOUT = 30.0
 POLL = 0.05
 
 # The official runtime's `_rivet_meta` rows of a new actor (§10.1, §10.3).
-OFFICIAL_META = {"kv_import_state": b"done".hex(), "schema_version": (2).to_bytes(8, "little").hex()}
+OFFICIAL_META = {
+    "kv_import_state": b"done".hex(),
+    "schema_version": (2).to_bytes(8, "little").hex(),
+}
 
 
 # -- the two runtimes ------------------------------------------------------------------------
@@ -67,8 +71,8 @@ def _child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RIVET_", "RIVETKIT_"))}
     env.pop("_RIVET_TEST_INSPECTOR_TOKEN", None)
     env["PYTHONUNBUFFERED"] = "1"
-    # The official runtime spawns the "Services" host whenever the endpoint is on loopback;
-    # this engine is ours (spec §13).
+    # Without it the official runtime, seeing a loopback endpoint, also starts its "Services"
+    # actor host: one more envoy, in pool `services` (spec §13).
     env["RIVET_RUN_SERVICES"] = "0"
     env["RIVET_LOG_LEVEL"] = "warn"
     return env
@@ -106,8 +110,11 @@ class Runtime:
             self.argv(), port=0, log_path=self.log_path, env=_child_env(), cwd=ROOT
         )
         self.proc.start()
-        self._wait(lambda: any(self.is_ours(e) for e in _envoys(self.engine, self.pool)),
-                   READY_TIMEOUT, "its envoy to register with the engine")
+        self._wait(
+            lambda: any(self.is_ours(e) for e in _envoys(self.engine, self.pool)),
+            READY_TIMEOUT,
+            "its envoy to register with the engine",
+        )
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM: drain), then wait until the engine no longer lists the envoy."""
@@ -116,7 +123,6 @@ class Runtime:
             return
         status = proc.stop(STOP_TIMEOUT)
         assert status == 0, f"{self.name} runtime exited with {status}\n{proc.log_tail()}"
-        self.proc = None
         deadline = time.monotonic() + STOP_TIMEOUT
         while _envoys(self.engine, self.pool):
             assert time.monotonic() < deadline, f"the engine still lists the {self.name} envoy"
@@ -161,11 +167,16 @@ class TsRuntime(Runtime):
 
     def argv(self) -> list[str]:
         return [
-            self.node, str(TS_HOST),
-            "--endpoint", self.engine.endpoint,
-            "--pool", self.pool,
-            "--version", str(ENVOY_VERSION),
-            "--modules", str(self.modules),
+            self.node,
+            str(TS_HOST),
+            "--endpoint",
+            self.engine.endpoint,
+            "--pool",
+            self.pool,
+            "--version",
+            str(ENVOY_VERSION),
+            "--modules",
+            str(self.modules),
         ]
 
     def events(self) -> list[dict[str, Any]]:
@@ -203,15 +214,24 @@ class PyRuntime(Runtime):
 
     def argv(self) -> list[str]:
         return [
-            sys.executable, "-m", "rivetkit", "serve", str(PY_APP),
-            "--engine", self.engine.endpoint,
-            "--pool", self.pool,
-            "--version", str(ENVOY_VERSION),
-            "--storage", str(self.storage),
+            sys.executable,
+            "-m",
+            "rivetkit",
+            "serve",
+            str(PY_APP),
+            "--engine",
+            self.engine.endpoint,
+            "--pool",
+            self.pool,
+            "--version",
+            str(ENVOY_VERSION),
+            "--storage",
+            str(self.storage),
         ]
 
     def is_ours(self, envoy: dict[str, Any]) -> bool:
-        return (envoy.get("metadata") or {}).get("rivetkit", {}).get("runtime") == "python"
+        meta = envoy.get("metadata") or {}
+        return bool(meta.get("rivetkit", {}).get("runtime") == "python")
 
 
 class Swap:
@@ -241,11 +261,6 @@ class Swap:
         for runtime in self.runtimes.values():
             runtime.kill()
 
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {name} ---\n{runtime.log()[-3000:]}" for name, runtime in self.runtimes.items()
-        )
-
 
 @pytest.fixture(scope="module")
 def ts_modules() -> Path:
@@ -256,6 +271,24 @@ def ts_modules() -> Path:
     napi = json.loads((modules / "@rivetkit" / "rivetkit-napi" / "package.json").read_text())
     assert napi["version"] == RIVETKIT_VERSION
     return modules
+
+
+@pytest.fixture
+def engine(engine_factory: Callable[..., Engine]) -> Engine:
+    """A fresh engine per test (about 0.2 s to start), so that no test depends on the work
+    earlier ones left in the engine: every runtime switch leaves actors behind, and the engine
+    keeps trying to wake those of a stopped official runtime (see the schedule test). On the
+    shared engine of a long session, getOrCreate of a new actor then sometimes timed out
+    (``pegboard.route_resolve_query_timeout``, as in spec §2.7)."""
+    return engine_factory()
+
+
+@pytest.fixture
+def pool(engine: Engine) -> str:
+    """A pool (normal runner config) of this test's engine."""
+    name = f"compat-{uuid.uuid4().hex[:10]}"
+    engine.put_runner_config(name)
+    return name
 
 
 @pytest.fixture
@@ -328,6 +361,15 @@ def _internal_schema(internals: dict[str, Any]) -> dict[str, tuple[str, str, str
         for row in internals["schema"]
         if row["name"].startswith("_rivet_")
     }
+
+
+def _internal_tables(internals: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """``(name, type, ncol, without rowid, strict)`` of each ``_rivet_*`` table."""
+    return sorted(
+        (t["name"], t["type"], t["ncol"], t["wr"], t["strict"])
+        for t in internals["tables"]
+        if t["name"].startswith("_rivet_")
+    )
 
 
 def _decode_state(internals: dict[str, Any]) -> Any:
@@ -413,11 +455,7 @@ async def test_schema_created_by_python_is_the_official_one(
     # Same tables and indexes, same definitions (layout aside), same table kinds.
     assert _internal_schema(ours) == _internal_schema(official)
     assert len(_internal_schema(official)) == 16
-    rivet_tables = lambda i: sorted(  # noqa: E731
-        (t["name"], t["type"], t["ncol"], t["wr"], t["strict"])
-        for t in i["tables"] if t["name"].startswith("_rivet_")
-    )
-    assert rivet_tables(ours) == rivet_tables(official)
+    assert _internal_tables(ours) == _internal_tables(official)
     for name, (kind, _, _) in _internal_schema(official).items():
         if kind == "table":
             assert await by_py.call("typescript", "columns", name) == await by_ts.call(
@@ -425,9 +463,16 @@ async def test_schema_created_by_python_is_the_official_one(
             ), name
 
     # The file: 4 KiB pages, no auto-vacuum, UTF-8; sound.
-    assert ours["pragmas"] == official["pragmas"] == {
-        "page_size": 4096, "auto_vacuum": 0, "encoding": "UTF-8", "user_version": 0,
-    }
+    assert (
+        ours["pragmas"]
+        == official["pragmas"]
+        == {
+            "page_size": 4096,
+            "auto_vacuum": 0,
+            "encoding": "UTF-8",
+            "user_version": 0,
+        }
+    )
     assert ours["integrity"] == official["integrity"] == "ok"
 
     # Rows: schema version 2, legacy import done, initialised, no input, an inspector token.
@@ -435,7 +480,10 @@ async def test_schema_created_by_python_is_the_official_one(
     our_meta = {row["key"]: row["value"].lower() for row in ours["meta"]}
     assert official_meta == OFFICIAL_META
     assert {k: our_meta.get(k) for k in OFFICIAL_META} == OFFICIAL_META
-    assert ours["actor"] == official["actor"] == {"id": 1, "has_initialized": 1, "input": ""}
+    # Ours also records the commit number of the state (the official runtime ignores the row).
+    assert set(our_meta) - set(OFFICIAL_META) <= {"state_seq"}
+    no_input = {"id": 1, "has_initialized": 1, "input_type": "null", "input": ""}
+    assert ours["actor"] == official["actor"] == no_input
     for runtime_row in (ours["runtime"], official["runtime"]):
         assert runtime_row["id"] == 1 and runtime_row["queue_next_id"] == 1
         assert runtime_row["last_pushed_alarm"] is None
@@ -471,7 +519,9 @@ async def test_rows_written_by_ts_as_python_sees_them_and_back(
 
     await swap.to("python")
     assert await actor.call("python", "snapshot") == {
-        "count": 7, "label": "héllo ✓", "nested": NESTED,
+        "count": 7,
+        "label": "héllo ✓",
+        "nested": NESTED,
     }
     assert await actor.call("python", "notes") == ["one", "two"]
     assert await actor.call("python", "kv_get", "greeting") == "hi"
@@ -502,7 +552,8 @@ async def test_rows_written_by_ts_as_python_sees_them_and_back(
     assert internals["integrity"] == "ok"
     # Both runtimes keep user KV behind the 0x04 prefix (KEYS.KV).
     assert sorted(row["key"].lower() for row in internals["user_kv"]) == [
-        "04" + b"greeting".hex(), "04" + b"py".hex(),
+        "04" + b"greeting".hex(),
+        "04" + b"py".hex(),
     ]
 
 
@@ -514,15 +565,10 @@ async def test_rows_written_by_ts_as_python_sees_them_and_back(
 # ["$BigInt", "<decimal>"], an ArrayBuffer ["$ArrayBuffer", <base64>], undefined
 # ["$Undefined", 0], a Set ["$Set", [...]], and a user's own 2-element array whose first item is a
 # string starting with "$" is escaped by doubling the "$". Reading (`reviveJsonCompatValue`)
-# undoes all of this and *throws* on any other 2-element ["$...", x] array.
-
-COMPAT_BUG = (
-    "BUG (src/rivetkit/_runtime/state.py StateCodec.encode/decode): state is plain CBOR, not the "
-    "official runtime's CBOR of JSON-compatible values (see the comment above)"
-)
+# undoes all of this and *throws* on any other 2-element ["$...", x] array. Our StateCodec
+# writes and reads the same form.
 
 
-@pytest.mark.xfail(strict=True, reason=COMPAT_BUG)
 async def test_json_compat_state_values_written_by_ts_are_revived_by_python(
     swap: Swap, engine: Engine, client: Client
 ) -> None:
@@ -545,56 +591,93 @@ async def test_json_compat_state_values_written_by_ts_are_revived_by_python(
     assert observed == {"blob": "00ff10", "pair": ["$price", 5]}
 
 
-@pytest.mark.xfail(strict=True, reason=COMPAT_BUG)
-async def test_dollar_arrays_written_by_python_are_readable_by_ts(
+async def test_state_written_by_python_is_usable_by_ts(
     swap: Swap, engine: Engine, client: Client
 ) -> None:
-    actor = Actor(engine, client, ["compat-py", uuid.uuid4().hex])
+    big = Actor(engine, client, ["compat-big", uuid.uuid4().hex])
+    pair = Actor(engine, client, ["compat-pair", uuid.uuid4().hex])
     await swap.to("python")
-    await actor.call("python", "put", "pair", ["$price", 5])
-    assert (await actor.call("python", "snapshot"))["pair"] == ["$price", 5]
-    await actor.sleep("python")
+    assert await big.call("python", "increment", 2**40) == 2**40
+    await pair.call("python", "put", "pair", ["$price", 5])
+    assert (await pair.call("python", "snapshot"))["pair"] == ["$price", 5]
+    await big.sleep("python")
+    await pair.sleep("python")
 
     await swap.to("typescript")
-    try:
-        snapshot = await actor.call("typescript", "snapshot")
-    except ActorError as err:
-        # Today: rivetkit.internal_error; the official runtime logs "Unknown JSON encoding type:
-        # $price. This may indicate corrupted data or a version mismatch." and cannot save.
-        pytest.fail(f"the official runtime cannot use the state Python stored: {err!r}")
-    assert snapshot["pair"] == ["$price", 5]
+    observed: dict[str, Any] = {}
+    for name, actor, action in (("big", big, "increment"), ("pair", pair, "snapshot")):
+        try:
+            result = await actor.call("typescript", action, *([1] if action == "increment" else []))
+            observed[name] = result if name == "big" else result["pair"]
+        except ActorError as err:
+            observed[name] = f"{err.group}.{err.code}"
+    # Today both fail with rivetkit.internal_error: 2**40 was stored as an 8-byte CBOR integer,
+    # which the official runtime reads as a JS bigint (increment: "Cannot mix BigInt and other
+    # types"; cbor-x writes such numbers as float64); and it refuses ["$price", 5] on load
+    # ("Unknown JSON encoding type: $price. This may indicate corrupted data or a version
+    # mismatch."; the actor cannot even save its state).
+    assert observed == {"big": 2**40 + 1, "pair": ["$price", 5]}
+
+
+# -- queues cross runtimes ---------------------------------------------------------------------
+
+
+QUEUE_BODY = {"pair": ["$x", 1], "big": 2**40, "text": "ü", "list": [None, 1.5]}
+
+
+@pytest.mark.parametrize(("first", "second"), [("typescript", "python"), ("python", "typescript")])
+async def test_a_queued_message_is_received_by_the_other_runtime(
+    swap: Swap, engine: Engine, client: Client, first: str, second: str
+) -> None:
+    actor = Actor(engine, client, ["queue", uuid.uuid4().hex])
+    await swap.to(first)
+    await actor.call(first, "queue_send", "jobs", QUEUE_BODY)
+    await actor.call(first, "queue_send", "jobs", "second")
+    await actor.sleep(first)
+
+    await swap.to(second)
+    assert await actor.call(second, "queue_take", "jobs") == {"name": "jobs", "body": QUEUE_BODY}
+    assert await actor.call(second, "queue_take", "jobs") == {"name": "jobs", "body": "second"}
+    assert await actor.call(second, "queue_take", "jobs") is None
 
 
 # -- durable schedules cross runtimes --------------------------------------------------------
 
 
-async def _wait_count(actor: Actor, runtime: str, expected: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        count = await actor.call(runtime, "get")
-        if count == expected:
-            return
-        assert time.monotonic() < deadline, f"count is {count}, expected {expected}"
-        await asyncio.sleep(0.1)
+def _awake(record: dict[str, Any]) -> bool:
+    return record["sleep_ts"] is None and record["connectable_ts"] is not None
 
 
 @pytest.mark.parametrize(("first", "second"), [("typescript", "python"), ("python", "typescript")])
 async def test_a_schedule_made_by_one_runtime_fires_on_the_other(
     swap: Swap, engine: Engine, client: Client, first: str, second: str
 ) -> None:
+    """``increment(100)`` scheduled 4 s ahead by one runtime, run by the other from the row in
+    ``_rivet_schedule_events``; nobody calls the actor until the engine has woken it."""
+    delay_ms = 4000
     actor = Actor(engine, client, ["schedule", uuid.uuid4().hex])
     await swap.to(first)
     assert await actor.call(first, "increment", 7) == 7
-    await actor.call(first, "schedule_increment", 4000, 100)
+    earliest = time.time() * 1000 + delay_ms  # the event's trigger time is at least this
+    await actor.call(first, "schedule_increment", delay_ms, 100)
     await actor.sleep(first)
-    asleep = actor.record()
 
-    # Nobody calls the actor: the alarm the first runtime set wakes it on the second one, which
-    # runs the event stored in `_rivet_schedule_events` by the first.
     await swap.to(second)
     deadline = time.monotonic() + 30
-    while (record := actor.record())["start_ts"] == asleep["start_ts"]:
-        assert time.monotonic() < deadline, f"the alarm never woke the actor: {record}"
+    while not _awake(record := actor.record()):
+        assert time.monotonic() < deadline, f"the actor was never woken: {record}"
         await asyncio.sleep(POLL)
-    assert record["start_ts"] >= asleep["sleep_ts"] + 3000
-    await _wait_count(actor, second, 107, timeout=10)
+    if first == "python":
+        # Our runtime pushed the alarm (EventActorSetAlarm): the engine woke the actor for it.
+        # In the other direction the wake comes early: once the official runtime has shut down
+        # (even with no event scheduled), the engine wakes its sleeping actor by itself on the
+        # next envoy of the pool (observed: `sleep_ts` is rewritten ~0.13 s after the sleep
+        # and ~2 s after the shutdown, and the actor starts about 1.5 s after another envoy
+        # connects). The event still runs on time, from our runtime's own timer.
+        assert record["connectable_ts"] >= earliest - 50
+    deadline = time.monotonic() + 15
+    while (count := await actor.call(second, "get")) != 107:
+        assert count == 7, count
+        assert time.monotonic() < deadline, "the scheduled increment never ran"
+        await asyncio.sleep(0.1)
+    assert time.time() * 1000 >= earliest  # not before its time

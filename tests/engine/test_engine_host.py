@@ -181,3 +181,27 @@ async def test_websocket_connection_through_the_engine(hosted: Any) -> None:
         assert await conn.increment(4) == 4
         await asyncio.wait_for(got.wait(), 10)
     assert seen == [4]
+
+
+async def test_actor_sleeps_with_an_open_connection_and_wakes_on_its_next_message(
+    hosted: Any,
+) -> None:
+    """Hibernation (spec §12.16): the gateway holds the client's socket while the actor sleeps;
+    the next message wakes it with the connection restored (same id, same subscriptions)."""
+    registry, client = hosted
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])
+    seen: list[int] = []
+    async with handle.connect() as conn:
+        conn.on("count", seen.append)
+        assert await conn.increment(1) == 1
+        actor_id, _ = await conn.whoami()
+        first = registry.driver.awake[actor_id]
+        (conn_id,) = first.conns
+        # Idle for sleep_timeout (0.5 s) with only a hibernatable connection: it sleeps.
+        await until(lambda: actor_id not in registry.driver._hosted)
+        assert first.stopped
+        assert await conn.increment(2) == 3  # sent on the same socket: wakes the actor
+        second = registry.driver.awake[actor_id]
+        assert second is not first
+        assert list(second.conns) == [conn_id]
+        await until(lambda: seen == [1, 3])

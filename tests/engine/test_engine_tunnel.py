@@ -33,6 +33,12 @@ from rivetkit._protocol.messages import (
     Init,
     SubscriptionRequest,
 )
+from rivetkit._runtime.conn import (
+    HIBERNATE_REASON,
+    MESSAGE_INDEX_KEY,
+    TUNNEL_EXTENSION,
+    Hibernation,
+)
 from rivetkit.drivers.engine.tunnel import Tunnel, TunnelWebSocket
 
 pytestmark = pytest.mark.anyio
@@ -91,11 +97,33 @@ def make_actors(log: list[str]) -> list[rivetkit.ActorDefinition]:
             return StreamingResponse(stream(), media_type="application/octet-stream")
         if request.url.path == "/head-only":
             return Response(status_code=204)
+        if request.url.path == "/stream":
+            size = int(request.query_params["size"])
+            piece = int(request.query_params.get("piece", "65536"))
+
+            async def pieces() -> AsyncIterator[bytes]:
+                sent = 0
+                while sent < size:
+                    n = min(piece, size - sent)
+                    log.append(f"stream:{sent + n}")
+                    yield bytes([sent // piece % 251]) * n
+                    sent += n
+                if request.query_params.get("crash"):
+                    raise RuntimeError("the stream broke")
+
+            return StreamingResponse(pieces(), media_type="application/octet-stream")
+        if request.url.path == "/big":
+            return Response(b"b" * int(request.query_params["size"]),
+                            media_type="application/octet-stream")
+        if request.url.path == "/upload":
+            log.append("upload:reading")
         body = await request.body()
         return JSONResponse(
             {
                 "method": request.method,
                 "path": request.url.path,
+                "raw_path": request.scope["raw_path"].decode("latin-1"),
+                "url": str(request.url),
                 "query": dict(request.query_params),
                 "body": body.decode(),
                 "mine": request.headers.get("x-mine"),
@@ -199,6 +227,7 @@ class Gateway:
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
         stream: bool = False,
+        response_stream: bool = False,
         generation: int | None = None,
     ) -> tuple[bytes, bytes]:
         ids = self.new_request()
@@ -213,10 +242,14 @@ class Gateway:
                 headers={"host": "127.0.0.1:6420", **(headers or {})},
                 body=body,
                 stream=stream,
-                response_stream=False,
+                response_stream=response_stream,
             ),
         )
         return ids
+
+    def streamed_body(self, ids: tuple[bytes, bytes]) -> bytes:
+        """The body of the ``ResponseChunk`` messages sent so far for the request."""
+        return b"".join(k.body for k in self.kinds(ids, p.ToRivetResponseChunk))
 
     async def response(self, ids: tuple[bytes, bytes]) -> p.ToRivetResponseStart:
         (start,) = await self.wait(ids, p.ToRivetResponseStart)
@@ -519,7 +552,176 @@ async def test_raw_request(world: World) -> None:
         )
         assert direct.status_code == 201
         assert data["path"] == direct.json()["path"]
-        assert data["path"].endswith("/caf%C3%A9")
+        # The handler sees a decoded path, like under any ASGI server; raw_path stays encoded.
+        assert data["path"] == "/api/a b/caf\u00e9"
+        assert data["raw_path"] == "/api/a%20b/caf%C3%A9"
+        assert direct.json()["raw_path"] == data["raw_path"]
+
+
+async def test_raw_request_path_is_decoded_once(world: World) -> None:
+    raw_id = await world.create("raw", "paths")
+    async with gateway(world) as gw:
+        # %2F decodes in path (it is data, not a separator) but stays %2F in raw_path; a %25
+        # is decoded exactly once.
+        start = await gw.request(raw_id, "/request/a%2Fb/100%25/%E2%9C%93?x=%20", method="GET")
+        data = json_body(start)
+        assert data["path"] == "/a/b/100%/\u2713"
+        assert data["raw_path"] == "/a%2Fb/100%25/%E2%9C%93"
+        assert data["query"] == {"x": " "}
+        # The original URL the client asked for (§9.1) gets the same treatment.
+        start = await gw.request(
+            raw_id, "/request/ignored", method="GET",
+            headers={"x-rivet-internal-original-request-url":
+                     "https://example.com/p%20q/caf%C3%A9?y=1"},
+        )
+        data = json_body(start)
+        assert data["path"] == "/p q/caf\u00e9"
+        assert data["raw_path"] == "/p%20q/caf%C3%A9"
+        assert data["url"].startswith("https://example.com/") and data["url"].endswith("?y=1")
+
+
+async def test_client_leaving_mid_upload_is_not_an_error(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw_id = await world.create("raw", "upload")
+    async with gateway(world) as gw:
+        ids = gw.start(raw_id, "/request/upload", method="PUT", stream=True)
+        gw.deliver(ids, 1, p.ToEnvoyRequestChunk(body=b"first half", finish=False))
+        await gw.wait(ids, p.ToRivetRequestBodyWindowUpdate)
+        assert "upload:reading" in world.log
+        gw.deliver(ids, 2, p.ToEnvoyRequestBodyCancel())  # the client left mid-upload
+        start = await gw.response(ids)
+        await gw.idle()
+    # on_request's ClientDisconnect ends the request quietly: no 500, no traceback.
+    assert start.status == 400
+    assert start.headers["x-rivet-error"] == "envoy.request_body_cancelled"
+    errors_logged = [r for r in caplog.records if r.levelno >= 40]
+    assert errors_logged == [], [r.getMessage() for r in errors_logged]
+
+
+# -- streamed responses (gateway3) ----------------------------------------------------------
+
+
+def window_update(consumed: int) -> p.ToEnvoyResponseBodyWindowUpdate:
+    return p.ToEnvoyResponseBodyWindowUpdate(consumed_bytes=consumed)
+
+
+async def test_streamed_response_stays_within_the_window(world: World) -> None:
+    raw_id = await world.create("raw", "window")
+    size = 3 * 1024 * 1024 + 5
+    async with gateway(world) as gw:
+        ids = gw.start(raw_id, f"/request/stream?size={size}", method="GET",
+                       response_stream=True)
+        (start,) = await gw.wait(ids, p.ToRivetResponseStart)
+        assert start.stream is True and start.body is None and start.status == 200
+        assert "content-length" not in start.headers
+        assert start.headers["content-type"] == "application/octet-stream"
+        # Without credit the tunnel stops at the window (1 MiB) and the handler waits.
+        async with asyncio.timeout(10):
+            while len(gw.streamed_body(ids)) < 1024 * 1024:
+                await gw.wait(ids, p.ToRivetResponseChunk,
+                              len(gw.kinds(ids, p.ToRivetResponseChunk)) + 1)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(gw.streamed_body(ids)) == 1024 * 1024
+        assert world.log.count("stream:2097152") == 0  # backpressure reached the handler
+        index = 1
+        while not any(k.finish for k in gw.kinds(ids, p.ToRivetResponseChunk)):
+            gw.deliver(ids, index, window_update(len(gw.streamed_body(ids))))
+            index += 1
+            await gw.wait(ids, p.ToRivetResponseChunk,
+                          len(gw.kinds(ids, p.ToRivetResponseChunk)) + 1)
+        await gw.idle()
+        body = gw.streamed_body(ids)
+        assert len(body) == size
+        assert body[:65536] == bytes([0]) * 65536 and body[-5:] == bytes([48 % 251]) * 5
+        chunks = gw.kinds(ids, p.ToRivetResponseChunk)
+        assert [c.finish for c in chunks].count(True) == 1 and chunks[-1].finish
+        assert max(len(c.body) for c in chunks) <= 256 * 1024
+        gw.assert_http_indexes(ids)
+
+
+async def test_streamed_request_and_response_share_one_index_sequence(world: World) -> None:
+    raw_id = await world.create("raw", "both")
+    async with gateway(world) as gw:
+        # gateway3 streams every request body and accepts a streamed response.
+        ids = gw.start(raw_id, "/request/echo", stream=True, response_stream=True)
+        gw.deliver(ids, 1, p.ToEnvoyRequestChunk(body=b"hello", finish=True))
+        start = await gw.response(ids)
+        assert start.stream is False and json_body(start)["body"] == "hello"
+        kinds = [type(k) for k in gw.kinds(ids)]
+        assert kinds == [p.ToRivetRequestBodyWindowUpdate, p.ToRivetResponseStart]
+        gw.assert_http_indexes(ids)  # 0, 1: gateway3 refuses a second index 0
+
+
+async def test_one_big_body_is_streamed_when_the_gateway_allows(world: World) -> None:
+    raw_id = await world.create("raw", "onebig")
+    async with gateway(world, max_response_payload_size=64 * 1024) as gw:
+        # Larger than one tunnel frame: an error without response streaming...
+        refused = await gw.request(raw_id, "/request/big?size=200000", method="GET")
+        assert refused.headers["x-rivet-error"] == "message.outgoing_too_long"
+        # ... and a streamed body with it (in pieces that each fit a frame).
+        ids = gw.start(raw_id, "/request/big?size=200000", method="GET", response_stream=True)
+        (start,) = await gw.wait(ids, p.ToRivetResponseStart)
+        assert start.stream is True
+        async with asyncio.timeout(10):
+            while not any(k.finish for k in gw.kinds(ids, p.ToRivetResponseChunk)):
+                await gw.wait(ids, p.ToRivetResponseChunk,
+                              len(gw.kinds(ids, p.ToRivetResponseChunk)) + 1)
+        assert gw.streamed_body(ids) == b"b" * 200000
+        assert max(gw.frame_sizes) <= 64 * 1024
+        # Small bodies still go out whole, with a length.
+        small = await gw.request(raw_id, "/request/big?size=10", method="GET",
+                                 response_stream=True)
+        assert small.stream is False and small.body == b"b" * 10
+        assert small.headers["content-length"] == "10"
+
+
+async def test_stream_that_breaks_or_loses_its_client(world: World) -> None:
+    raw_id = await world.create("raw", "broken")
+    async with gateway(world) as gw:
+        # The handler fails after its first piece: the client sees a cut body, not a success.
+        ids = gw.start(raw_id, "/request/stream?size=10&crash=1", method="GET",
+                       response_stream=True)
+        (abort,) = await gw.wait(ids, p.ToRivetResponseAbort)
+        assert abort.reason.kind is p.HttpStreamAbortReasonKind.HANDLER_ERROR
+        assert gw.streamed_body(ids) == bytes(10)
+        assert not any(k.finish for k in gw.kinds(ids, p.ToRivetResponseChunk))
+        gw.assert_http_indexes(ids)
+
+        # The client leaves mid-stream: the handler stops, nothing more is sent.
+        ids = gw.start(raw_id, f"/request/stream?size={4 * 1024 * 1024}", method="GET",
+                       response_stream=True)
+        await gw.wait(ids, p.ToRivetResponseChunk)
+        gw.deliver(ids, 1, p.ToEnvoyRequestAbort(
+            actor_id=raw_id, actor_generation=None,
+            reason=p.HttpStreamAbortReason(kind=p.HttpStreamAbortReasonKind.CANCELLED,
+                                           detail=None),
+        ))
+        await gw.idle()
+        sent = len(gw.of(ids))
+        gw.deliver(ids, 2, window_update(1024 * 1024))  # late credit is ignored
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(gw.of(ids)) == sent
+        assert not gw.kinds(ids, p.ToRivetResponseAbort)
+
+        # Closing the tunnel aborts a response still streaming.
+        ids = gw.start(raw_id, f"/request/stream?size={4 * 1024 * 1024}", method="GET",
+                       response_stream=True)
+        await gw.wait(ids, p.ToRivetResponseChunk)
+        await gw.tunnel.close()
+        (abort,) = gw.kinds(ids, p.ToRivetResponseAbort)
+        assert abort.reason.kind is p.HttpStreamAbortReasonKind.CANCELLED
+        gw.assert_http_indexes(ids)
+
+
+def test_bad_window_is_refused() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="response_window must be positive"):
+        Tunnel(app, lambda m: None, lambda a: 1, response_window=0)
 
 
 async def test_queue_send(world: World) -> None:
@@ -806,6 +1008,116 @@ async def test_close_leaves_hibernatable_sockets_to_the_gateway(world: World) ->
     # After close, new traffic is refused as for an actor that is not here.
     start = await gw.request(actor_id, "/action/increment", body=b'{"args":[1]}')
     assert start.status == 503 and start.headers["x-rivet-error"] == "envoy.actor_not_found"
+
+
+class SocketApp:
+    """A bare ASGI app recording what a tunnelled socket looks like to the app."""
+
+    def __init__(self) -> None:
+        self.scopes: list[Any] = []
+        self.received: list[Any] = []
+        self.changed = asyncio.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.scopes.append(scope)
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            self.received.append(message)
+            self.changed.set()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") == "sleep":  # what the runtime does when its actor sleeps
+                await send({"type": "websocket.close", "code": 1000,
+                            "reason": HIBERNATE_REASON})
+
+    async def wait(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.received) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def ws_open(actor_id: str, path: str = "/connect") -> p.ToEnvoyWebSocketOpen:
+    return p.ToEnvoyWebSocketOpen(actor_id=actor_id, actor_generation=None, path=path,
+                                  headers={"sec-websocket-protocol": "rivet", "x-a": "1"})
+
+
+def ws_text(text: str) -> p.ToEnvoyWebSocketMessage:
+    return p.ToEnvoyWebSocketMessage(data=text.encode(), binary=False)
+
+
+async def test_hibernatable_socket_tells_the_app_and_can_be_left_to_the_gateway() -> None:
+    app = SocketApp()
+    gw = Gateway(app, lambda actor_id: 1, can_hibernate=lambda info: info.path == "/connect")
+    try:
+        ids = gw.new_request()
+        gw.deliver(ids, 0, ws_open("a1"))
+        (opened,) = await gw.wait(ids, p.ToRivetWebSocketOpen)
+        assert opened == p.ToRivetWebSocketOpen(can_hibernate=True)
+        (scope,) = app.scopes
+        assert scope["extensions"][TUNNEL_EXTENSION] == {
+            "gateway_id": ids[0], "request_id": ids[1], "path": "/connect",
+            "headers": {"sec-websocket-protocol": "rivet", "x-a": "1"}, "hibernatable": True,
+        }
+        gw.deliver(ids, 1, ws_text("hello"))
+        await app.wait(1)
+        assert app.received[0] == {"type": "websocket.receive", "text": "hello",
+                                   MESSAGE_INDEX_KEY: 1}
+        # The actor goes to sleep: its socket is let go without a word to the gateway, which
+        # keeps the client connected.
+        gw.deliver(ids, 2, ws_text("sleep"))
+        await gw.idle()
+        assert gw.kinds(ids, p.ToRivetWebSocketClose) == []
+        assert gw.kinds(ids, p.ToRivetWebSocketMessageAck) == [
+            p.ToRivetWebSocketMessageAck(index=1), p.ToRivetWebSocketMessageAck(index=2)]
+        gw.deliver(ids, 3, ws_text("while asleep"))  # the gateway holds it: not ours now
+        assert len(app.received) == 3 and app.received[-1]["type"] == "websocket.disconnect"
+
+        # A socket that is not hibernatable cannot be left open: it is closed normally.
+        plain = gw.new_request()
+        gw.deliver(plain, 0, ws_open("a1", "/websocket/raw"))
+        (opened,) = await gw.wait(plain, p.ToRivetWebSocketOpen)
+        assert opened == p.ToRivetWebSocketOpen(can_hibernate=False)
+        gw.deliver(plain, 1, ws_text("sleep"))
+        (closed,) = await gw.wait(plain, p.ToRivetWebSocketClose)
+        assert closed == p.ToRivetWebSocketClose(code=1000, reason=HIBERNATE_REASON,
+                                                 hibernate=False)
+        assert not gw.kinds(plain, p.ToRivetWebSocketMessageAck)
+    finally:
+        await gw.tunnel.close()
+
+
+async def test_restored_socket_is_announced_before_the_app_runs() -> None:
+    app = SocketApp()
+    gw = Gateway(app, lambda actor_id: 3)
+    try:
+        ids = (b"gw09", b"rq09")
+        hibernation = Hibernation(gateway_id=ids[0], request_id=ids[1], request_path="/connect",
+                                  request_headers={"sec-websocket-protocol": "rivet"},
+                                  server_message_index=3)
+        await gw.tunnel.restore_websocket("a1", 3, "conn-7", hibernation)
+        # Announced at once (the host reports the actor running right after this), and only
+        # once: the app's own accept sends nothing more.
+        assert gw.kinds(ids) == [p.ToRivetWebSocketOpen(can_hibernate=True)]
+        assert app.scopes == []
+        gw.deliver(ids, 3, ws_text("replayed"))  # the app saw index 3 before the sleep
+        gw.deliver(ids, 4, ws_text("new"))
+        await app.wait(1)
+        (scope,) = app.scopes
+        assert scope["path"] == "/gateway/a1/connect"
+        extension = scope["extensions"][TUNNEL_EXTENSION]
+        assert extension["restore"] == "conn-7" and extension["hibernatable"] is True
+        assert app.received == [{"type": "websocket.receive", "text": "new",
+                                 MESSAGE_INDEX_KEY: 4}]
+        assert gw.kinds(ids, p.ToRivetWebSocketOpen) == [p.ToRivetWebSocketOpen(True)]
+        assert gw.kinds(ids, p.ToRivetWebSocketMessageAck) == [p.ToRivetWebSocketMessageAck(4)]
+        # Restoring a socket that is already open is refused.
+        await gw.tunnel.restore_websocket("a1", 3, "conn-7", hibernation)
+        assert len(gw.kinds(ids, p.ToRivetWebSocketOpen)) == 1
+    finally:
+        await gw.tunnel.close()
 
 
 async def test_unknown_requests_are_ignored(world: World) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -41,6 +43,7 @@ def make_actor() -> rivetkit.ActorDefinition:
                 "method": request.method,
                 "url": str(request.url),
                 "path": request.url.path,
+                "raw_path": request.scope["raw_path"].decode("latin-1"),
                 "query": dict(request.query_params),
                 "body": body.decode(),
                 "headers": {k: v for k, v in request.headers.items() if k.startswith("x-")},
@@ -103,6 +106,52 @@ async def test_on_request_sees_clean_request(serve_registry: Any) -> None:
         streamed = await http.put(f"{served.url}/gateway/raw/request?{QUERY}", content=chunks())
         assert streamed.json()["body"] == "streamed body" and streamed.json()["path"] == "/"
         assert streamed.json()["count"] == 3
+
+
+async def test_on_request_path_is_decoded_raw_path_is_not(serve_registry: Any) -> None:
+    async with serve_registry(make_actor()) as served, httpx.AsyncClient() as http:
+        response = await http.get(f"{served.url}/gateway/raw/request/a%20b/caf%C3%A9/x%2Fy?{QUERY}")
+        data = response.json()
+        assert data["path"] == "/a b/caf\u00e9/x/y"  # as uvicorn gives any ASGI app
+        assert data["raw_path"] == "/a%20b/caf%C3%A9/x%2Fy"
+        original = await http.get(
+            f"{served.url}/gateway/raw/request/ignored?{QUERY}",
+            headers={"x-rivet-internal-original-request-url": "http://example.com/p%20q?x=1"},
+        )
+        assert original.json()["path"] == "/p q"
+        assert original.json()["raw_path"] == "/p%20q"
+
+
+async def test_client_leaving_mid_upload_is_not_an_error(
+    serve_registry: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = rivetkit.actor("upload")
+    reading = asyncio.Event()
+
+    @a.on_request
+    async def on_request(c: ActionContext, request: Request) -> Response:
+        reading.set()
+        body = await request.body()
+        return Response(body)
+
+    caplog.set_level(logging.DEBUG, logger="rivetkit")
+    async with serve_registry(a) as served:
+        _, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        target = served.gateway("upload", "/request/up").removeprefix(served.url)
+        writer.write(
+            f"POST {target} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 1000\r\n\r\n"
+            .encode() + b"only ten b"
+        )
+        await writer.drain()
+        await asyncio.wait_for(reading.wait(), 10)
+        writer.close()  # gone with 990 bytes of the body still owed
+        await writer.wait_closed()
+        async with asyncio.timeout(10):  # the request is over once uvicorn's task ends
+            while served.server.server_state.tasks:
+                await asyncio.sleep(0.005)
+    assert any(r.getMessage().startswith("raw request client disconnected") for r in caplog.records)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
 
 
 async def test_server_sent_events_stream(serve_registry: Any) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import cbor2
 
+from .._protocol.cbor import cbor_dumps_compat, cbor_loads
+
 __all__ = ["StateCodec"]
 
 
@@ -111,12 +113,15 @@ class StateCodec:
     def encode(self, state: Any) -> bytes:
         """CBOR bytes of ``state``. Raises ``TypeError`` naming the value that cannot be stored."""
         try:
-            return cbor2.dumps(self.to_builtin(state))
+            # The official runtime's encoding of state (JSON-compatible values in CBOR: bytes as
+            # ["$Uint8Array", b64], big integers as ["$BigInt", "n"], "$"-lists escaped), so an
+            # actor's state means the same to both runtimes (engine mode hosts either).
+            return cbor_dumps_compat(self.to_builtin(state))
         except cbor2.CBOREncodeError as exc:
             raise TypeError(f"state cannot be encoded as CBOR: {exc}") from None
 
     def decode(self, data: bytes) -> Any:
-        return self.from_builtin(cbor2.loads(data))
+        return self.from_builtin(cbor_loads(data, revive=True))
 
     def copy(self, state: Any) -> Any:
         """An independent copy of ``state`` (used for the ``state=`` template of each actor)."""

@@ -5,23 +5,27 @@ The actor sees a Starlette ``Request`` / ``WebSocket`` built from a rewritten AS
 * ``/request``: the path after ``/request`` (``/request/hello?x=1`` -> ``/hello?x=1``), or the
   full original URL when the client sent ``x-rivet-internal-original-request-url``;
 * ``/websocket``: the path keeps its ``/websocket`` prefix;
+* as in any ASGI scope, ``path`` is percent-decoded (``/a%20b`` -> ``/a b``) and ``raw_path``
+  keeps the bytes the client sent;
 * ``rvt-*`` query parameters, the client token (``x-rivet-token``, ``rivet_token.*``) and the
   gateway's routing headers are removed.
 
-Both run with a connection carrying the caller's params, so the connect hooks apply.
+Both run with a connection carrying the caller's params, so the connect hooks apply. A client
+that leaves while ``on_request`` still reads its body ends the request quietly (the handler's
+``ClientDisconnect`` becomes :class:`~.http.ClientDisconnected`), as it does for actions.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from .. import errors
 from .._runtime.context import ActionContext
 from .actor_http import actor_headers, decode_conn_params
 from .actor_ws import CLOSE_ERROR, WsOptions
-from .http import Receive, Scope, Send, header, public_error
+from .http import ClientDisconnected, Receive, Scope, Send, header, public_error
 
 if TYPE_CHECKING:
     from .._runtime.instance import ActorInstance
@@ -51,12 +55,21 @@ def handler_not_defined(name: str, hook: str) -> errors.RivetError:
     )
 
 
+def _set_path(scope: dict[str, Any], raw: str) -> None:
+    """``raw_path`` as the client sent it, ``path`` percent-decoded (UTF-8), like ASGI servers.
+
+    ``raw`` is the still-encoded path read as latin-1 (one character per byte).
+    """
+    raw_bytes = raw.encode("latin-1", "replace")
+    scope["raw_path"] = raw_bytes
+    scope["path"] = unquote_to_bytes(raw_bytes).decode("utf-8", "replace")
+
+
 def _actor_scope(scope: Scope, path: str, query: str) -> dict[str, Any]:
     headers = [(k, v) for k, v in scope["headers"] if k not in _HIDDEN_HEADERS]
     new = dict(scope)
     new["headers"] = headers
-    new["path"] = path
-    new["raw_path"] = path.encode("latin-1", "replace")
+    _set_path(new, path)
     new["query_string"] = query.encode("latin-1")
     new["root_path"] = ""
     return new
@@ -72,7 +85,7 @@ async def handle_raw_request(
     config: RegistryConfig,
 ) -> None:
     """Serve ``/request/*`` with the actor's ``on_request`` handler."""
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import Response
 
     hook = instance.definition.hooks.get("on_request")
@@ -84,8 +97,7 @@ async def handle_raw_request(
     if original:
         parts = urlsplit(original.decode("latin-1"))
         actor_scope["scheme"] = parts.scheme or "http"
-        actor_scope["path"] = parts.path or "/"
-        actor_scope["raw_path"] = actor_scope["path"].encode("latin-1", "replace")
+        _set_path(actor_scope, parts.path or "/")
         actor_scope["query_string"] = parts.query.encode("latin-1")
         actor_scope["headers"] = [(k, v) for k, v in actor_scope["headers"] if k != b"host"]
         actor_scope["headers"].append((b"host", parts.netloc.encode("latin-1")))
@@ -97,6 +109,10 @@ async def handle_raw_request(
         try:
             async with timeout:
                 response = await _call(hook, ActionContext(instance, conn), request)
+        except ClientDisconnect:
+            # The client left before its body was complete: nobody is left to answer.
+            instance.log.debug("raw request client disconnected path=%s", actor_scope["path"])
+            raise ClientDisconnected() from None
         except TimeoutError:
             if timeout.expired():
                 raise errors.action_timed_out("on_request", instance.definition.options.action_timeout) from None

@@ -3,7 +3,12 @@
 // hosting a `counter` actor on an external Rivet Engine in envoy mode ("serverful").
 //
 //   RIVET_RUN_SERVICES=0 node ts_host.mjs --endpoint http://127.0.0.1:PORT --pool POOL \
-//       [--version 1] [--namespace default] [--modules DIR]
+//       [--version 1] [--namespace default] [--modules DIR] [--grace-ms 20000]
+//
+// --version is the deployment version (the engine only places actors on the envoys with the
+// highest version of a pool: give both runtimes the same one). RIVET_RUN_SERVICES=0 keeps the
+// runtime from starting its "Services" actor host next to a loopback engine. The runtime
+// upserts the pool's runner config itself (PUT /runner-configs/POOL).
 //
 // The actor is the twin of tests/engine/compat_counter_app.py (same action names, arguments and
 // results; `runtime` answers "typescript" here). The packages come from the compat suite's
@@ -13,7 +18,7 @@
 //   {"event":"ready","envoy":{...}}   the envoy registered with the engine (startAndWait())
 //   {"event":"stopped"}               after SIGTERM/SIGINT: every actor drained, about to exit 0
 //   {"event":"fatal","error":"..."}   startup failed (exit status 1)
-// Everything else (the runtime's own logs) goes to stderr or is free text.
+// The runtime's own log lines (`ts=... level=...`) are interleaved; none starts with {"event":.
 
 import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -101,6 +106,13 @@ const counter = actor({
 			await c.kv.put(key, value);
 		},
 		kv_get: async (c, key) => await c.kv.get(key),
+		queue_send: async (c, name, body) => {
+			await c.queue.send(name, body);
+		},
+		queue_take: async (c, name) => {
+			const message = await c.queue.tryNext({ names: [name] });
+			return message ? { name: message.name, body: message.body } : null;
+		},
 		schedule_increment: async (c, delayMs, n) => {
 			await c.schedule.after(delayMs, "increment", n);
 		},
@@ -116,7 +128,7 @@ const counter = actor({
 				tables: await q("SELECT name, type, ncol, wr, strict FROM pragma_table_list"),
 				meta: await q("SELECT key, hex(value) AS value FROM _rivet_meta ORDER BY key"),
 				actor: await one(
-					"SELECT id, has_initialized, hex(input) AS input FROM _rivet_actor",
+					"SELECT id, has_initialized, typeof(input) AS input_type, hex(input) AS input FROM _rivet_actor",
 				),
 				runtime: await one(
 					"SELECT id, last_pushed_alarm, inspector_token, queue_next_id FROM _rivet_runtime",
@@ -137,13 +149,15 @@ const counter = actor({
 				integrity: (await one("PRAGMA integrity_check")).integrity_check,
 			};
 		},
+		// TypeScript only: one table's columns and indexes (with their key columns and order).
 		columns: async (c, table) => ({
-			columns: await c.db.execute(`SELECT * FROM pragma_table_xinfo('${table}')`),
+			columns: await c.db.execute("SELECT * FROM pragma_table_xinfo(?) ORDER BY cid", table),
 			indexes: await c.db.execute(
 				`SELECT l.name, l."unique", l.partial, l.origin,
 				        (SELECT group_concat(coalesce(x.name, '') || ':' || x.desc || ':' || x.key, ',')
 				           FROM pragma_index_xinfo(l.name) x) AS cols
-				   FROM pragma_index_list('${table}') l ORDER BY l.name`,
+				   FROM pragma_index_list(?) l ORDER BY l.name`,
+				table,
 			),
 		}),
 	},

@@ -10,7 +10,12 @@ Rules (spec ``engine-envoy.md`` §6.7.2-§6.7.3, verified against rivet-engine 2
   are dropped, a gap closes the socket with ``1008 ws.message_index_skip``;
 * our data messages are numbered 1, 2, ... and our open/ack/close 0, 1, 2, ... (two counters,
   like the reference client);
-* a hibernatable socket acknowledges each engine message cumulatively once the app has it.
+* a hibernatable socket acknowledges each engine message cumulatively once the app has it, and
+  the app sees each message's index (``websocket.receive`` key ``rivet.message_index``) so it
+  can store how far it got before the actor sleeps;
+* a hibernatable socket the app closes with reason ``actor.hibernating`` (its actor is going to
+  sleep) is let go silently: the gateway keeps the client connected until the actor wakes and
+  the socket is restored (``restored=True``: the open is announced before the app runs).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from ..._protocol import envoy as p
+from ..._runtime.conn import HIBERNATE_REASON, MESSAGE_INDEX_KEY
 from ..._server.http import Message
 from ._tunnel_http import U16, Gone, index_step, uvarint_len
 
@@ -78,8 +84,6 @@ class SocketOwner(Protocol):
         self, gateway_id: bytes, request_id: bytes, index: int, kind: p.ToRivetTunnelMessageKind
     ) -> None: ...
 
-    def decide_hibernation(self, info: TunnelWebSocket) -> bool: ...
-
 
 class SocketState(enum.Enum):
     CONNECTING = "connecting"
@@ -106,19 +110,39 @@ def _truncate_reason(reason: str) -> str:
 
 
 class TunnelSocket:
-    """One tunnelled WebSocket (see the module docstring)."""
+    """One tunnelled WebSocket (see the module docstring).
+
+    Args:
+        owner: the tunnel.
+        info: the socket as the engine opened it.
+        last_index: index of the last engine message already handled (the open: 0; a restored
+            socket: the last one the app saw before the actor slept).
+        can_hibernate: what ``ToRivetWebSocketOpen`` announces (decided before the app runs,
+            so the app knows it too).
+        restored: the socket existed before the actor slept: the open is announced at once
+            (before the actor reports running) and the app's accept sends nothing.
+    """
 
     __slots__ = (
-        "_ctrl_index", "_data_index", "_disconnect", "_inbox", "_wakeup", "can_hibernate", "info",
-        "last_index", "owner", "state", "task",
+        "_ctrl_index", "_data_index", "_disconnect", "_inbox", "_open_sent", "_wakeup",
+        "can_hibernate", "info", "last_index", "owner", "state", "task",
     )
 
-    def __init__(self, owner: SocketOwner, info: TunnelWebSocket, open_index: int) -> None:
+    def __init__(
+        self,
+        owner: SocketOwner,
+        info: TunnelWebSocket,
+        last_index: int,
+        *,
+        can_hibernate: bool = False,
+        restored: bool = False,
+    ) -> None:
         self.owner = owner
         self.info = info
         self.state = SocketState.CONNECTING
-        self.last_index = open_index
-        self.can_hibernate = False
+        self.last_index = last_index
+        self.can_hibernate = can_hibernate
+        self._open_sent = False
         self._inbox: deque[tuple[Message, int | None]] = deque()
         self._inbox.append(({"type": "websocket.connect"}, None))
         self._wakeup = asyncio.Event()
@@ -126,6 +150,8 @@ class TunnelSocket:
         self._data_index = 0  # our data messages are numbered 1, 2, ...
         self._ctrl_index = 0  # our open/ack/close are numbered 0, 1, 2, ...
         self.task: asyncio.Task[None] | None = None
+        if restored:
+            self._announce_open()
 
     # -- engine side -----------------------------------------------------------------------
 
@@ -149,15 +175,17 @@ class TunnelSocket:
             return
         self.last_index = index
         if message.binary:
-            self._push({"type": "websocket.receive", "bytes": message.data}, index)
-            return
-        try:
-            text = message.data.decode()
-        except UnicodeDecodeError:
-            log.warning("invalid utf-8 in websocket text frame actor_id=%s", self.info.actor_id)
-            self.close_from_runtime(CLOSE_INVALID_PAYLOAD, "ws.invalid_utf8")
-            return
-        self._push({"type": "websocket.receive", "text": text}, index)
+            received: Message = {"type": "websocket.receive", "bytes": message.data}
+        else:
+            try:
+                received = {"type": "websocket.receive", "text": message.data.decode()}
+            except UnicodeDecodeError:
+                log.warning("invalid utf-8 in websocket text frame actor_id=%s",
+                            self.info.actor_id)
+                self.close_from_runtime(CLOSE_INVALID_PAYLOAD, "ws.invalid_utf8")
+                return
+        received[MESSAGE_INDEX_KEY] = index
+        self._push(received, index)
 
     def closed_by_client(self, close: p.ToEnvoyWebSocketClose) -> None:
         if self.state is SocketState.CLOSED:
@@ -204,9 +232,8 @@ class TunnelSocket:
         kind = message["type"]
         if kind == "websocket.accept":
             if self.state is SocketState.CONNECTING:
-                self.can_hibernate = self.owner.decide_hibernation(self.info)
                 self.state = SocketState.OPEN
-                self._control(p.ToRivetWebSocketOpen(can_hibernate=self.can_hibernate))
+                self._announce_open()
             elif self.state is SocketState.OPEN:
                 raise RuntimeError("websocket.accept sent twice")
         elif kind == "websocket.send":
@@ -234,6 +261,12 @@ class TunnelSocket:
         elif kind == "websocket.close":
             code = message.get("code") or CLOSE_NORMAL
             reason = message.get("reason") or ""
+            if reason == HIBERNATE_REASON and self.can_hibernate:
+                # The actor sleeps; the gateway keeps the client connected until it wakes.
+                if self.state is not SocketState.CLOSED:
+                    log.debug("websocket left to the gateway actor_id=%s", self.info.actor_id)
+                    self._finish(code, reason)
+                return
             if self.state is SocketState.CONNECTING:
                 # A refused handshake: the client must not see a normal closure.
                 self.close_from_runtime(
@@ -245,6 +278,11 @@ class TunnelSocket:
             self.close_from_runtime(CLOSE_ERROR, "ws.rejected")
         else:
             log.debug("unsupported asgi message ignored type=%s", kind)
+
+    def _announce_open(self) -> None:
+        if not self._open_sent:
+            self._open_sent = True
+            self._control(p.ToRivetWebSocketOpen(can_hibernate=self.can_hibernate))
 
     def _control(self, kind: p.ToRivetTunnelMessageKind) -> None:
         index = self._ctrl_index

@@ -25,6 +25,7 @@ from typing import Any
 from ... import errors
 from ..._protocol import envoy as p
 from ..._runtime.clock import REAL_CLOCK, Clock
+from ..._runtime.hibernation import delete_conns, load_conns
 from ..._runtime.instance import ActorInstance
 from ..._runtime.keys import parse_key
 from ..._runtime.queue import CompletionWaiters
@@ -283,6 +284,13 @@ class EngineDriver:
             return
         if hosted.stopping is not None or instance.stopping is not None:
             return  # stopped while starting (the stop task reports it)
+        try:
+            await self._restore_conns(instance, command.hibernating_requests)
+        except Exception as exc:
+            instance.log.exception("hibernated connections not restored")
+            self._begin_stop(hosted, "sleep", planned=False,
+                             message=f"connections not restored: {exc}")
+            return
         self.awake[actor_id] = instance
         self._event(actor_id, generation, p.EventActorStateUpdate(state=p.ActorStateRunning()))
         instance.log.debug("actor running generation=%d", generation)
@@ -292,6 +300,34 @@ class EngineDriver:
         engine). Stop it with an error; the engine starts it again from what it has."""
         if self._hosted.get(hosted.record.actor_id) is hosted:
             self._begin_stop(hosted, "sleep", planned=False, message=f"actor storage failed: {error}")
+
+    async def _restore_conns(
+        self, instance: ActorInstance, requests: list[p.HibernatingRequest]
+    ) -> None:
+        """Reattach the sockets the gateway held while the actor slept (spec §6.7.4): each one
+        listed by the start command and stored at the last sleep gets its connection back and
+        ``WebSocketOpen`` before ``Running``; stored ones the gateway no longer holds are
+        deleted; listed ones we know nothing about are ignored (stale entries happen)."""
+        persisted = await instance.store.run(load_conns)
+        if not persisted:
+            return
+        held = {(r.gateway_id, r.request_id) for r in requests}
+        stale = [pc.conn_id for pc in persisted
+                 if (pc.hibernation.gateway_id, pc.hibernation.request_id) not in held]
+        if stale:
+            def forget(db: Any) -> None:
+                with db:
+                    delete_conns(db, stale)
+
+            await instance.store.run(forget)
+        assert self.tunnel is not None
+        for pc in persisted:
+            if pc.conn_id in stale:
+                continue
+            conn = instance.restore_conn(pc)
+            await self.tunnel.restore_websocket(
+                instance.actor_id, instance.generation, conn.id, pc.hibernation
+            )
 
     # -- stop ------------------------------------------------------------------------------
 

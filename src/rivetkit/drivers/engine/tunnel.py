@@ -22,8 +22,12 @@ Rules carried over from the reference envoy client and verified against rivet-en
 * a request for an actor that does not run here is answered ``503`` with
   ``x-rivet-error: envoy.actor_not_found`` (the gateway retries), a socket is refused with
   ``1011 "Actor not found"``;
+* a WebSocket's scope carries the extension ``rivet.tunnel`` (gateway and request ids, path,
+  headers, whether it is hibernatable and, for one restored after its actor slept, the id of
+  the connection to take over), which the app's ``/connect`` handler uses to make the
+  connection outlive a sleep;
 * see ``_tunnel_http`` for the HTTP message order and response streaming, ``_tunnel_ws`` for
-  WebSocket indexes and acknowledgements.
+  WebSocket indexes, acknowledgements and hibernation.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ from typing import Any, Final
 from urllib.parse import quote, unquote
 
 from ..._protocol import envoy as p
+from ..._runtime.conn import TUNNEL_EXTENSION, Hibernation
 from ..._server.http import Receive, Scope, Send
 from ._tunnel_http import (
     DEFAULT_RESPONSE_WINDOW,
     FETCH_FAILED_BODY,
+    U16,
     HttpExchange,
     envoy_error,
 )
@@ -158,9 +164,10 @@ class Tunnel:
             ``ToEnvoyInit`` (20 MiB by default); may be updated on every Init.
         response_window: streamed response bytes that may be in flight before the gateway
             acknowledges them (1 MiB, what rivet-engine 2.3.19 buffers; not in the protocol).
-        can_hibernate: decides, when the app accepts a WebSocket, whether the socket is
+        can_hibernate: decides, when the engine opens a WebSocket, whether the socket is
             hibernatable (acknowledged message by message and kept by the gateway while the
-            actor sleeps). ``None``: no socket is.
+            actor sleeps); the app learns it from the scope extension ``rivet.tunnel``
+            (``hibernatable``). ``None``: no socket is.
 
     Raises:
         ValueError: a size is not positive.
@@ -377,8 +384,57 @@ class Tunnel:
             path=open_.path,
             headers=dict(open_.headers),
         )
-        socket = TunnelSocket(self, info, mid.message_index)
-        scope = _build_scope("websocket", open_.actor_id, open_.path, open_.headers)
+        hibernatable = self._decide_hibernation(info)
+        socket = TunnelSocket(self, info, mid.message_index, can_hibernate=hibernatable)
+        self._serve_socket(key, socket, None)
+
+    async def restore_websocket(
+        self, actor_id: str, generation: int, conn_id: str, hibernation: Hibernation
+    ) -> None:
+        """Reattach a hibernatable socket the gateway held while its actor slept (§6.7.4).
+
+        Announces the socket open again (``ToRivetWebSocketOpen{canHibernate: true}``) at once,
+        so it goes out before the actor reports running, and serves the socket with the app,
+        whose ``/connect`` handler takes over connection ``conn_id`` (scope extension
+        ``rivet.tunnel`` key ``restore``) instead of opening a new one. Messages the gateway
+        replays up to ``hibernation.server_message_index`` are dropped as duplicates.
+
+        Does not suspend: the app starts on the socket once the caller yields to the event
+        loop, so the caller makes the actor reachable before it awaits anything else.
+        """
+        key = hibernation.gateway_id + hibernation.request_id
+        existing = self._sockets.get(key)
+        if existing is not None and existing.state is not SocketState.CLOSED:
+            log.warning("restore of a websocket already open ignored actor_id=%s conn_id=%s",
+                        actor_id, conn_id)
+            return
+        info = TunnelWebSocket(
+            actor_id=actor_id,
+            generation=generation,
+            gateway_id=hibernation.gateway_id,
+            request_id=hibernation.request_id,
+            path=hibernation.request_path,
+            headers=dict(hibernation.request_headers),
+        )
+        socket = TunnelSocket(self, info, hibernation.server_message_index % U16,
+                              can_hibernate=True, restored=True)
+        log.debug("websocket restored actor_id=%s conn_id=%s last_index=%d",
+                  actor_id, conn_id, socket.last_index)
+        self._serve_socket(key, socket, conn_id)
+
+    def _serve_socket(self, key: bytes, socket: TunnelSocket, restore: str | None) -> None:
+        info = socket.info
+        scope = _build_scope("websocket", info.actor_id, info.path, info.headers)
+        extension: dict[str, Any] = {
+            "gateway_id": info.gateway_id,
+            "request_id": info.request_id,
+            "path": info.path,
+            "headers": dict(info.headers),
+            "hibernatable": socket.can_hibernate,
+        }
+        if restore is not None:
+            extension["restore"] = restore
+        scope["extensions"][TUNNEL_EXTENSION] = extension
         self._sockets[key] = socket
         socket.task = self._spawn(self._run_websocket(key, socket, scope))
 
@@ -395,8 +451,8 @@ class Tunnel:
         elif socket.state is SocketState.OPEN:
             socket.close_from_runtime(CLOSE_NORMAL, "")  # returned without closing
 
-    def decide_hibernation(self, info: TunnelWebSocket) -> bool:
-        """Whether a socket the app accepted is hibernatable (``can_hibernate``, never raises)."""
+    def _decide_hibernation(self, info: TunnelWebSocket) -> bool:
+        """Whether a new socket is hibernatable (``can_hibernate``, never raises)."""
         if self._can_hibernate is None:
             return False
         try:
