@@ -153,6 +153,9 @@ class Engine:
             "metrics": {"host": HOST, "port": self.metrics_port},
             "file_system": {"path": str(self.data_dir / "db")},
             "telemetry": {"enabled": False},
+            # The workflow worker backs off when the process looks busy, which on a loaded
+            # 2-core machine stalls actor creation for 5-30 s (route_resolve_query_timeout).
+            "runtime": {"worker_cpu_max": 64000},
             "topology": {
                 "datacenter_label": 1,
                 "datacenters": {

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from ... import errors
@@ -35,6 +36,7 @@ from ...definition import ActorDefinition
 from ..local import ActorRecord
 from .envoy import Envoy
 from .sqlite import DepotStore
+from ._tunnel_ws import TunnelWebSocket
 from .tunnel import Tunnel
 
 __all__ = ["EngineDriver"]
@@ -114,6 +116,7 @@ class EngineDriver:
             self.registry.asgi(),
             self.envoy.send_tunnel,
             self._running_generation,
+            can_hibernate=_hibernatable,
         )
         self.envoy.start()
         log.info(
@@ -477,6 +480,12 @@ class EngineDriver:
                 pool_name=self.engine.pool,
             )
         return self._client
+
+
+def _hibernatable(socket: TunnelWebSocket) -> bool:
+    """Client-protocol connections outlive a sleep of their actor (RivetKit's default); raw
+    WebSocket handlers hold Python state of their own, so they keep the actor awake."""
+    return urlsplit(socket.path).path == "/connect"
 
 
 def _stopped(code: p.StopCode, message: str | None) -> p.Event:
