@@ -146,7 +146,10 @@ async def _send_and_wait(
     try:
         await instance.queue.enqueue(name, body, on_id=on_id)
         assert completion is not None
-        pin.release()  # waiting is not work of the actor: it may sleep meanwhile
+        if host.wakes_actors:
+            pin.release()  # waiting is not work of the actor: it may sleep meanwhile
+        # else (engine mode: only the engine wakes actors, and it cannot be asked to for a
+        # request already inside the actor) the waiting sender keeps the actor awake.
         if timeout_ms is not None:
             timer = instance.clock.call_later(timeout_ms / 1000, deadline.fire)
         loop = asyncio.get_running_loop()

@@ -159,6 +159,7 @@ class LocalDriver:
         self.journal: StateJournal | None = None
         self._closing = False
         self.queue_completions = CompletionWaiters()  # senders waiting with wait=True
+        self.wakes_actors = True  # a request may wake a sleeping actor by itself
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -89,6 +89,7 @@ class EngineDriver:
         self._hosted: dict[str, _Hosted] = {}  # actor id -> its live generation
         self._tasks: set[asyncio.Task[Any]] = set()
         self.queue_completions = CompletionWaiters()
+        self.wakes_actors = False  # only the engine starts actors
         self.pool = StorePool(config.max_open_databases)
         self.cache_dir = Path(config.storage_path) / "engine-cache"
         self.envoy: Envoy | None = None
