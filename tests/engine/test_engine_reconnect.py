@@ -32,6 +32,7 @@ class Proxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.refuse = False
+        self.blackhole_up = False  # drop what the runtime sends (the engine never sees it)
         self.connections = 0
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
@@ -48,15 +49,19 @@ class Proxy:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers.update((writer, up_writer))
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool
+        ) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
+                    if upstream and self.blackhole_up:
+                        continue
                     dst.write(data)
                     await dst.drain()
             with contextlib.suppress(Exception):
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self._writers.discard(writer)
         self._writers.discard(up_writer)
 
@@ -83,8 +88,10 @@ async def until(check: Callable[[], Any], timeout: float = 15.0) -> None:
 
 
 @pytest.fixture
-def lossy_engine(engine_factory: Callable[..., Engine]) -> Engine:
-    return engine_factory(pegboard={"envoy_lost_threshold": 1500})
+def lossy_engine(request: pytest.FixtureRequest, engine_factory: Callable[..., Engine]) -> Engine:
+    """An engine that gives a silent envoy up after 1.5 s (or ``param`` ms when parametrized)."""
+    threshold = getattr(request, "param", 1500)
+    return engine_factory(pegboard={"envoy_lost_threshold": threshold})
 
 
 @pytest.fixture
@@ -158,3 +165,69 @@ async def test_eviction_stops_reconnecting(proxied: Any, lossy_engine: Engine) -
         assert proxy.connections == connections
     finally:
         await other.close()
+
+
+@pytest.mark.parametrize("lossy_engine", [15000], indirect=True)  # a blip, not a loss
+async def test_unacknowledged_start_is_replayed_once_and_events_are_resent(
+    proxied: Any, lossy_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """§12.20 and §12.21 from the runtime's side: the engine never saw our ack of a start nor
+    its Running event; after the reconnect it replays the start (we must not start the actor
+    twice) and we re-send the events it has not acknowledged (Running), so the actor serves."""
+    registry, client, proxy, pool = proxied
+    caplog.set_level("INFO", logger="rivetkit.envoy")
+    proxy.blackhole_up = True
+    _, body = await asyncio.to_thread(
+        lossy_engine.api,
+        "POST",
+        "/actors",
+        {"name": "keeper", "key": uuid.uuid4().hex, "runner_name_selector": pool,
+         "crash_policy": "sleep"},
+    )
+    actor_id = body["actor"]["actor_id"]
+    # The start arrived; its ack and its first page fetch went nowhere.
+    await until(lambda: actor_id in registry.driver._hosted)
+    hosted = registry.driver._hosted[actor_id]
+    connections = proxy.connections
+    proxy.blackhole_up = False
+    proxy.cut()
+    await until(lambda: proxy.connections > connections and registry.driver.envoy.ready)
+    # The page fetch is asked again, the start completes, Running reaches the engine.
+    await until(lambda: actor_id in registry.driver.awake)
+    handle = client.get_for_id("keeper", actor_id)
+    assert await handle.increment(5) == 5
+    assert registry.driver._hosted[actor_id] is hosted  # the replayed start was dropped
+    assert registry.driver.awake[actor_id].generation == 1
+    replays = [r for r in caplog.records if r.getMessage().startswith("replayed command dropped")
+               and actor_id in r.getMessage()]
+    assert replays, "the engine did not replay the unacknowledged start"
+
+
+@pytest.mark.parametrize("lossy_engine", [15000], indirect=True)  # a blip, not a loss
+async def test_an_intent_lost_with_the_connection_is_resent(
+    proxied: Any, lossy_engine: Engine
+) -> None:
+    """§12.21: the sleep intent (an event) goes out while the engine cannot hear us; after the
+    reconnect it is re-sent, the engine answers with the stop, the actor sleeps cleanly."""
+    registry, client, proxy, _ = proxied
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])  # sleeps after 0.5 s idle
+    assert await handle.increment(3) == 3
+    actor_id, _ = await handle.whoami()
+    hosted = registry.driver._hosted[actor_id]
+    proxy.blackhole_up = True
+    await until(lambda: hosted.intent_sent)  # idle: it asked to sleep, unheard
+    await asyncio.sleep(0.3)
+    assert actor_id in registry.driver._hosted  # still waiting for the engine's stop command
+    connections = proxy.connections
+    proxy.blackhole_up = False
+    proxy.cut()
+    await until(lambda: actor_id not in registry.driver._hosted)
+    assert proxy.connections > connections
+    for _ in range(200):
+        _, body = await asyncio.to_thread(lossy_engine.api, "GET", f"/actors?actor_ids={actor_id}")
+        actor = body["actors"][0]
+        if actor["sleep_ts"] is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert actor["sleep_ts"] is not None and not actor.get("error")
+    assert await handle.increment(1) == 4

@@ -54,6 +54,7 @@ _BACKOFF_MAX = 30.0
 _STABLE_SESSION = 60.0  # a session this long resets the backoff
 _TERMINAL_EVENTS_KEPT = 60.0  # seconds a stopped generation's events stay for re-sending
 _REQUEST_TIMEOUT = 30.0  # the reference client fails engine requests after 30 s
+_IDEMPOTENT = (p.ToRivetSqliteGetPagesRequest,)  # re-sent after a reconnect, never failed by it
 
 
 class EnvoyError(Exception):
@@ -156,6 +157,7 @@ class Envoy:
         self._last_command: dict[tuple[str, int], int] = {}
         self._requests: dict[tuple[type[Any], int], asyncio.Future[Any]] = {}
         self._unsent: dict[tuple[type[Any], int], p.ToRivet] = {}
+        self._retriable: dict[tuple[type[Any], int], p.ToRivet] = {}  # safe to ask again
         self._next_request_id = 0
         self._task: asyncio.Task[None] | None = None
         self._lost_timer: asyncio.TimerHandle | None = None
@@ -287,9 +289,14 @@ class Envoy:
     def _disconnected(self) -> None:
         was_ready = self._ready.is_set()
         self._ready.clear()
-        # Requests already on the wire have an unknown outcome: fail them now.
+        # Reads on the wire are asked again after the next Init (a page fetch is idempotent);
+        # writes have an unknown outcome: fail them now (the store decides what that means).
         in_flight = [key for key in self._requests if key not in self._unsent]
         for key in in_flight:
+            retry = self._retriable.get(key)
+            if retry is not None:
+                self._unsent[key] = retry
+                continue
             future = self._requests.pop(key)
             if not future.done():
                 future.set_exception(
@@ -370,6 +377,9 @@ class Envoy:
                 except Exception:
                     log.exception("command failed actor_id=%s generation=%d",
                                   cp.actor_id, cp.generation)
+            else:
+                log.info("replayed command dropped actor_id=%s generation=%d index=%d",
+                         cp.actor_id, cp.generation, cp.index)
             acks.append(cp)
         if acks:
             self._send_now(p.ToRivetAckCommands(last_command_checkpoints=acks))
@@ -460,6 +470,8 @@ class Envoy:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._requests[key] = future
         message = make(request_id)
+        if isinstance(message, _IDEMPOTENT):
+            self._retriable[key] = message
         if self._ready.is_set():
             self._send_now(message)
         else:
@@ -476,6 +488,7 @@ class Envoy:
         finally:
             self._requests.pop(key, None)
             self._unsent.pop(key, None)
+            self._retriable.pop(key, None)
 
     def _fail_requests(self, error: Exception) -> None:
         for future in self._requests.values():
@@ -483,6 +496,7 @@ class Envoy:
                 future.set_exception(error)
         self._requests.clear()
         self._unsent.clear()
+        self._retriable.clear()
 
     async def sqlite_get_pages(
         self, request: p.SqliteGetPagesRequest
