@@ -66,7 +66,7 @@ class _Hosted:
         )
         self.stopping: asyncio.Task[None] | None = None
         self.intent_sent = False
-        self.lost = False  # given up after the connection was lost: never Stopped{OK}
+        self.lost: str | None = None  # why it was given up (never Stopped{OK} then)
 
 
 class EngineDriver:
@@ -145,6 +145,9 @@ class EngineDriver:
         # Whatever is left (engine gone, drain timed out) stops here, reported as an error so
         # the engine does not take it for a deliberate destroy.
         for hosted in list(self._hosted.values()):
+            if not hosted.stop_command.done():  # the engine will not answer any more
+                hosted.lost = "runtime shut down before the engine answered"
+                hosted.stop_command.set_result(p.StopActorReason.GOING_AWAY)
             self._begin_stop(hosted, "sleep", planned=False)
         pending = [h.stopping for h in self._hosted.values() if h.stopping is not None]
         if pending:
@@ -207,7 +210,7 @@ class EngineDriver:
 
     def on_lost(self) -> None:
         for hosted in list(self._hosted.values()):
-            hosted.lost = True
+            hosted.lost = "actor lost due to timeout"
             if not hosted.stop_command.done():  # a stop waiting for the engine's answer
                 hosted.stop_command.set_result(p.StopActorReason.LOST)
             self._begin_stop(hosted, "sleep", planned=False, message="actor lost due to timeout")
@@ -383,13 +386,13 @@ class EngineDriver:
             # An intent or the engine's own stop: Stopped{OK} is safe once the engine asked.
             if not hosted.stop_command.done():
                 await hosted.stop_command
-        if planned and error is None and not hosted.lost:
+        if planned and error is None and hosted.lost is None:
             if reason == "destroy":
                 self.queue_completions.drop_actor(hosted.record.actor_id, errors.actor_not_found())
             self._finish(hosted, _stopped(p.StopCode.OK, None))
         else:
-            if hosted.lost:
-                error = "actor lost due to timeout"
+            if hosted.lost is not None:
+                error = hosted.lost
             self._finish(hosted, _stopped(p.StopCode.ERROR, error or "actor stopped by its host"))
 
     def _finish(self, hosted: _Hosted, event: p.Event) -> None:
