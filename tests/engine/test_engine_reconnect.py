@@ -155,16 +155,24 @@ async def test_eviction_stops_reconnecting(proxied: Any, lossy_engine: Engine) -
     registry, client, proxy, pool = proxied
     envoy = registry.driver.envoy
     url = lossy_engine.envoy_url(pool, envoy_key=envoy.envoy_key)
-    # A second process with our key evicts us.
-    other = await RawEnvoy.connect(url, envoy_key=envoy.envoy_key)
-    try:
-        await until(lambda: envoy._terminated is not None, timeout=10)
-        assert envoy._terminated is not None and envoy._terminated.code == "ws.eviction"
-        connections = proxy.connections
-        await asyncio.sleep(1.5)  # longer than the first reconnect backoff
-        assert proxy.connections == connections
-    finally:
-        await other.close()
+    # A second process with our key evicts us. Under load the engine has been seen to drop the
+    # old socket without the ws.eviction close (then reconnecting is right, and we evict the
+    # newcomer in turn): try again a couple of times before calling it a failure.
+    for _ in range(3):
+        other = await RawEnvoy.connect(url, envoy_key=envoy.envoy_key)
+        try:
+            try:
+                await until(lambda: envoy._terminated is not None, timeout=5)
+            except AssertionError:
+                continue
+            assert envoy._terminated is not None and envoy._terminated.code == "ws.eviction"
+            connections = proxy.connections
+            await asyncio.sleep(1.5)  # longer than the first reconnect backoff
+            assert proxy.connections == connections
+            return
+        finally:
+            await other.close()
+    raise AssertionError("the engine never evicted our envoy with ws.eviction")
 
 
 @pytest.mark.parametrize("lossy_engine", [15000], indirect=True)  # a blip, not a loss
