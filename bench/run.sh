@@ -3,8 +3,10 @@
 #
 #   bench/run.sh                                   # ours + official + asgi, cold + http + ws + fanout, 3 reps (~11 min)
 #   bench/run.sh --targets ours,asgi --reps 1      # quick look without the official stack
+#   bench/run.sh --targets ours-engine,official --scenarios cold,http,ws,fanout,queue   # engine mode
 #
-# Installs the pinned npm deps into bench/node_modules on first use, then runs harness/run.mjs.
+# Installs the pinned npm deps into bench/node_modules on first use, then runs harness/run.mjs
+# (the engine-mode targets install tests/engine's pinned rivet-engine themselves when missing).
 # Every server started is recorded in a pid file; the EXIT trap SIGKILLs whatever is still alive
 # from it (the Node orchestrator already stops servers gracefully on normal exit, Ctrl-C, SIGTERM).
 set -euo pipefail

@@ -31,6 +31,17 @@ const med = (vals) => {
 	return v.length ? median(v) : null;
 };
 
+// Engine-hosted targets (official*, ours-engine*): the server is a runtime process (node / python)
+// plus rivet-engine. "runtime" = every process but the engine, "engine" = rivet-engine alone, per op.
+const ENGINE_COMM = "rivet-engine";
+const engineUs = (r) => r.serverCpuUsPerOpByProc?.[ENGINE_COMM];
+const runtimeUs = (r) => {
+	const by = r.serverCpuUsPerOpByProc;
+	if (!by) return r.serverCpuUsPerOp;
+	if (by[ENGINE_COMM] === undefined) return r.serverCpuUsPerOp;
+	return Object.entries(by).reduce((a, [k, v]) => (k === ENGINE_COMM ? a : a + v), 0);
+};
+
 export function renderSummary(jsonl, env = null) {
 	const rows = jsonl.split("\n").filter(Boolean).map((l) => JSON.parse(l));
 	const targetOrder = env?.options?.targets ?? [...new Set(rows.map((r) => r.target))];
@@ -81,6 +92,7 @@ export function renderSummary(jsonl, env = null) {
 		const x = p(s, v, t, (r) => r.throughput);
 		return a && x !== null ? (100 * x) / a : null;
 	};
+	const hasEngine = rows.some((r) => engineUs(r) !== undefined);
 	const hl = [
 		["cold start p50 (new key → first result), ms", "< 2", (t) => p("cold", "new key -> first increment", t, (r) => r.latencyMs?.p50), num],
 		["cold start p99, ms", "", (t) => p("cold", "new key -> first increment", t, (r) => r.latencyMs?.p99), num],
@@ -94,12 +106,26 @@ export function renderSummary(jsonl, env = null) {
 		}, (x) => `${num(x)} %`],
 		[`${many} actors c=${many} actions/s`, "", (t) => p("http", `${many} actors c=${many}`, t, (r) => r.throughput), num],
 		[`server CPU µs per action, hot c=${maxC}`, "", (t) => p("http", `hot actor c=${maxC}`, t, (r) => r.serverCpuUsPerOp), num],
+		...(hasEngine
+			? [
+					[`runtime process CPU µs per action, hot c=${maxC}`, "", (t) => p("http", `hot actor c=${maxC}`, t, runtimeUs), num],
+					[`rivet-engine CPU µs per action, hot c=${maxC}`, "", (t) => p("http", `hot actor c=${maxC}`, t, engineUs), num],
+					[`runtime process CPU µs per action, ${many} actors c=${many}`, "", (t) => p("http", `${many} actors c=${many}`, t, runtimeUs), num],
+					[`rivet-engine CPU µs per action, ${many} actors c=${many}`, "", (t) => p("http", `${many} actors c=${many}`, t, engineUs), num],
+				]
+			: []),
 		["server CPU µs per cold start", "", (t) => p("cold", "new key -> first increment", t, (r) => r.serverCpuUsPerOp), num],
 		[`harness CPU µs per action, hot c=${maxC}`, "", (t) => p("http", `hot actor c=${maxC}`, t, (r) => r.harnessCpuUsPerOp), num],
 		["WS action p50, 1 conn, 1 in flight, ms", "", (t) => p("ws", "1 conn, 1 in flight", t, (r) => r.latencyMs?.p50), num],
 		[`WS ${wsMany} conns on ${wsMany} actors, actions/s`, "≥ 50 % of asgi", (t) => p("ws", wsManyV, t, (r) => r.throughput), num],
 		[`WS ${wsMany} conns on ${wsMany} actors: % of the bare ASGI app`, "≥ 50 %", (t) => pct("ws", wsManyV, t), (x) => `${num(x)} %`],
 		[`server CPU µs per WS action, ${wsMany} conns`, "", (t) => p("ws", wsManyV, t, (r) => r.serverCpuUsPerOp), num],
+		...(hasEngine
+			? [
+					[`runtime process CPU µs per WS action, ${wsMany} conns`, "", (t) => p("ws", wsManyV, t, runtimeUs), num],
+					[`rivet-engine CPU µs per WS action, ${wsMany} conns`, "", (t) => p("ws", wsManyV, t, engineUs), num],
+				]
+			: []),
 		[`harness CPU µs per WS action, ${wsMany} conns`, "", (t) => p("ws", wsManyV, t, (r) => r.harnessCpuUsPerOp), num],
 		[`WS connect to a new actor (to Init) p50, ms`, "", (t) => p("ws", `connect ${wsMany} new actors, 4 at a time (to Init)`, t, (r) => r.latencyMs?.p50), num],
 		[`fan-out to ${subs} subscribers, all received p50, ms`, "< 5", (t) => p("fanout", `${subs} subscribers: send -> all received`, t, (r) => r.latencyMs?.p50), num],
@@ -261,6 +287,46 @@ export function renderSummary(jsonl, env = null) {
 			L.push(`| ${v} | ${t} | ${g.length} | ${mmm(g.map((r) => r.kibPerActor))} | ${byProc} | ${mmm(g.map((r) => r.rssBeforeMiB))} | ${mmm(g.map((r) => r.rssAwakeMiB ?? r.rssAsleepMiB))} | ${errCol(g)} | ${okCol(g)} |`);
 		}
 		L.push("");
+	}
+
+	// ---- engine-hosted targets: runtime process vs rivet-engine CPU, and which engine ran
+	if (hasEngine) {
+		const eTargets = targetOrder.filter((t) => rows.some((r) => r.target === t && engineUs(r) !== undefined));
+		const eKeys = [...groups.keys(), ...[...new Set(rows.filter((r) => r.scenario === "queue").map((r) => `queue\u0000${r.variant}\u0000${r.target}`))]];
+		const variants = [];
+		for (const k of eKeys) {
+			const [sc, v] = k.split("\u0000");
+			if (!variants.some(([a, b]) => a === sc && b === v)) variants.push([sc, v]);
+		}
+		variants.sort(([sa, va], [sb, vb]) => rows.findIndex((r) => r.scenario === sa && r.variant === va) - rows.findIndex((r) => r.scenario === sb && r.variant === vb));
+		const qget = (sc, v, t) => rows.filter((r) => r.scenario === sc && r.variant === v && r.target === t);
+		L.push("## Server CPU per op: runtime process vs rivet-engine (µs, median [min..max] across repetitions)", "");
+		L.push("Runtime process: node for official*, python for ours-engine*; the engine is counted apart. Per op as in the table above (per action, cold start, WS connection, fan-out round, queue message).", "");
+		L.push(`| scenario | variant | ${eTargets.map((t) => `${t} runtime | ${t} engine`).join(" | ")} |`);
+		L.push(`|---|---|${eTargets.map(() => "---|---").join("|")}|`);
+		for (const [sc, v] of variants) {
+			const cells = eTargets.map((t) => {
+				const g = qget(sc, v, t);
+				return `${mmm(g.map(runtimeUs))} | ${mmm(g.map(engineUs))}`;
+			});
+			if (cells.every((c) => c === " | ")) continue;
+			L.push(`| ${sc} | ${v} | ${cells.join(" | ")} |`);
+		}
+		L.push("");
+		const fps = rows.filter((r) => r.scenario === "start" && r.engine);
+		if (fps.length) {
+			L.push("## Engine of each run", "");
+			const ref = fps[0].engine;
+			const same = (e) => e.sha256 === ref.sha256 && JSON.stringify(e.args) === JSON.stringify(ref.args);
+			const diff = (e) => {
+				const keys = [...new Set([...Object.keys(ref.settings), ...Object.keys(e.settings)])].sort();
+				return keys.filter((k) => ref.settings[k] !== e.settings[k]).map((k) => `${k}=${e.settings[k] ?? "(unset)"}`);
+			};
+			L.push(`Reference: ${fps[0].target} rep ${fps[0].rep}: \`${ref.binary}\` ${ref.args.join(" ")} (npm ${ref.version}, sha256 ${ref.sha256.slice(0, 16)}…); settings ${Object.entries(ref.settings).map(([k, v]) => `${k}=${v}`).join(" ")}`, "");
+			L.push("| target | rep | binary | same sha256 + args | settings that differ from the reference (ports, data dir excluded) |", "|---|---|---|---|---|");
+			for (const r of fps) L.push(`| ${r.target} | ${r.rep} | ${r.engine.binary.replace(/.*\/(bench|tests\/engine)\//, "$1/")} | ${same(r.engine) ? "yes" : "NO"} | ${diff(r.engine).join(" ") || "none"} |`);
+			L.push("");
+		}
 	}
 
 	// ---- start-up, gates, failures, inconsistencies

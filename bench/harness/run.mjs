@@ -21,7 +21,8 @@ const repoDir = path.resolve(benchDir, "..");
 
 const HELP = `usage: bench/run.sh [options]
 
-  --targets LIST       comma list of ours,official,asgi,official-nodelay   (default ours,official,asgi)
+  --targets LIST       comma list of ours,official,asgi,official-nodelay,  (default ours,official,asgi)
+                       ours-engine,ours-engine-nodelay (engine mode: our runtime on rivet-engine)
   --scenarios LIST     comma list of cold,http,ws,fanout,wake,schedule,mem,queue (default cold,http,ws,fanout)
                        (wake, schedule, mem: lifecycle; queue: issue 5; opt-in, not run against asgi)
   --reps N             repetitions, targets interleaved (order rotates)    (default 3)
@@ -155,7 +156,7 @@ function parseArgs(argv) {
 			default: throw new Error(`unknown option ${a}\n${HELP}`);
 		}
 	}
-	const known = ["ours", "official", "asgi", "official-nodelay"];
+	const known = ["ours", "official", "asgi", "official-nodelay", "ours-engine", "ours-engine-nodelay"];
 	for (const t of o.targets) if (!known.includes(t)) throw new Error(`unknown target ${t}`);
 	for (const s of o.scenarios) if (!["cold", "http", "ws", "fanout", ...LIFECYCLE].includes(s)) throw new Error(`unknown scenario ${s}`);
 	for (const v of o.schedVariants) if (!["idle", "load", "nap", "nap-load"].includes(v)) throw new Error(`unknown schedule variant ${v}`);
@@ -290,7 +291,15 @@ async function main() {
 				continue;
 			}
 			current = srv;
-			write({ ...base, ts: new Date().toISOString(), scenario: "start", variant: "server start -> first answer", readyMs: srv.readyMs, port: srv.port });
+			write({
+				...base,
+				ts: new Date().toISOString(),
+				scenario: "start",
+				variant: "server start -> first answer",
+				readyMs: srv.readyMs,
+				port: srv.port,
+				...(srv.engine !== undefined ? { engine: srv.engine } : {}),
+			});
 			const ep = new Endpoint("127.0.0.1", srv.port);
 			let g = 0;
 			const gateFn = async () => {

@@ -5,6 +5,7 @@ import path from "node:path";
 import { RawConn, request } from "./http.mjs";
 import { Endpoint, intOutput } from "./scenarios.mjs";
 import { descendants, freePort, procStat, startProcess, stopPids, track, trackTree } from "./procs.mjs";
+import { engineBinaryIn, engineEnv, engineFingerprint, engineVersion, testsEngineBinary, waitEngineHealthy } from "./engine.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -101,7 +102,70 @@ export function makeTargets(opts) {
 		// official stack: node official/server.mjs (rivetkit runtime) + the rivet-engine it spawns
 		official: (ctx) => startOfficial(ctx, false),
 		"official-nodelay": (ctx) => startOfficial(ctx, true),
+
+		// engine mode: rivet-engine (started as the official runtime starts it) + our runtime
+		// process hosting bench/actors.py on it (`serve --engine URL --pool default`)
+		"ours-engine": (ctx) => startOursEngine(ctx, false),
+		"ours-engine-nodelay": (ctx) => startOursEngine(ctx, true),
 	};
+
+	async function startOursEngine({ dataDir, logPath }, nodelay) {
+		const name = nodelay ? "ours-engine-nodelay" : "ours-engine";
+		const engineBin = testsEngineBinary({ repoDir, python });
+		const officialBin = engineBinaryIn(benchDir);
+		// the official target runs bench/node_modules' engine: same npm version required (the report
+		// also compares the binaries' sha256 and the settings each run's engine actually had)
+		if (fs.existsSync(officialBin) && engineVersion(officialBin) !== engineVersion(engineBin)) {
+			throw new Error(`${name}: tests/engine pins rivet-engine ${engineVersion(engineBin)}, the official target runs ${engineVersion(officialBin)}`);
+		}
+		const port = await freePort([0, 1, 10]); // guard P, api-peer P+1, metrics P+10 (as official)
+		const engineDir = path.join(dataDir, "engine");
+		const pyDir = path.join(dataDir, "py");
+		fs.mkdirSync(engineDir, { recursive: true });
+		fs.mkdirSync(pyDir, { recursive: true });
+		const engineLog = logPath.replace(/\.log$/, "") + ".engine.log";
+		const engine = startProcess(engineBin, ["start"], {
+			cwd: engineDir,
+			env: engineEnv(cleanEnv({}), port, path.join(engineDir, "db"), nodelay),
+			logPath: engineLog,
+		});
+		let py = null;
+		const all = () => [...(py ? descendants(py.pid) : []), ...descendants(engine.pid)];
+		const t0 = performance.now();
+		let readyMs;
+		try {
+			await waitEngineHealthy(port, {
+				isDead: () => !!engine.exitInfo || !procStat(engine.pid),
+				timeoutMs: opts.readyTimeoutMs,
+				describe: () => tail(engineLog),
+			});
+			py = startProcess(
+				python,
+				["-m", "rivetkit", "serve", opts.oursApp, "--engine", `http://127.0.0.1:${port}`, "--pool", "default", "--storage", pyDir, ...opts.oursArgs],
+				{ cwd: repoDir, env: cleanEnv({ PYTHONUNBUFFERED: "1" }), logPath },
+			);
+			await waitReady(port, py, logPath, Math.max(1000, opts.readyTimeoutMs - (performance.now() - t0)));
+			readyMs = performance.now() - t0;
+		} catch (e) {
+			await stopPids(all(), 8000);
+			throw new Error(`${e.message}\nengine log tail:\n${tail(engineLog)}`);
+		}
+		trackTree(py.pid);
+		trackTree(engine.pid);
+		return {
+			name,
+			port,
+			readyMs,
+			engine: engineFingerprint(engine.pid),
+			pids: all,
+			stop: async () => {
+				// runtime first (it stops its actors and leaves the engine), then the engine
+				await stopPids([py.pid, ...descendants(py.pid)], 8000);
+				await stopPids([engine.pid, ...descendants(engine.pid)], 10000);
+				if (!opts.keepData) fs.rmSync(dataDir, { recursive: true, force: true });
+			},
+		};
+	}
 
 	async function startOfficial({ dataDir, logPath }, nodelay) {
 		const engineBin = path.join(benchDir, "node_modules", "@rivetkit", "engine-cli-linux-x64-musl", "rivet-engine");
@@ -157,6 +221,7 @@ export function makeTargets(opts) {
 			name: nodelay ? "official-nodelay" : "official",
 			port,
 			readyMs,
+			engine: engineFingerprint(enginePid),
 			pids,
 			stop: async () => {
 				const all = pids();

@@ -205,3 +205,22 @@ async def test_actor_sleeps_with_an_open_connection_and_wakes_on_its_next_messag
         assert second is not first
         assert list(second.conns) == [conn_id]
         await until(lambda: seen == [1, 3])
+
+
+async def test_actions_on_a_hibernatable_connection_keep_the_actor_awake(hosted: Any) -> None:
+    """An open hibernatable connection does not keep the actor awake by itself, but its
+    actions are activity: a client busy for 3x sleep_timeout keeps one generation."""
+    registry, client = hosted
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])
+    async with handle.connect() as conn:
+        assert await conn.increment(1) == 1
+        actor_id, _ = await conn.whoami()
+        first = registry.driver.awake[actor_id]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.5
+        count = 1
+        while loop.time() < deadline:
+            count += 1
+            assert await conn.increment(1) == count
+            await asyncio.sleep(0.1)
+        assert registry.driver.awake.get(actor_id) is first

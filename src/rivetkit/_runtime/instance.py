@@ -369,7 +369,9 @@ class ActorInstance(ActorLifecycle):
         def txn(conn: apsw.Connection) -> None:
             with conn:
                 if data is not None and data != self._in_file:
-                    write_state(conn, data, self._state_seq + 1)
+                    write_state(
+                        conn, data, self._state_seq + 1 if self.store.records_state_seq else None
+                    )
                 write(conn)
 
         await self.store.run(txn)

@@ -164,6 +164,10 @@ class ActorStore:
 
     __slots__ = ("path", "_conn", "_synchronous", "gate", "pool")
 
+    records_state_seq = True
+    """State commits carry their number (the state journal may hold a newer copy; see
+    journal.py). Engine mode has no journal and skips it."""
+
     def __init__(
         self, path: Path, *, synchronous: str = "NORMAL", pool: StorePool = UNBOUNDED_POOL
     ) -> None:
@@ -354,7 +358,7 @@ class ActorStore:
         """Commit the state bytes and their commit number in one transaction."""
         conn = self.conn
         with conn:
-            write_state(conn, state, seq)
+            write_state(conn, state, seq if self.records_state_seq else None)
 
     def initialize(self, state: bytes | None) -> None:
         """Commit the initial state and mark the actor initialised (one transaction)."""
@@ -369,10 +373,12 @@ class ActorStore:
             conn.execute("UPDATE _rivet_actor SET has_initialized = 1 WHERE id = 1")
 
 
-def write_state(conn: apsw.Connection, state: bytes, seq: int) -> None:
-    """Write the state and its commit number (inside the caller's transaction)."""
+def write_state(conn: apsw.Connection, state: bytes, seq: int | None) -> None:
+    """Write the state and its commit number (inside the caller's transaction). ``seq`` is
+    ``None`` where no journal competes with the file (engine mode): one page less per commit."""
     conn.execute(_SAVE_STATE, (state,))
-    conn.execute(_SAVE_STATE_SEQ, (struct.pack("<q", seq),))
+    if seq is not None:
+        conn.execute(_SAVE_STATE_SEQ, (struct.pack("<q", seq),))
 
 
 class SqlGate:

@@ -33,6 +33,7 @@ from .http import Receive, Scope, Send, public_error
 if TYPE_CHECKING:
     from .._runtime.conn import Conn
     from .._runtime.instance import ActorInstance
+    from .._runtime.sleep import SleepController
     from ..config import RegistryConfig
 
 __all__ = ["WsOptions", "parse_subprotocols", "Socket", "handle_connect", "close_unaccepted"]
@@ -111,7 +112,7 @@ class Socket:
 
     __slots__ = (
         "encoding", "codec", "_send", "_pending", "_busy", "closing", "_drainer", "inflight",
-        "_deferred",
+        "_deferred", "sleep_ctl",
     )
 
     def __init__(self, send: Send, encoding: str) -> None:
@@ -124,6 +125,9 @@ class Socket:
         self._drainer: asyncio.Task[None] | None = None
         self.inflight = 0
         self._deferred: _Close | None = None
+        # Set for a hibernatable connection (engine mode), which does not keep its actor awake
+        # by being open: each action in flight on it does instead.
+        self.sleep_ctl: SleepController | None = None
 
     def encode_event(self, name: str, args: list[Any]) -> bytes | str:
         return self.codec.encode_to_client(Event(name, args))
@@ -148,6 +152,8 @@ class Socket:
 
     def action_done(self) -> None:
         self.inflight -= 1
+        if self.sleep_ctl is not None:
+            self.sleep_ctl.release()
         deferred = self._deferred
         if deferred is not None and not self.inflight:
             self._deferred = None
@@ -312,6 +318,8 @@ async def handle_connect(
         await socket.finish()
         return
 
+    if conn.hibernation is not None:
+        socket.sleep_ctl = instance.sleep_ctl
     if restored is None:  # a restored connection's client already has its Init
         await socket.send(codec.encode_to_client(Init(instance.actor_id, conn.id)))
     live.add(socket)
@@ -341,6 +349,8 @@ async def handle_connect(
                 continue
             if isinstance(request, ActionRequest):
                 socket.inflight += 1
+                if socket.sleep_ctl is not None:
+                    socket.sleep_ctl.busy += 1  # released with the answer (action_done)
                 try:
                     ctx, output, pending = instance.start_action(request.name, request.args, conn)
                 except Exception as exc:

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import random
+import socket
 import time
 import uuid
 from collections import deque
@@ -93,6 +94,29 @@ class _Generation:
 def _close_code(reason: str) -> str:
     """``group.code`` of a close reason ``group.code#rayId``."""
     return reason.split("#", 1)[0]
+
+
+def _quickack(ws: ClientConnection) -> Callable[[], None] | None:
+    """A call that acknowledges what the engine sent at once (Linux ``TCP_QUICKACK``).
+
+    The engine's writes to us meet Nagle's algorithm on its side and delayed acks on ours: with
+    default engine settings every request/response exchange waited ~40 ms (measured: HTTP p50 at
+    one request in flight 49 ms -> 6 ms with this). The flag is not sticky, so it is set again
+    after every read.
+    """
+    option = getattr(socket, "TCP_QUICKACK", None)
+    sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
+    if option is None or sock is None:
+        return None
+
+    def ack() -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+        except OSError:
+            pass
+
+    ack()
+    return ack
 
 
 def _backoff(attempt: int) -> float:
@@ -258,8 +282,11 @@ class Envoy:
             self._ws = ws
             await ws.send(p.encode_to_rivet(self._metadata_message()))
             writer = asyncio.get_running_loop().create_task(self._writer(ws))
+            quickack = _quickack(ws)
             try:
                 async for frame in ws:
+                    if quickack is not None:
+                        quickack()
                     if isinstance(frame, str):
                         continue  # the engine ignores text frames; so do we
                     self._dispatch(p.decode_to_envoy(frame))

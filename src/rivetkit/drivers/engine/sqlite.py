@@ -336,6 +336,8 @@ class DepotStore(ActorStore):
         "generation",
     )
 
+    records_state_seq = False  # no journal in engine mode: one page less per state commit
+
     def __init__(
         self,
         transport: DepotTransport,
