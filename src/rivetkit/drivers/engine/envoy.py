@@ -517,6 +517,10 @@ class Envoy:
             self._unsent.pop(key, None)
             self._retriable.pop(key, None)
 
+    async def _ask(self, wrapper: Callable[..., p.ToRivet], response: type[Any], data: Any) -> Any:
+        """A request whose message is ``wrapper(request_id=..., data=data)``."""
+        return await self._request(lambda rid: wrapper(request_id=rid, data=data), response)
+
     def _fail_requests(self, error: Exception) -> None:
         for future in self._requests.values():
             if not future.done():
@@ -528,49 +532,45 @@ class Envoy:
     async def sqlite_get_pages(
         self, request: p.SqliteGetPagesRequest
     ) -> p.SqliteGetPagesOk | p.SqliteErrorResponse:
-        return await self._request(  # type: ignore[no-any-return]
-            lambda rid: p.ToRivetSqliteGetPagesRequest(request_id=rid, data=request),
-            p.ToEnvoySqliteGetPagesResponse,
+        return await self._ask(  # type: ignore[no-any-return]
+            p.ToRivetSqliteGetPagesRequest, p.ToEnvoySqliteGetPagesResponse, request
         )
 
     async def sqlite_commit(
         self, request: p.SqliteCommitRequest
     ) -> p.SqliteCommitOk | p.SqliteErrorResponse:
-        return await self._request(  # type: ignore[no-any-return]
-            lambda rid: p.ToRivetSqliteCommitRequest(request_id=rid, data=request),
-            p.ToEnvoySqliteCommitResponse,
+        return await self._ask(  # type: ignore[no-any-return]
+            p.ToRivetSqliteCommitRequest, p.ToEnvoySqliteCommitResponse, request
         )
 
     async def sqlite_commit_stage_begin(
         self, request: p.SqliteCommitStageBeginRequest
     ) -> p.SqliteCommitStageBeginOk | p.SqliteErrorResponse:
-        return await self._request(  # type: ignore[no-any-return]
-            lambda rid: p.ToRivetSqliteCommitStageBeginRequest(request_id=rid, data=request),
-            p.ToEnvoySqliteCommitStageBeginResponse,
+        return await self._ask(  # type: ignore[no-any-return]
+            p.ToRivetSqliteCommitStageBeginRequest, p.ToEnvoySqliteCommitStageBeginResponse, request
         )
 
     async def sqlite_commit_stage_segment(
         self, request: p.SqliteCommitStageSegmentRequest
     ) -> p.SqliteCommitStageSegmentOk | p.SqliteErrorResponse:
-        return await self._request(  # type: ignore[no-any-return]
-            lambda rid: p.ToRivetSqliteCommitStageSegmentRequest(request_id=rid, data=request),
+        return await self._ask(  # type: ignore[no-any-return]
+            p.ToRivetSqliteCommitStageSegmentRequest,
             p.ToEnvoySqliteCommitStageSegmentResponse,
+            request,
         )
 
     async def sqlite_commit_finalize(
         self, request: p.SqliteCommitFinalizeRequest
     ) -> p.SqliteCommitFinalizeOk | p.SqliteErrorResponse:
-        return await self._request(  # type: ignore[no-any-return]
-            lambda rid: p.ToRivetSqliteCommitFinalizeRequest(request_id=rid, data=request),
-            p.ToEnvoySqliteCommitFinalizeResponse,
+        return await self._ask(  # type: ignore[no-any-return]
+            p.ToRivetSqliteCommitFinalizeRequest, p.ToEnvoySqliteCommitFinalizeResponse, request
         )
 
     async def sqlite_execute(
         self, request: p.SqliteExecuteRequest
     ) -> p.SqliteExecuteOk | p.SqliteErrorResponse:
-        return await self._request(  # type: ignore[no-any-return]
-            lambda rid: p.ToRivetSqliteExecuteRequest(request_id=rid, data=request),
-            p.ToEnvoySqliteExecuteResponse,
+        return await self._ask(  # type: ignore[no-any-return]
+            p.ToRivetSqliteExecuteRequest, p.ToEnvoySqliteExecuteResponse, request
         )
 
     async def kv(self, actor_id: str, data: p.KvRequestData) -> p.KvResponseData:
