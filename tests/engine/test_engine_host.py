@@ -224,3 +224,27 @@ async def test_actions_on_a_hibernatable_connection_keep_the_actor_awake(hosted:
             assert await conn.increment(1) == count
             await asyncio.sleep(0.1)
         assert registry.driver.awake.get(actor_id) is first
+
+
+async def test_messages_arriving_while_the_actor_goes_to_sleep_are_served_after_the_wake(
+    hosted: Any,
+) -> None:
+    """Messages the gateway delivers while the actor stops are left unacknowledged, so the
+    gateway sends them again to the next generation: none is lost, none answered with an
+    error, and the restored connection's message index matches what was acknowledged (no
+    ``ws.message_index_skip`` on the next message)."""
+    registry, client = hosted
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])
+    async with handle.connect() as conn:
+        assert await conn.increment(1) == 1
+        actor_id, _ = await conn.whoami()
+        first = registry.driver.awake[actor_id]
+        for _round in range(3):
+            sleep = asyncio.ensure_future(conn.go_to_sleep())
+            burst = [asyncio.ensure_future(conn.increment(1)) for _ in range(40)]
+            await sleep
+            results = await asyncio.wait_for(asyncio.gather(*burst), 30)
+            assert len(set(results)) == 40  # every one applied exactly once
+        assert await conn.get() == 121
+        assert registry.driver.awake[actor_id] is not first
+        assert await conn.increment(1) == 122

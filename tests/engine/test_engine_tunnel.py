@@ -1022,12 +1022,15 @@ class SocketApp:
         self.scopes.append(scope)
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
+        ack = scope["extensions"][TUNNEL_EXTENSION].get("ack")
         while True:
             message = await receive()
             self.received.append(message)
             self.changed.set()
             if message["type"] == "websocket.disconnect":
                 return
+            if ack is not None and message.get("text") != "keep":  # "keep": left unacknowledged
+                ack(message[MESSAGE_INDEX_KEY])
             if message.get("text") == "sleep":  # what the runtime does when its actor sleeps
                 await send({"type": "websocket.close", "code": 1000,
                             "reason": HIBERNATE_REASON})
@@ -1057,7 +1060,9 @@ async def test_hibernatable_socket_tells_the_app_and_can_be_left_to_the_gateway(
         (opened,) = await gw.wait(ids, p.ToRivetWebSocketOpen)
         assert opened == p.ToRivetWebSocketOpen(can_hibernate=True)
         (scope,) = app.scopes
-        assert scope["extensions"][TUNNEL_EXTENSION] == {
+        extension = dict(scope["extensions"][TUNNEL_EXTENSION])
+        assert callable(extension.pop("ack"))
+        assert extension == {
             "gateway_id": ids[0], "request_id": ids[1], "path": "/connect",
             "headers": {"sec-websocket-protocol": "rivet", "x-a": "1"}, "hibernatable": True,
         }
@@ -1065,15 +1070,21 @@ async def test_hibernatable_socket_tells_the_app_and_can_be_left_to_the_gateway(
         await app.wait(1)
         assert app.received[0] == {"type": "websocket.receive", "text": "hello",
                                    MESSAGE_INDEX_KEY: 1}
+        # Acknowledged by the app, not by the tunnel: a message the app leaves alone stays
+        # the gateway's to send again.
+        gw.deliver(ids, 2, ws_text("keep"))
+        await app.wait(2)  # (the app acknowledges before it waits again)
+        assert gw.kinds(ids, p.ToRivetWebSocketMessageAck) == [
+            p.ToRivetWebSocketMessageAck(index=1)]
         # The actor goes to sleep: its socket is let go without a word to the gateway, which
         # keeps the client connected.
-        gw.deliver(ids, 2, ws_text("sleep"))
+        gw.deliver(ids, 3, ws_text("sleep"))
         await gw.idle()
         assert gw.kinds(ids, p.ToRivetWebSocketClose) == []
         assert gw.kinds(ids, p.ToRivetWebSocketMessageAck) == [
-            p.ToRivetWebSocketMessageAck(index=1), p.ToRivetWebSocketMessageAck(index=2)]
-        gw.deliver(ids, 3, ws_text("while asleep"))  # the gateway holds it: not ours now
-        assert len(app.received) == 3 and app.received[-1]["type"] == "websocket.disconnect"
+            p.ToRivetWebSocketMessageAck(index=1), p.ToRivetWebSocketMessageAck(index=3)]
+        gw.deliver(ids, 4, ws_text("while asleep"))  # the gateway holds it: not ours now
+        assert len(app.received) == 4 and app.received[-1]["type"] == "websocket.disconnect"
 
         # A socket that is not hibernatable cannot be left open: it is closed normally.
         plain = gw.new_request()

@@ -22,8 +22,10 @@ __all__ = [
 
 TUNNEL_EXTENSION = "rivet.tunnel"
 """ASGI scope extension the engine tunnel sets on requests it carries: ``gateway_id``,
-``request_id``, ``path``, ``headers``, ``hibernatable`` and, for a connection restored after a
-sleep, ``restore`` (its id)."""
+``request_id``, ``path``, ``headers``, ``hibernatable``; for a hibernatable socket ``ack`` (call
+it with a message's index once the message is taken: cumulative, what is not acknowledged is sent
+again after the actor's next wake) and, for a connection restored after a sleep, ``restore`` (its
+id)."""
 
 MESSAGE_INDEX_KEY = "rivet.message_index"
 """Key of a tunnelled ``websocket.receive`` event carrying the gateway's message index."""

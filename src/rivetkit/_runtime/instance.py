@@ -93,6 +93,8 @@ class ActorInstance(ActorLifecycle):
     __slots__ = (
         "__weakref__",
         "_abort",
+        "_ack_tail",
+        "_acks_waiting",
         "_action_timeout",
         "_after_save",
         "_autosave",
@@ -172,6 +174,10 @@ class ActorInstance(ActorLifecycle):
         self.journal: StateJournal | None = None
         self._save_future: asyncio.Future[None] | None = None
         self._after_save: list[Callable[[BaseException | None], None]] | None = None
+        # Engine mode: commits whose waiters wait for the engine's acknowledgement, and the last
+        # one's future (later waiters are answered after earlier ones, never before).
+        self._acks_waiting = 0
+        self._ack_tail: asyncio.Future[None] | None = None
         self._save_scheduled = False
         self._save_interval = definition.options.state_save_interval
         self._action_timeout = definition.options.action_timeout
@@ -434,6 +440,10 @@ class ActorInstance(ActorLifecycle):
             self.finish_commit(None, exc)
             return
         durable = self.store.durable()
+        if durable is None and self._acks_waiting:
+            # Nothing of this commit to wait for, but earlier waiters are still to be answered:
+            # answer these after them (responses leave in the order the actions finished).
+            durable = self._ack_tail
         if durable is None:
             self.finish_commit(data, None)
         else:
@@ -450,8 +460,13 @@ class ActorInstance(ActorLifecycle):
         callbacks, self._after_save = self._after_save, None
         if data is not None:
             self._committed = data  # what later saves compare with (a failure fails the store)
+        self._acks_waiting += 1
+        self._ack_tail = durable
 
         def acknowledged(done: asyncio.Future[None]) -> None:
+            self._acks_waiting -= 1
+            if not self._acks_waiting:
+                self._ack_tail = None
             error = (
                 errors.RivetError("sqlite", "commit_interrupted", "the commit was cancelled")
                 if done.cancelled()

@@ -284,6 +284,7 @@ async def handle_connect(
     codec = socket.codec
     tunnel = (scope.get("extensions") or {}).get(TUNNEL_EXTENSION)
     restored = None if tunnel is None else tunnel.get("restore")
+    ack: Callable[[int], None] | None = None if tunnel is None else tunnel.get("ack")
     try:
         try:
             if restored is not None:
@@ -334,10 +335,19 @@ async def handle_connect(
             if data is None:
                 data = message.get("text") or ""
             hibernation = conn.hibernation
-            if hibernation is not None:
+            if hibernation is not None and ack is not None:
                 index = message.get(MESSAGE_INDEX_KEY)
                 if index is not None:
+                    if instance.stopping == "sleep":
+                        # Its index is (being) stored for the actor's next generation: left
+                        # unacknowledged, the gateway sends it again after the wake.
+                        instance.log.debug(
+                            "message left to the next generation conn_id=%s index=%d",
+                            conn.id, index,
+                        )
+                        continue
                     hibernation.server_message_index = index
+                    ack(index)
             if _frame_size(data) > limit:
                 socket.close(CLOSE_ERROR, "message.incoming_too_long")
                 continue

@@ -10,9 +10,12 @@ Rules (spec ``engine-envoy.md`` §6.7.2-§6.7.3, verified against rivet-engine 2
   are dropped, a gap closes the socket with ``1008 ws.message_index_skip``;
 * our data messages are numbered 1, 2, ... and our open/ack/close 0, 1, 2, ... (two counters,
   like the reference client);
-* a hibernatable socket acknowledges each engine message cumulatively once the app has it, and
-  the app sees each message's index (``websocket.receive`` key ``rivet.message_index``) so it
-  can store how far it got before the actor sleeps;
+* on a hibernatable socket the app sees each message's index (``websocket.receive`` key
+  ``rivet.message_index``) and acknowledges it itself (:meth:`TunnelSocket.ack`, cumulative,
+  offered as the scope extension's ``ack``) once it has taken the message as its own: the
+  index it stores before the actor sleeps must be the last one acknowledged, and a message it
+  leaves unacknowledged (its actor is already going to sleep) is sent again by the gateway to
+  the actor's next generation;
 * a hibernatable socket the app closes with reason ``actor.hibernating`` (its actor is going to
   sleep) is let go silently: the gateway keeps the client connected until the actor wakes and
   the socket is restored (``restored=True``: the open is announced before the app runs).
@@ -143,8 +146,8 @@ class TunnelSocket:
         self.last_index = last_index
         self.can_hibernate = can_hibernate
         self._open_sent = False
-        self._inbox: deque[tuple[Message, int | None]] = deque()
-        self._inbox.append(({"type": "websocket.connect"}, None))
+        self._inbox: deque[Message] = deque()
+        self._inbox.append({"type": "websocket.connect"})
         self._wakeup = asyncio.Event()
         self._disconnect: Message | None = None
         self._data_index = 0  # our data messages are numbered 1, 2, ...
@@ -185,7 +188,7 @@ class TunnelSocket:
                 self.close_from_runtime(CLOSE_INVALID_PAYLOAD, "ws.invalid_utf8")
                 return
         received[MESSAGE_INDEX_KEY] = index
-        self._push(received, index)
+        self._push(received)
 
     def closed_by_client(self, close: p.ToEnvoyWebSocketClose) -> None:
         if self.state is SocketState.CLOSED:
@@ -209,8 +212,8 @@ class TunnelSocket:
         self._disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
         self._wakeup.set()
 
-    def _push(self, message: Message, index: int | None) -> None:
-        self._inbox.append((message, index))
+    def _push(self, message: Message) -> None:
+        self._inbox.append(message)
         self._wakeup.set()
 
     # -- ASGI side -------------------------------------------------------------------------
@@ -218,15 +221,17 @@ class TunnelSocket:
     async def receive(self) -> Message:
         while True:
             if self._inbox:
-                message, index = self._inbox.popleft()
-                if index is not None and self.can_hibernate and self.state is not SocketState.CLOSED:
-                    # Cumulative: the gateway drops every buffered message up to this index.
-                    self._control(p.ToRivetWebSocketMessageAck(index=index))
-                return message
+                return self._inbox.popleft()
             if self._disconnect is not None:
                 return self._disconnect
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    def ack(self, index: int) -> None:
+        """Tell the gateway the app has every message up to ``index`` (cumulative): it stops
+        keeping them for a replay after the actor's next wake."""
+        if self.can_hibernate and self.state is not SocketState.CLOSED:
+            self._control(p.ToRivetWebSocketMessageAck(index=index))
 
     async def send(self, message: Message) -> None:
         kind = message["type"]

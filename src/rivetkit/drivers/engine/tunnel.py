@@ -432,6 +432,8 @@ class Tunnel:
             "headers": dict(info.headers),
             "hibernatable": socket.can_hibernate,
         }
+        if socket.can_hibernate:
+            extension["ack"] = socket.ack
         if restore is not None:
             extension["restore"] = restore
         scope["extensions"][TUNNEL_EXTENSION] = extension
