@@ -1061,7 +1061,7 @@ async def test_hibernatable_socket_tells_the_app_and_can_be_left_to_the_gateway(
         assert opened == p.ToRivetWebSocketOpen(can_hibernate=True)
         (scope,) = app.scopes
         extension = dict(scope["extensions"][TUNNEL_EXTENSION])
-        assert callable(extension.pop("ack"))
+        assert callable(extension.pop("ack")) and callable(extension.pop("send_now"))
         assert extension == {
             "gateway_id": ids[0], "request_id": ids[1], "path": "/connect",
             "headers": {"sec-websocket-protocol": "rivet", "x-a": "1"}, "hibernatable": True,

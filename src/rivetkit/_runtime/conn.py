@@ -22,7 +22,8 @@ __all__ = [
 
 TUNNEL_EXTENSION = "rivet.tunnel"
 """ASGI scope extension the engine tunnel sets on requests it carries: ``gateway_id``,
-``request_id``, ``path``, ``headers``, ``hibernatable``; for a hibernatable socket ``ack`` (call
+``request_id``, ``path``, ``headers``, ``hibernatable``, ``send_now`` (the ASGI ``send`` of a
+WebSocket as a plain function: it never waits); for a hibernatable socket ``ack`` (call
 it with a message's index once the message is taken: cumulative, what is not acknowledged is sent
 again after the actor's next wake) and, for a connection restored after a sleep, ``restore`` (its
 id)."""

@@ -28,7 +28,7 @@ from .._protocol import DecodeError, get_codec
 from .._protocol.messages import ActionRequest, ActionResponse, Error, Event, Init
 from .._runtime.conn import MESSAGE_INDEX_KEY, TUNNEL_EXTENSION, Hibernation
 from .actor_http import actor_specifier, decode_conn_params
-from .http import Receive, Scope, Send, public_error
+from .http import Message, Receive, Scope, Send, public_error
 
 if TYPE_CHECKING:
     from .._runtime.conn import Conn
@@ -112,13 +112,18 @@ class Socket:
 
     __slots__ = (
         "encoding", "codec", "_send", "_pending", "_busy", "closing", "_drainer", "inflight",
-        "_deferred", "sleep_ctl",
+        "_deferred", "sleep_ctl", "_send_now",
     )
 
-    def __init__(self, send: Send, encoding: str) -> None:
+    def __init__(
+        self, send: Send, encoding: str, send_now: Callable[[Message], None] | None = None
+    ) -> None:
         self.encoding = encoding
         self.codec = get_codec(encoding)  # type: ignore[arg-type]
         self._send = send
+        # A transport that never waits (the engine tunnel): frames leave at once, in order,
+        # with no queue and no task.
+        self._send_now = send_now
         self._pending: deque[bytes | str | _Close] = deque()
         self._busy = False  # a coroutine is inside self._send
         self.closing = False
@@ -135,7 +140,10 @@ class Socket:
     def push(self, frame: bytes | str) -> None:
         """Queue a frame from sync code."""
         if not self.closing:
-            self._enqueue(frame)
+            if self._send_now is not None:
+                self._transmit_now(frame)
+            else:
+                self._enqueue(frame)
 
     def close(self, code: int, reason: str) -> None:
         """Close after the frames already produced; a normal or going-away close requested while
@@ -147,7 +155,10 @@ class Socket:
             if self._deferred is None:
                 self._deferred = _Close(code, reason)
             return
-        self._enqueue(_Close(code, reason))
+        if self._send_now is not None:
+            self._transmit_now(_Close(code, reason))
+        else:
+            self._enqueue(_Close(code, reason))
         self.closing = True
 
     def action_done(self) -> None:
@@ -162,6 +173,9 @@ class Socket:
     async def send(self, frame: bytes | str) -> None:
         """Send a frame now when nothing is ahead of it, else queue it behind the others."""
         if self.closing:
+            return
+        if self._send_now is not None:
+            self._transmit_now(frame)
             return
         if self._busy or self._pending:
             self._enqueue(frame)
@@ -196,14 +210,17 @@ class Socket:
         try:
             if isinstance(item, _Close):
                 self._pending.clear()
-                await self._send({"type": "websocket.close", "code": item.code, "reason": item.reason})
-            elif isinstance(item, str):
-                await self._send({"type": "websocket.send", "text": item})
-            else:
-                await self._send({"type": "websocket.send", "bytes": item})
+            await self._send(_asgi_message(item))
         except OSError:
             self.closing = True  # the client went away; nothing left to deliver
             self._pending.clear()
+
+    def _transmit_now(self, item: bytes | str | _Close) -> None:
+        assert self._send_now is not None
+        try:
+            self._send_now(_asgi_message(item))
+        except OSError:
+            self.closing = True  # the client went away; nothing left to deliver
 
     async def wait_sent(self, timeout: float) -> None:
         """Wait (bounded) until every queued frame left."""
@@ -225,6 +242,14 @@ class Socket:
                 await drainer
             except asyncio.CancelledError:
                 pass
+
+
+def _asgi_message(item: bytes | str | _Close) -> Message:
+    if isinstance(item, _Close):
+        return {"type": "websocket.close", "code": item.code, "reason": item.reason}
+    if isinstance(item, str):
+        return {"type": "websocket.send", "text": item}
+    return {"type": "websocket.send", "bytes": item}
 
 
 def _frame_size(data: bytes | str) -> int:
@@ -280,9 +305,9 @@ async def handle_connect(
         )
         return
 
-    socket = Socket(send, options.encoding)
-    codec = socket.codec
     tunnel = (scope.get("extensions") or {}).get(TUNNEL_EXTENSION)
+    socket = Socket(send, options.encoding, None if tunnel is None else tunnel.get("send_now"))
+    codec = socket.codec
     restored = None if tunnel is None else tunnel.get("restore")
     ack: Callable[[int], None] | None = None if tunnel is None else tunnel.get("ack")
     try:

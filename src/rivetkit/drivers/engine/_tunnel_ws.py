@@ -234,6 +234,12 @@ class TunnelSocket:
             self._control(p.ToRivetWebSocketMessageAck(index=index))
 
     async def send(self, message: Message) -> None:
+        self.send_now(message)
+
+    def send_now(self, message: Message) -> None:
+        """``send`` without the coroutine: a tunnelled socket never waits to send (frames are
+        queued for the envoy connection), so an app may call this from sync code (offered as
+        the scope extension's ``send_now``)."""
         kind = message["type"]
         if kind == "websocket.accept":
             if self.state is SocketState.CONNECTING:

@@ -478,13 +478,23 @@ class Envoy:
         outbox = self._outbox
         while outbox:
             if len(outbox) == 1:
-                frame = outbox.popleft()
-                await ws.send(frame)
-            else:
-                frames = list(outbox)
-                outbox.clear()
+                await ws.send(outbox.popleft())
+                continue
+            frames = list(outbox)
+            outbox.clear()
+            # A burst (an event to many subscribers, answers of one tick): every frame framed by
+            # the protocol, then written with one system call instead of one send per frame.
+            async with ws.send_context():
+                protocol = ws.protocol
                 for frame in frames:
-                    await ws.send(frame)
+                    protocol.send_binary(frame)
+                chunks = protocol.data_to_send()
+                ws.transport.write(b"".join(chunks))
+                if not all(chunks):  # an end-of-stream marker (not expected while open)
+                    if ws.transport.can_write_eof():
+                        ws.transport.write_eof()
+                    else:
+                        ws.transport.close()
 
     # -- requests (SQLite pages, remote SQL, KV) -------------------------------------------
 

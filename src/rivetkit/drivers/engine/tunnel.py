@@ -431,6 +431,7 @@ class Tunnel:
             "path": info.path,
             "headers": dict(info.headers),
             "hibernatable": socket.can_hibernate,
+            "send_now": socket.send_now,
         }
         if socket.can_hibernate:
             extension["ack"] = socket.ack
