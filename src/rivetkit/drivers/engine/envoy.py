@@ -96,27 +96,26 @@ def _close_code(reason: str) -> str:
     return reason.split("#", 1)[0]
 
 
-def _quickack(ws: ClientConnection) -> Callable[[], None] | None:
-    """A call that acknowledges what the engine sent at once (Linux ``TCP_QUICKACK``).
+def _quickack_socket(ws: ClientConnection) -> socket.socket | None:
+    """A handle on the envoy socket for setting Linux ``TCP_QUICKACK`` (acknowledge at once).
 
     The engine's writes to us meet Nagle's algorithm on its side and delayed acks on ours: with
     default engine settings every request/response exchange waited ~40 ms (measured: HTTP p50 at
     one request in flight 49 ms -> 6 ms with this). The flag is not sticky, so it is set again
-    after every read.
+    after every read, on a duplicate of the socket's descriptor (a third of the cost of going
+    through the event loop's socket wrapper). Close it when the connection ends.
     """
-    option = getattr(socket, "TCP_QUICKACK", None)
-    sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
-    if option is None or sock is None:
+    if not hasattr(socket, "TCP_QUICKACK") or ws.transport is None:
         return None
-
-    def ack() -> None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
-        except OSError:
-            pass
-
-    ack()
-    return ack
+    wrapped = ws.transport.get_extra_info("socket")
+    if wrapped is None:
+        return None
+    try:
+        sock = socket.fromfd(wrapped.fileno(), wrapped.family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except OSError:
+        return None
+    return sock
 
 
 def _backoff(attempt: int) -> float:
@@ -282,17 +281,22 @@ class Envoy:
             self._ws = ws
             await ws.send(p.encode_to_rivet(self._metadata_message()))
             writer = asyncio.get_running_loop().create_task(self._writer(ws))
-            quickack = _quickack(ws)
+            quick = _quickack_socket(ws)
             try:
                 async for frame in ws:
-                    if quickack is not None:
-                        quickack()
+                    if quick is not None:
+                        try:
+                            quick.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                        except OSError:
+                            pass  # the connection is ending; the read loop will see it
                     if isinstance(frame, str):
                         continue  # the engine ignores text frames; so do we
                     self._dispatch(p.decode_to_envoy(frame))
             except ConnectionClosed:
                 pass
             finally:
+                if quick is not None:
+                    quick.close()
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await writer
