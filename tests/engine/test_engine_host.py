@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -61,6 +62,17 @@ async def until_destroyed(engine: Engine, actor_id: str) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"actor {actor_id} was not destroyed: {body}")
+
+
+@contextlib.asynccontextmanager
+async def connected_counter(hosted: Any) -> AsyncIterator[tuple[Any, str]]:
+    """A connection to a new counter that has counted to 1, and the counter's actor id."""
+    _, client = hosted
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])
+    async with handle.connect() as conn:
+        assert await conn.increment(1) == 1
+        actor_id, _ = await conn.whoami()
+        yield conn, actor_id
 
 
 async def test_actions_reach_a_python_actor_through_the_engine(hosted: Any) -> None:
@@ -210,11 +222,8 @@ async def test_actor_sleeps_with_an_open_connection_and_wakes_on_its_next_messag
 async def test_actions_on_a_hibernatable_connection_keep_the_actor_awake(hosted: Any) -> None:
     """An open hibernatable connection does not keep the actor awake by itself, but its
     actions are activity: a client busy for 3x sleep_timeout keeps one generation."""
-    registry, client = hosted
-    handle = client.get_or_create("counter", [uuid.uuid4().hex])
-    async with handle.connect() as conn:
-        assert await conn.increment(1) == 1
-        actor_id, _ = await conn.whoami()
+    registry, _ = hosted
+    async with connected_counter(hosted) as (conn, actor_id):
         first = registry.driver.awake[actor_id]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 1.5
@@ -233,11 +242,8 @@ async def test_messages_arriving_while_the_actor_goes_to_sleep_are_served_after_
     gateway sends them again to the next generation: none is lost, none answered with an
     error, and the restored connection's message index matches what was acknowledged (no
     ``ws.message_index_skip`` on the next message)."""
-    registry, client = hosted
-    handle = client.get_or_create("counter", [uuid.uuid4().hex])
-    async with handle.connect() as conn:
-        assert await conn.increment(1) == 1
-        actor_id, _ = await conn.whoami()
+    registry, _ = hosted
+    async with connected_counter(hosted) as (conn, actor_id):
         first = registry.driver.awake[actor_id]
         for _round in range(3):
             sleep = asyncio.ensure_future(conn.go_to_sleep())
