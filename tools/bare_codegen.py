@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "ACTOR_PERSIST",
     "ENVOY_V8",
     "GENERATED_INIT",
     "Job",
@@ -1189,7 +1190,20 @@ ENVOY_V8 = Job(
     roots=("ToRivet", "ToEnvoy", "ToEnvoyConn", "ToGateway", "ToOutbound", "ActorCommandKeyData"),
     title="Rivet envoy protocol v8 (runtime <-> rivet-engine), BARE codec.",
 )
-JOBS: Final = (ENVOY_V8,)
+ACTOR_PERSIST = tuple(
+    Job(
+        schema=f"src/rivetkit/_protocol/schemas/actor_persist_v{version}.bare",
+        output=f"src/rivetkit/_protocol/_generated/actor_persist_v{version}.py",
+        roots=roots,
+        title=f"RivetKit actor-persist v{version} (legacy actor KV values), BARE codec.",
+    )
+    for version, roots in (
+        (1, ("PersistedActor",)),
+        (2, ("PersistedActor",)),
+        (4, ("Actor", "RawArgsActor", "Conn", "QueueMetadata", "QueueMessage")),
+    )
+)
+JOBS: Final = (ENVOY_V8, *ACTOR_PERSIST)
 INIT_PATH = "src/rivetkit/_protocol/_generated/__init__.py"
 
 

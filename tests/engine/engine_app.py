@@ -99,8 +99,40 @@ for _fn in (increment, get, where, whoami):
     keeper.action(_fn)
 
 
+# The legacy KV import tests (test_engine_legacy_import.py): an actor whose first generations
+# were hosted by RivetKit <= 2.2, reading what the import brought over.
+legacy = rivetkit.actor("legacy", state={"count": 0})
+
+
+@legacy.action
+def legacy_count(c: ActionContext) -> int:
+    return int(c.state["count"])
+
+
+@legacy.action
+def legacy_set_count(c: ActionContext, count: int) -> int:
+    c.state["count"] = count
+    return count
+
+
+@legacy.action
+async def legacy_kv_get(c: ActionContext, key: str) -> str | None:
+    return await c.kv.get(key)
+
+
+@legacy.action
+async def legacy_queue_next(c: ActionContext) -> list[Any] | None:
+    message = await c.queue.try_next()
+    return None if message is None else [message.id, message.name, message.body]
+
+
+@legacy.action
+def legacy_sleep(c: ActionContext) -> None:
+    c.sleep()
+
+
 def make_registry(**config: Any) -> rivetkit.Registry:
-    return rivetkit.setup(counter, notes, keeper, **config)
+    return rivetkit.setup(counter, notes, keeper, legacy, **config)
 
 
 registry = make_registry()

@@ -26,6 +26,11 @@ def test_committed_output_equals_fresh_generation(bare_codegen: ModuleType) -> N
     assert committed == job.render(ROOT), (
         "src/rivetkit/_protocol/_generated/envoy_v8.py is stale: run `python tools/bare_codegen.py`"
     )
+    for persist in bare_codegen.ACTOR_PERSIST:  # legacy actor KV values (legacy_import.py)
+        assert persist in bare_codegen.JOBS
+        assert (ROOT / persist.output).read_text(encoding="utf-8") == persist.render(ROOT), (
+            f"{persist.output} is stale: run `python tools/bare_codegen.py`"
+        )
     init = (ROOT / bare_codegen.INIT_PATH).read_text(encoding="utf-8")
     assert init == bare_codegen.GENERATED_INIT
     assert bare_codegen.main(["--check"]) == 0

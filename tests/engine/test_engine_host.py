@@ -12,7 +12,7 @@ import asyncio
 import base64
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from rivetkit.config import EngineConfig
 from rivetkit.errors import ActorError
 from tests.engine.engine_app import make_registry
 from tests.engine.engine_proc import Engine
+from tests.engine.helpers import until
 
 pytestmark = pytest.mark.anyio
 
@@ -43,14 +44,6 @@ async def hosted(
     finally:
         await client.aclose()
         await registry.stop()
-
-
-async def until(check: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def until_destroyed(engine: Engine, actor_id: str) -> None:

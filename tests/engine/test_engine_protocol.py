@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from rivetkit._protocol import envoy as ev
 from tests.engine.engine_proc import ENGINE_VERSION, Engine
+from tests.engine.helpers import api, get_actor, wait_actor
 from tests.engine.raw_envoy import RawEnvoy, new_envoy_key, open_and_wait_close
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -34,11 +35,6 @@ EnvoyFactory = Callable[..., Awaitable[RawEnvoy]]
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-async def api(engine: Engine, method: str, path: str, body: Any = None, **kw: Any) -> Any:
-    """``engine.api`` off the event loop (some calls wait for our envoy); returns the body."""
-    return (await asyncio.to_thread(engine.api, method, path, body, **kw))[1]
 
 
 async def create_actor(
@@ -56,26 +52,6 @@ async def create_actor(
         body["input"] = base64.b64encode(input).decode()
     actor: dict[str, Any] = (await api(engine, "POST", "/actors", body))["actor"]
     return actor
-
-
-async def get_actor(engine: Engine, actor_id: str) -> dict[str, Any]:
-    body = await api(engine, "GET", f"/actors?actor_id={actor_id}&include_destroyed=true")
-    (actor,) = body["actors"]
-    return actor  # type: ignore[no-any-return]
-
-
-async def wait_actor(
-    engine: Engine, actor_id: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0
-) -> dict[str, Any]:
-    """Poll the actor until ``pred`` holds (20 ms steps)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        actor = await get_actor(engine, actor_id)
-        if pred(actor):
-            return actor
-        if time.monotonic() > deadline:
-            raise AssertionError(f"actor never matched: {actor}\n{engine.log_tail(3000)}")
-        await asyncio.sleep(0.02)
 
 
 def url_with(url: str, *, drop: tuple[str, ...] = (), **params: Any) -> str:

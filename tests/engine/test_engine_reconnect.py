@@ -8,6 +8,7 @@ like from both ends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ from rivetkit.client import Client
 from rivetkit.config import EngineConfig
 from tests.engine.engine_app import make_registry
 from tests.engine.engine_proc import Engine
+from tests.engine.helpers import until as _until
 from tests.engine.raw_envoy import RawEnvoy
 
 pytestmark = pytest.mark.anyio
@@ -79,12 +81,7 @@ class Proxy:
             await self._server.wait_closed()
 
 
-async def until(check: Callable[[], Any], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+until = functools.partial(_until, timeout=15.0, step=0.02)
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from ...config import EngineConfig, RegistryConfig
 from ...definition import ActorDefinition
 from ..local import ActorRecord
 from .envoy import Envoy
+from .legacy_import import import_legacy_kv
 from .sqlite import DepotStore
 from ._tunnel_ws import TunnelWebSocket
 from .tunnel import Tunnel
@@ -264,6 +265,15 @@ class EngineDriver:
             log.error("actor storage failed to open actor_id=%s error=%s", actor_id, exc)
             if hosted.stopping is None:
                 self._finish(hosted, _stopped(p.StopCode.ERROR, f"storage failed to open: {exc}"))
+            return
+        try:  # actors of RivetKit <= 2.2: data still in the engine's KV (spec §10.2)
+            await import_legacy_kv(self.envoy, actor_id, store, input=config.input)
+        except Exception as exc:
+            log.error("legacy KV import failed actor_id=%s error=%s", actor_id, exc)
+            with contextlib.suppress(Exception):
+                store.delete()
+            if hosted.stopping is None:
+                self._finish(hosted, _stopped(p.StopCode.ERROR, f"legacy KV import failed: {exc}"))
             return
         if hosted.stopping is not None:  # stopped while its database was loading
             store.close()

@@ -885,8 +885,10 @@ _new_image: bytes | None = None
 
 def _new_database_image() -> bytes:
     """An empty actor database as the official runtime lays it out: 4096-byte pages, no
-    auto-vacuum, rollback journal (not WAL), the internal schema at version 2 and
-    ``kv_import_state = 'done'`` (a new actor has no legacy KV data to import). Built once."""
+    auto-vacuum, rollback journal (not WAL) and the internal schema at version 2. Built once.
+
+    ``kv_import_state`` is left out: an actor the engine has no database for may still have
+    legacy KV data, which :mod:`.legacy_import` probes for (and then writes the state)."""
     global _new_image
     if _new_image is None:
         with tempfile.TemporaryDirectory(prefix="rivetkit-depot-") as tmp:
@@ -900,9 +902,8 @@ def _new_database_image() -> bytes:
                 with conn:
                     list(conn.execute(INTERNAL_SCHEMA))
                     conn.execute(
-                        "INSERT INTO _rivet_meta (key, value) VALUES ('schema_version', ?), "
-                        "('kv_import_state', ?)",
-                        (struct.pack("<q", SCHEMA_VERSION), b"done"),
+                        "INSERT INTO _rivet_meta (key, value) VALUES ('schema_version', ?)",
+                        (struct.pack("<q", SCHEMA_VERSION),),
                     )
             finally:
                 conn.close()
