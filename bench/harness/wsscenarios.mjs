@@ -145,17 +145,18 @@ export async function wsClosedLoop({ ep, conns, inflight, pids, warmupMs, durati
  */
 export async function wsScenario({ ep, tag, pids, pipeline, many, connConc = 4, warmupMs, durationMs, timeoutMs, log, gateFn }) {
 	const rows = [];
-	if (pipeline.length) {
+	// A new connection for each variant: rivet-engine's gateway rate-limits the messages each
+	// client WebSocket sends (a leaky bucket: `pegboard.gateway_websocket_rate_limit_requests`,
+	// 2,000 of burst, then one every `gateway_websocket_rate_limit_drip_rate_ms`, 10 ms), so on a
+	// shared socket a variant inherits what the one before used up: a fast target would start the
+	// 32-in-flight loop already throttled to ~90 messages/s where a slow one would not.
+	for (const k of pipeline) {
 		await gateFn();
 		const { conns } = await connectMany(ep.host, ep.port, [`wshot-${tag}`], { timeoutMs, retries: 2 });
 		try {
-			for (const k of pipeline) {
-				if (k !== pipeline[0]) await gateFn();
-				const r = await wsClosedLoop({ ep, conns, inflight: k, pids, warmupMs, durationMs, timeoutMs });
-				rows.push({ scenario: "ws", variant: `1 conn, ${k} in flight`, ...r });
-				log(rows.at(-1));
-				if (conns[0].closed) break;
-			}
+			const r = await wsClosedLoop({ ep, conns, inflight: k, pids, warmupMs, durationMs, timeoutMs });
+			rows.push({ scenario: "ws", variant: `1 conn, ${k} in flight`, ...r });
+			log(rows.at(-1));
 		} finally {
 			conns.forEach((c) => c?.close());
 		}
