@@ -140,10 +140,7 @@ class Socket:
     def push(self, frame: bytes | str) -> None:
         """Queue a frame from sync code."""
         if not self.closing:
-            if self._send_now is not None:
-                self._transmit_now(frame)
-            else:
-                self._enqueue(frame)
+            self._enqueue(frame)
 
     def close(self, code: int, reason: str) -> None:
         """Close after the frames already produced; a normal or going-away close requested while
@@ -155,10 +152,7 @@ class Socket:
             if self._deferred is None:
                 self._deferred = _Close(code, reason)
             return
-        if self._send_now is not None:
-            self._transmit_now(_Close(code, reason))
-        else:
-            self._enqueue(_Close(code, reason))
+        self._enqueue(_Close(code, reason))
         self.closing = True
 
     def action_done(self) -> None:
@@ -188,6 +182,9 @@ class Socket:
             self._busy = False
 
     def _enqueue(self, item: bytes | str | _Close) -> None:
+        if self._send_now is not None:
+            self._transmit_now(item)
+            return
         self._pending.append(item)
         if not self._busy and (self._drainer is None or self._drainer.done()):
             self._drainer = asyncio.ensure_future(self._drain())
