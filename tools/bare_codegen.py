@@ -31,7 +31,8 @@ Usage::
         src/rivetkit/_protocol/_generated/envoy_v8.py --root ToRivet --root ToEnvoy
     python tools/bare_codegen.py ... --check   # exit 1 if the committed file is stale
 
-The ``envoy_v8`` module of this repository is produced by :func:`main` with :data:`ENVOY_V8`.
+The ``envoy_v8`` and ``envoy_v6`` modules of this repository are produced by :func:`main` with
+:data:`ENVOY_V8` and :data:`ENVOY_V6` (all of :data:`JOBS`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from typing import Final
 
 __all__ = [
     "ACTOR_PERSIST",
+    "ENVOY_V6",
     "ENVOY_V8",
     "GENERATED_INIT",
     "Job",
@@ -1190,6 +1192,12 @@ ENVOY_V8 = Job(
     roots=("ToRivet", "ToEnvoy", "ToEnvoyConn", "ToGateway", "ToOutbound", "ActorCommandKeyData"),
     title="Rivet envoy protocol v8 (runtime <-> rivet-engine), BARE codec.",
 )
+ENVOY_V6 = Job(  # the runtime converts it to and from v8: rivetkit/_protocol/envoy_v6.py
+    schema="src/rivetkit/_protocol/schemas/envoy_v6.bare",
+    output="src/rivetkit/_protocol/_generated/envoy_v6.py",
+    roots=("ToRivet", "ToEnvoy", "ToEnvoyConn", "ToGateway", "ToOutbound", "ActorCommandKeyData"),
+    title="Rivet envoy protocol v6 (runtime <-> pre-v8 rivet-engine), BARE codec.",
+)
 ACTOR_PERSIST = tuple(
     Job(
         schema=f"src/rivetkit/_protocol/schemas/actor_persist_v{version}.bare",
@@ -1203,7 +1211,7 @@ ACTOR_PERSIST = tuple(
         (4, ("Actor", "RawArgsActor", "Conn", "QueueMetadata", "QueueMessage")),
     )
 )
-JOBS: Final = (ENVOY_V8, *ACTOR_PERSIST)
+JOBS: Final = (ENVOY_V8, ENVOY_V6, *ACTOR_PERSIST)
 INIT_PATH = "src/rivetkit/_protocol/_generated/__init__.py"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .config import EngineConfig
+from .config import EngineConfig, ServerlessConfig
 from .registry import Registry
 
 __all__ = ["main", "load_target"]
@@ -94,6 +94,20 @@ def main() -> None:
     help="Deployment version; the engine prefers the highest (default 1).",
 )
 @click.option(
+    "--serverless",
+    is_flag=True,
+    default=False,
+    help="Serverless engine mode: serve the HTTP endpoints the engine calls to start actors "
+    "(GET /api/rivet/metadata, POST /api/rivet/start) on --host/--port; needs --engine.",
+)
+@click.option(
+    "--public-url",
+    default=None,
+    metavar="URL",
+    help="With --serverless: the URL the engine reaches this server at "
+    "(default http://HOST:PORT).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="warning",
@@ -109,6 +123,8 @@ def serve(
     token: str | None,
     pool: str | None,
     envoy_version: int | None,
+    serverless: bool,
+    public_url: str | None,
     log_level: str,
 ) -> None:
     """Serve the registry in TARGET (path/to/file.py[:attr] or module[:attr])."""
@@ -125,19 +141,33 @@ def serve(
             if value is not None:
                 options[name] = value
         try:
+            if serverless:
+                options["serverless"] = ServerlessConfig(public_url=public_url)
             engine_config = EngineConfig(**options)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--engine") from None
+        if public_url is not None and not serverless:
+            raise click.UsageError("--public-url needs --serverless")
         click.echo(
             f"rivetkit hosting {', '.join(sorted(registry.definitions))} on the engine at "
             f"{engine_config.endpoint} (namespace {engine_config.namespace}, "
             f"pool {engine_config.pool})",
             err=True,
         )
-        registry.run(engine=engine_config)
+        if serverless:
+            click.echo(
+                f"rivetkit serverless on http://{host or registry.config.host}:"
+                f"{registry.config.port if port is None else port} "
+                f"(the engine calls {public_url or 'this address'})",
+                err=True,
+            )
+        registry.run(engine=engine_config, host=host, port=port)
         return
-    if any(v is not None for v in (namespace, token, pool, envoy_version)):
-        raise click.UsageError("--namespace, --token, --pool and --version need --engine")
+    if any(v is not None for v in (namespace, token, pool, envoy_version)) or serverless \
+            or public_url is not None:
+        raise click.UsageError(
+            "--namespace, --token, --pool, --version, --serverless and --public-url need --engine"
+        )
     cfg = registry.config
     click.echo(
         f"rivetkit serving {', '.join(sorted(registry.definitions))} on "

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ActorOptions", "EngineConfig", "RegistryConfig"]
+__all__ = ["ActorOptions", "EngineConfig", "RegistryConfig", "ServerlessConfig"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +125,100 @@ class RegistryConfig:
             raise ValueError("namespaces must name at least one namespace")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerlessConfig:
+    """Serverless engine mode: the engine calls this process over HTTP to start each actor.
+
+    The pool's runner config points at ``public_url + base_path``; the engine polls
+    ``GET .../metadata`` and sends ``POST .../start`` per actor start (spec §9). The envoy
+    WebSocket is opened on the first start and reused for the later ones.
+
+    Attributes:
+        public_url: URL at which the engine reaches this process's HTTP server (scheme, host,
+            port, optional prefix), e.g. ``http://10.0.0.5:8080``. ``None``: the address the
+            server binds (``http://HOST:PORT``; not with port 0 or a wildcard host other than
+            ``0.0.0.0``/``::``, which map to loopback).
+        base_path: path of the serverless routes (``/api/rivet``, as RivetKit).
+        request_lifespan: seconds the engine keeps one ``/start`` request open before it moves
+            the actor away (300).
+        drain_grace_period: seconds of that lifespan left for the actor to stop (30); must be
+            smaller than ``request_lifespan``.
+        metadata_poll_interval: milliseconds between the engine's ``GET /metadata`` (1000).
+        min_runners / max_runners / runners_margin / slots_per_runner: the engine's scaling
+            settings of the pool (0 / 100000 / 0 / 1, RivetKit's values).
+        headers: extra headers the engine sends with every call.
+        configure_pool: write the pool's runner config at start (True).
+    """
+
+    public_url: str | None = None
+    base_path: str = "/api/rivet"
+    request_lifespan: int = 300
+    drain_grace_period: int = 30
+    metadata_poll_interval: int = 1000
+    min_runners: int = 0
+    max_runners: int = 100000
+    runners_margin: int = 0
+    slots_per_runner: int = 1
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    configure_pool: bool = True
+
+    def __post_init__(self) -> None:
+        if self.public_url is not None:
+            if not self.public_url.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"serverless public_url must be an http(s) URL, got {self.public_url!r}"
+                )
+            object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        base = "/" + self.base_path.strip("/")
+        object.__setattr__(self, "base_path", "" if base == "/" else base)
+        for name in ("request_lifespan", "metadata_poll_interval", "max_runners",
+                     "slots_per_runner"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"serverless {name} must be positive")
+        for name in ("drain_grace_period", "min_runners", "runners_margin"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"serverless {name} must not be negative")
+        if self.drain_grace_period >= self.request_lifespan:
+            raise ValueError("serverless drain_grace_period must be smaller than request_lifespan")
+        if self.min_runners > self.max_runners:
+            raise ValueError("serverless min_runners must not exceed max_runners")
+
+    @property
+    def pool_url(self) -> str:
+        """The URL the engine calls: ``public_url`` + ``base_path``."""
+        if self.public_url is None:
+            raise ValueError("serverless mode needs a public_url (or a server address to derive it)")
+        return self.public_url + self.base_path
+
+    def for_address(self, host: str, port: int) -> ServerlessConfig:
+        """This config, with ``public_url`` derived from the bound address when not given."""
+        if self.public_url is not None:
+            return self
+        if port == 0:
+            raise ValueError("serverless mode on port 0 needs an explicit public_url")
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "[::1]"
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return dataclasses.replace(self, public_url=f"http://{host}:{port}")
+
+
+ENVOY_PROTOCOL_VERSIONS = (6, 8)
+"""Envoy protocol versions ``EngineConfig.protocol_version`` accepts."""
+
+
+def _env_protocol_version() -> int:
+    raw = os.environ.get("RIVET_ENVOY_PROTOCOL_VERSION", "8")
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"RIVET_ENVOY_PROTOCOL_VERSION must be one of {ENVOY_PROTOCOL_VERSIONS}, got {raw!r}"
+        ) from None
+
+
 _ENVOY_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -139,9 +233,15 @@ class EngineConfig:
         pool: the pool (runner config) this process serves (``default``); ``RIVET_POOL``.
         version: deployment version; the engine only places actors on the envoys with the
             highest version of a pool (1); ``RIVET_ENVOY_VERSION``.
+        protocol_version: envoy protocol version spoken to the engine: 8 (rivet-engine 2.3.19,
+            the default) or 6 (older engines; v8-only features such as staged commits of
+            SQLite transactions over 320 pages then fail with
+            ``envoy.unsupported_in_protocol_v6``); ``RIVET_ENVOY_PROTOCOL_VERSION``.
         envoy_key: identity of this process towards the engine, kept across reconnects; a
             random UUID when not given. Two processes must never share one.
         drain_timeout: longest a graceful shutdown waits for actors to stop (seconds).
+        serverless: serverless mode (:class:`ServerlessConfig`): the engine starts actors by
+            calling this process's HTTP server instead of the process connecting up front.
     """
 
     endpoint: str = dataclasses.field(
@@ -155,8 +255,10 @@ class EngineConfig:
     version: int = dataclasses.field(
         default_factory=lambda: int(os.environ.get("RIVET_ENVOY_VERSION", "1"))
     )
+    protocol_version: int = dataclasses.field(default_factory=lambda: _env_protocol_version())
     envoy_key: str | None = None
     drain_timeout: float = 60.0
+    serverless: ServerlessConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.endpoint.startswith(("http://", "https://")):
@@ -168,6 +270,13 @@ class EngineConfig:
             raise ValueError("engine pool name must be 1..128 characters")
         if not 0 <= self.version <= 0xFFFFFFFF:
             raise ValueError(f"engine version must be a u32, got {self.version}")
+        if type(self.protocol_version) is not int or self.protocol_version not in (
+            ENVOY_PROTOCOL_VERSIONS
+        ):
+            raise ValueError(
+                f"engine protocol_version must be one of {ENVOY_PROTOCOL_VERSIONS} (envoy "
+                f"protocol versions this runtime speaks), got {self.protocol_version!r}"
+            )
         key = self.envoy_key
         if key is not None and not (3 <= len(key) <= 128 and set(key) <= _ENVOY_KEY_CHARS):
             raise ValueError("envoy_key must be 3..128 characters of [A-Za-z0-9_-]")

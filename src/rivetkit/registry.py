@@ -61,6 +61,7 @@ class Registry:
         self.driver.registry = self
         self._client: Any = None
         self._app: Any = None
+        self._serverless_app: Any = None
         self.live_sockets: set[Any] = set()
         self.shutting_down = False
         self._started = False
@@ -191,6 +192,16 @@ class Registry:
             self._app = RivetApp(self)
         return self._app
 
+    def serverless_asgi(self) -> Any:
+        """The ASGI app of serverless engine mode (``GET /metadata``, ``POST /start`` under the
+        configured base path), to mount in another application; ``serve_engine`` and ``run``
+        serve it themselves."""
+        if self._serverless_app is None:
+            from .drivers.engine.serverless import ServerlessApp
+
+            self._serverless_app = ServerlessApp(self)
+        return self._serverless_app
+
     def _uvicorn_config(self, host: str | None, port: int | None, **kwargs: Any) -> Any:
         import uvicorn
 
@@ -228,18 +239,60 @@ class Registry:
         finally:
             await self.stop()
 
-    async def serve_engine(self, engine: EngineConfig | str | None = None) -> None:
+    async def serve_engine(
+        self,
+        engine: EngineConfig | str | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> None:
         """Host the actors on a Rivet Engine until cancelled; cancelling drains gracefully (the
-        engine moves the actors to other processes first)."""
+        engine moves the actors to other processes first).
+
+        In serverless mode (``EngineConfig(serverless=ServerlessConfig(...))``) this also serves
+        the serverless HTTP app on ``host:port`` (default ``127.0.0.1:6420``), which the engine
+        calls to start actors; ``public_url`` defaults to that address."""
         if engine is not None:
             self.use_engine(engine)
         elif self.engine is None:
             self.use_engine(EngineConfig())
+        assert self.engine is not None
+        if self.engine.serverless is not None:
+            await self._serve_serverless(host, port)
+            return
         await self.start()
         try:
             await asyncio.Event().wait()
         finally:
             await asyncio.shield(self.stop())
+
+    async def _serve_serverless(self, host: str | None, port: int | None) -> None:
+        import uvicorn
+
+        assert self.engine is not None and self.engine.serverless is not None
+        bind = host or self.config.host
+        bind_port = self.config.port if port is None else port
+        serverless = self.engine.serverless.for_address(bind, bind_port)
+        if serverless is not self.engine.serverless:
+            self.use_engine(dataclasses.replace(self.engine, serverless=serverless))
+        from .drivers.engine.serverless import ServerlessServer
+
+        server = ServerlessServer(self, uvicorn.Config(
+            self.serverless_asgi(), host=bind, port=bind_port, lifespan="off",
+            log_level="warning", access_log=False, server_header=False,
+            timeout_graceful_shutdown=5,
+        ))
+        await self.start()
+        serving = asyncio.ensure_future(server.serve())
+        try:
+            await asyncio.shield(serving)
+        finally:
+            # Drain first: the actors stop, which ends their /start streams with `stopping`;
+            # only then can the HTTP server finish its open requests.
+            await asyncio.shield(self.stop())
+            server.should_exit = True
+            with contextlib.suppress(BaseException):
+                await serving
 
     def run(
         self,
@@ -255,7 +308,7 @@ class Registry:
         on that Rivet Engine instead, until SIGINT or SIGTERM, which drain gracefully.
         """
         if engine is not None or self.engine is not None:
-            _run_engine(self, engine)
+            _run_engine(self, engine, host=host, port=port)
             return
 
         from ._server.serve import RegistryServer
@@ -263,12 +316,18 @@ class Registry:
         RegistryServer(self, self._uvicorn_config(host, port, **kwargs)).run()
 
 
-def _run_engine(registry: Registry, engine: EngineConfig | str | None) -> None:
+def _run_engine(
+    registry: Registry,
+    engine: EngineConfig | str | None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+) -> None:
     """Blocking engine mode with graceful drain on SIGINT / SIGTERM."""
     import signal
 
     async def main() -> None:
-        task = asyncio.ensure_future(registry.serve_engine(engine))
+        task = asyncio.ensure_future(registry.serve_engine(engine, host=host, port=port))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)

@@ -85,25 +85,7 @@ class RivetApp:
     # -- lifespan --------------------------------------------------------------------------
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.registry.start()
-                except Exception as exc:
-                    server_logger.exception("startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                try:
-                    await self.registry.stop()
-                except Exception as exc:
-                    server_logger.exception("shutdown failed")
-                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(self.registry, receive, send)
 
     # -- http ------------------------------------------------------------------------------
 
@@ -274,3 +256,26 @@ class RivetApp:
         else:
             missing = errors.route_not_found(actor_path)
             await close_unaccepted(receive, send, options, CLOSE_ERROR, missing.full_code)
+
+
+async def serve_lifespan(registry: Registry, receive: Receive, send: Send) -> None:
+    """The ASGI lifespan protocol: start the registry at startup, stop it at shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await registry.start()
+            except Exception as exc:
+                server_logger.exception("startup failed")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            try:
+                await registry.stop()
+            except Exception as exc:
+                server_logger.exception("shutdown failed")
+                await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.shutdown.complete"})
+            return

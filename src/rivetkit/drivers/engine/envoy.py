@@ -1,4 +1,4 @@
-"""The envoy connection: one WebSocket from this process to the Rivet Engine (protocol v8).
+"""The envoy connection: one WebSocket from this process to the Rivet Engine (protocol v8 or v6).
 
 What the engine expects of a runtime (``spec/engine-envoy.md`` §4, §6, §7.1):
 
@@ -41,6 +41,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ..._protocol import DecodeError
 from ..._protocol import envoy as p
+from ..._protocol import envoy_v6
 from ...config import EngineConfig
 from .sqlite import DepotUnavailable
 
@@ -124,7 +125,11 @@ def _backoff(attempt: int) -> float:
 
 
 async def ensure_pool(config: EngineConfig, session: aiohttp.ClientSession) -> None:
-    """Create or update the pool's runner config (the engine refuses envoys of unknown pools)."""
+    """Create or update the pool's runner config (the engine refuses envoys of unknown pools):
+    ``normal``, or ``serverless`` pointing at this process's URL (spec §9.1)."""
+    serverless = config.serverless
+    if serverless is not None and not serverless.configure_pool:
+        return  # the operator manages the runner config
     headers = {"content-type": "application/json"}
     if config.token:
         headers["authorization"] = f"Bearer {config.token}"
@@ -139,9 +144,22 @@ async def ensure_pool(config: EngineConfig, session: aiohttp.ClientSession) -> N
         datacenters = [dc["name"] for dc in json.loads(body).get("datacenters", [])]
     if not datacenters:
         raise EnvoyError("engine.no_datacenter", "the engine reports no datacenter")
+    kind: dict[str, Any] = {"normal": {}}
+    if serverless is not None:
+        kind = {"serverless": {
+            "url": serverless.pool_url,
+            "headers": dict(serverless.headers),
+            "request_lifespan": serverless.request_lifespan,
+            "drain_grace_period": serverless.drain_grace_period,
+            "metadata_poll_interval": serverless.metadata_poll_interval,
+            "min_runners": serverless.min_runners,
+            "max_runners": serverless.max_runners,
+            "runners_margin": serverless.runners_margin,
+            "slots_per_runner": serverless.slots_per_runner,
+        }, "metadata": {}}
     payload = {
         "datacenters": {
-            name: {"normal": {}, "drain_on_version_upgrade": True} for name in datacenters
+            name: {**kind, "drain_on_version_upgrade": True} for name in datacenters
         }
     }
     url = f"{config.endpoint}/runner-configs/{config.pool}?{query}"
@@ -187,6 +205,13 @@ class Envoy:
         self._terminated: EnvoyError | None = None
         self._is_lost = False  # disconnected past the lost threshold (until the next Init)
         self.connected_once = asyncio.Event()
+        # The wire codec of config.protocol_version, chosen once: v6 frames are converted to and
+        # from the v8 dataclasses everything else uses (rivetkit._protocol.envoy_v6).
+        self._encode: Callable[[p.ToRivet], bytes] = p.encode_to_rivet
+        self._decode: Callable[[bytes], p.ToEnvoy] = p.decode_to_envoy
+        if config.protocol_version == envoy_v6.PROTOCOL_VERSION:
+            self._encode = envoy_v6.encode_to_rivet
+            self._decode = envoy_v6.decode_to_envoy
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -197,7 +222,7 @@ class Envoy:
         host = base.split("://", 1)[1]
         query = urlencode(
             {
-                "protocol_version": p.PROTOCOL_VERSION,
+                "protocol_version": self.config.protocol_version,
                 "namespace": self.config.namespace,
                 "envoy_key": self.envoy_key,
                 "version": self.config.version,
@@ -279,7 +304,7 @@ class Envoy:
             open_timeout=10,
         ) as ws:
             self._ws = ws
-            await ws.send(p.encode_to_rivet(self._metadata_message()))
+            await ws.send(self._encode(self._metadata_message()))
             writer = asyncio.get_running_loop().create_task(self._writer(ws))
             quick = _quickack_socket(ws)
             try:
@@ -291,7 +316,7 @@ class Envoy:
                             pass  # the connection is ending; the read loop will see it
                     if isinstance(frame, str):
                         continue  # the engine ignores text frames; so do we
-                    self._dispatch(p.decode_to_envoy(frame))
+                    self._dispatch(self._decode(frame))
             except ConnectionClosed:
                 pass
             finally:
@@ -425,6 +450,11 @@ class Envoy:
             if not gen.pending and gen.stopped_at is not None:
                 del self._generations[(cp.actor_id, cp.generation)]
 
+    def inject_commands(self, message: p.ToEnvoyCommands) -> None:
+        """Commands delivered outside the socket (serverless ``POST /start``), handled exactly
+        as if received on it: de-duplicated, handed to the handler, acknowledged."""
+        self._commands(message.items)
+
     def forget_generation(self, actor_id: str, generation: int) -> None:
         """Drop the command de-duplication entry of a finished generation."""
         self._last_command.pop((actor_id, generation), None)
@@ -455,7 +485,10 @@ class Envoy:
 
     def send_tunnel(self, message: p.ToRivetTunnelMessage) -> None:
         """Queue a tunnel message (buffered while disconnected, flushed after Init)."""
-        self._outbox.append(p.encode_to_rivet(message))
+        frame = self._encode(message)
+        if not frame:
+            return  # nothing to send in this protocol version (v6: request-body flow control)
+        self._outbox.append(frame)
         if self._ready.is_set():
             self._wake_writer.set()
 
@@ -463,7 +496,9 @@ class Envoy:
         self._send_now(p.ToRivetStopping())
 
     def _send_now(self, message: p.ToRivet) -> None:
-        frame = p.encode_to_rivet(message)
+        self._send_frame(self._encode(message))
+
+    def _send_frame(self, frame: bytes) -> None:
         ws = self._ws
         if ws is None:
             return  # dropped: events and requests are re-sent after the next Init
@@ -508,13 +543,16 @@ class Envoy:
         request_id = self._next_request_id
         self._next_request_id = (request_id + 1) & 0xFFFFFFFF
         key = (response_type, request_id)
+        message = make(request_id)
+        # Encoded first: what the protocol version cannot express (v6: staged commits) fails
+        # here, with its coded error, before anything waits for an answer.
+        frame = self._encode(message)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._requests[key] = future
-        message = make(request_id)
         if isinstance(message, _IDEMPOTENT):
             self._retriable[key] = message
         if self._ready.is_set():
-            self._send_now(message)
+            self._send_frame(frame)
         else:
             if self._terminated is not None or self._closed or self._is_lost:
                 del self._requests[key]

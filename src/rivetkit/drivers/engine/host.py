@@ -97,6 +97,9 @@ class EngineDriver:
         self.tunnel: Tunnel | None = None
         self._client: Any = None
         self._draining = False
+        # serverless mode: futures resolved when a generation reports Stopped (POST /start's SSE)
+        self._stop_waiters: dict[tuple[str, int], list[asyncio.Future[None]]] = {}
+        self.pool_configured = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -120,6 +123,12 @@ class EngineDriver:
             self._running_generation,
             can_hibernate=_hibernatable,
         )
+        if self.engine.serverless is not None:
+            # The engine calls us (POST /start); the envoy connects on the first start.
+            self._spawn(self._configure_serverless_pool())
+            log.info("serverless engine mode url=%s pool=%s",
+                     self.engine.serverless.public_url, self.engine.pool)
+            return
         self.envoy.start()
         log.info(
             "envoy starting endpoint=%s namespace=%s pool=%s key=%s",
@@ -127,10 +136,52 @@ class EngineDriver:
         )
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        """Return once connected and initialised by the engine."""
+        """Return once connected and initialised by the engine (serverless mode: once the
+        pool's runner config is written; the envoy connects on the first start)."""
         if self.envoy is None:
             raise RuntimeError("the engine driver is not open")
+        if self.engine.serverless is not None:
+            await asyncio.wait_for(self.pool_configured.wait(), timeout)
+            return
         await asyncio.wait_for(self.envoy.connected_once.wait(), timeout)
+
+    async def _configure_serverless_pool(self) -> None:
+        import aiohttp
+
+        from .envoy import EnvoyError, ensure_pool
+
+        attempt = 0
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    await ensure_pool(self.engine, session)
+                    break
+                except (EnvoyError, OSError, aiohttp.ClientError, asyncio.TimeoutError,
+                        ValueError) as exc:
+                    log.warning("serverless pool not configured yet error=%s", exc)
+                attempt += 1
+                await asyncio.sleep(min(0.5 * 2 ** min(attempt, 6), 30.0))
+        self.pool_configured.set()
+
+    async def serverless_envoy(self, timeout: float) -> Envoy:
+        """The envoy, connected (serverless mode: connects on the first ``POST /start``)."""
+        envoy = self.envoy
+        if envoy is None:
+            raise RuntimeError("the engine driver is not open")
+        envoy.start()  # idempotent
+        await asyncio.wait_for(envoy.wait_ready(), timeout)
+        return envoy
+
+    def generation_stopped(self, actor_id: str, generation: int) -> asyncio.Future[None]:
+        """Resolved once this actor generation reported ``Stopped`` (or the driver closed)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stop_waiters.setdefault((actor_id, generation), []).append(future)
+        return future
+
+    def _resolve_stopped(self, actor_id: str, generation: int) -> None:
+        for future in self._stop_waiters.pop((actor_id, generation), ()):
+            if not future.done():
+                future.set_result(None)
 
     async def close(self) -> None:
         """Graceful drain: ask the engine to move our actors away, wait for their stops, close."""
@@ -156,6 +207,8 @@ class EngineDriver:
         if self.tunnel is not None:
             await self.tunnel.close()
         await envoy.close()
+        for key in list(self._stop_waiters):
+            self._resolve_stopped(*key)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -185,6 +238,8 @@ class EngineDriver:
                     "start for an older generation ignored actor_id=%s generation=%d",
                     checkpoint.actor_id, checkpoint.generation,
                 )
+                if current.record.generation > checkpoint.generation:
+                    self._resolve_stopped(checkpoint.actor_id, checkpoint.generation)
                 return
             self._spawn(self._start(checkpoint, command))
         else:
@@ -424,6 +479,8 @@ class EngineDriver:
         if self.envoy is None:
             raise RuntimeError("the engine driver is closed")
         self.envoy.send_event(actor_id, generation, event, final=final)
+        if final and self._stop_waiters:
+            self._resolve_stopped(actor_id, generation)
 
     # -- what the runtime and the app ask of a host ----------------------------------------
 
