@@ -76,7 +76,8 @@ async def legacy_actor(engine: Engine, pool: str, records: dict[bytes, bytes]) -
             "input": base64.b64encode(cbor_dumps_compat({"from": "create"})).decode(),
         }
         actor_id: str = (await api(engine, "POST", "/actors", body))["actor"]["actor_id"]
-        wrapper = await envoy.start_actor()
+        # (generous: on a loaded machine the engine sometimes takes >10 s to place a new actor)
+        wrapper = await envoy.start_actor(timeout=40)
         assert wrapper.checkpoint.actor_id == actor_id
         generation = wrapper.checkpoint.generation
         if records:
