@@ -22,77 +22,14 @@ from hypothesis import strategies as st
 
 from rivetkit._protocol import DecodeError
 from rivetkit._protocol import envoy as ev
+from tests.engine.schema_strategies import Strategies
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "src/rivetkit/_protocol/schemas/envoy_v8.bare"
 
-_INTS = {
-    "u8": (0, 2**8 - 1), "u16": (0, 2**16 - 1), "u32": (0, 2**32 - 1), "u64": (0, 2**64 - 1),
-    "uint": (0, 2**64 - 1), "i8": (-(2**7), 2**7 - 1), "i16": (-(2**15), 2**15 - 1),
-    "i32": (-(2**31), 2**31 - 1), "i64": (-(2**63), 2**63 - 1), "int": (-(2**63), 2**63 - 1),
-}  # fmt: skip
-
-
-class Strategies:
-    """Hypothesis strategies for every type of the schema, from the parsed schema."""
-
-    def __init__(self, codegen: ModuleType) -> None:
-        self.cg = codegen
-        self.decls = {d.name: d for d in codegen.parse_schema(SCHEMA.read_text())}
-        self._cache: dict[str, st.SearchStrategy[Any]] = {}
-
-    def named(self, name: str) -> st.SearchStrategy[Any]:
-        if name not in self._cache:
-            self._cache[name] = self._named(name)
-        return self._cache[name]
-
-    def _named(self, name: str) -> st.SearchStrategy[Any]:
-        cg, t = self.cg, self.decls[name].type
-        cls = getattr(ev, name)
-        if isinstance(t, cg.Struct):
-            fields = {cg.snake(f.name): self.expr(f.type) for f in t.fields}
-            return st.builds(cls, **fields)
-        if isinstance(t, cg.Void):
-            return st.builds(cls)
-        if isinstance(t, cg.Enum):
-            return st.sampled_from(list(cls))
-        if isinstance(t, cg.Union):
-            return st.one_of([self.named(member) for member, _ in t.members])
-        if isinstance(t, cg.ListOf) and isinstance(cls, type):  # list type used as a union member
-            return st.builds(cls, items=self.expr(t))
-        return self.expr(t)
-
-    def expr(self, t: Any) -> st.SearchStrategy[Any]:
-        cg = self.cg
-        if isinstance(t, cg.Prim):
-            if t.name in _INTS:
-                return st.integers(*_INTS[t.name])
-            if t.name == "bool":
-                return st.booleans()
-            if t.name == "str":
-                return st.text(max_size=12)
-            if t.name == "data":
-                return st.binary(max_size=12)
-            raise AssertionError(f"no strategy for {t.name}")
-        if isinstance(t, cg.FixedData):
-            return st.binary(min_size=t.length, max_size=t.length)
-        if isinstance(t, cg.Optional):
-            return st.none() | self.expr(t.inner)
-        if isinstance(t, cg.ListOf):
-            return st.lists(self.expr(t.inner), max_size=3)
-        if isinstance(t, cg.MapOf):
-            return st.dictionaries(self.expr(t.key), self.expr(t.value), max_size=3)
-        if isinstance(t, cg.Ref):
-            decl = self.decls[t.name].type
-            if isinstance(decl, cg.ListOf) and not isinstance(getattr(ev, t.name), type):
-                return self.expr(decl)
-            return self.named(t.name)
-        raise AssertionError(f"no strategy for {t!r}")
-
-
 @cache
 def _strategies(codegen: ModuleType) -> Strategies:
-    return Strategies(codegen)
+    return Strategies(codegen, SCHEMA, ev, size=12)
 
 
 def _schema_classes() -> list[str]:
