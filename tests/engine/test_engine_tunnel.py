@@ -1164,3 +1164,31 @@ async def test_a_failing_host_still_answers(world: World) -> None:
         assert gw.tunnel.active == 0
     finally:
         await gw.tunnel.close()
+
+
+def test_response_frame_limit_check_agrees_with_the_encoder() -> None:
+    """The fast limit check (a bound first, the exact size only near the limit) decides exactly
+    as the encoded ``ResponseStart`` frame's size would, also with non-ASCII headers."""
+    import random
+
+    from rivetkit.drivers.engine._tunnel_http import response_frame_exceeds
+
+    rng = random.Random(6)
+    alphabet = "abcXYZ-éß€😀"
+    for _ in range(300):
+        headers = {
+            "".join(rng.choices(alphabet, k=rng.randint(1, 30))):
+                "".join(rng.choices(alphabet, k=rng.randint(0, 200)))
+            for _ in range(rng.randint(0, 10))
+        }
+        body = b"x" * rng.randint(0, 3000)
+        frame = p.encode_to_rivet(p.ToRivetTunnelMessage(
+            message_id=p.MessageId(gateway_id=b"gw01", request_id=b"rq01", message_index=0),
+            message_kind=p.ToRivetResponseStart(
+                status=200, headers=headers, body=body, stream=False
+            ),
+        ))
+        exact = len(frame)
+        for limit in (exact - 1, exact, exact + 1, exact + 4096):
+            result = response_frame_exceeds(headers, len(body), limit)
+            assert result == (exact if exact > limit else None), (exact, limit, result)

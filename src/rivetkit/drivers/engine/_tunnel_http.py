@@ -117,6 +117,21 @@ def response_frame_size(headers: dict[str, str], body_len: int) -> int:
     return size + 1 + uvarint_len(body_len) + body_len + 1
 
 
+def response_frame_exceeds(headers: dict[str, str], body_len: int, limit: int) -> int | None:
+    """``None`` when the ``ResponseStart`` frame fits in ``limit`` bytes, else its exact size.
+
+    The common case costs no per-header arithmetic: a bound (every character 4 UTF-8 bytes,
+    every length prefix 5 bytes, counted in C) decides first; the exact size is computed only
+    when the bound does not fit.
+    """
+    count = len(headers)
+    bound = 32 + body_len + 10 * count + 4 * (sum(map(len, headers)) + sum(map(len, headers.values())))
+    if bound <= limit:
+        return None
+    size = response_frame_size(headers, body_len)
+    return size if size > limit else None
+
+
 def chunk_frame_size(body_len: int) -> int:
     """Exact BARE size of ``ToRivet::ToRivetTunnelMessage{ResponseChunk{...}}``."""
     # union tag, gateway id, request id, u16 index, kind tag, data, bool finish
@@ -337,9 +352,10 @@ class HttpExchange:
         )
 
     def _too_big_for_one_frame(self, extra: int) -> bool:
-        headers = self._final_headers(self._size + extra)
-        size = response_frame_size(headers, self._size + extra)
-        return size > self.owner.max_response_payload_size
+        body_len = self._size + extra
+        headers = self._final_headers(body_len)
+        limit = self.owner.max_response_payload_size
+        return response_frame_exceeds(headers, body_len, limit) is not None
 
     def _final_headers(self, body_len: int) -> dict[str, str]:
         assert self.status is not None
@@ -353,8 +369,8 @@ class HttpExchange:
     def _respond(self) -> None:
         assert self.status is not None
         headers = self._final_headers(self._size)
-        size = response_frame_size(headers, self._size)
-        if size > self.owner.max_response_payload_size:
+        size = response_frame_exceeds(headers, self._size, self.owner.max_response_payload_size)
+        if size is not None:
             self._too_large(size)
             return
         body = b"".join(self._parts)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 from urllib.parse import quote, unquote
@@ -80,6 +81,10 @@ DEFAULT_MAX_RESPONSE_PAYLOAD_SIZE: Final = 20 * 1024 * 1024
 _ASGI: Final = {"version": "3.0", "spec_version": "2.4"}
 _PATH_SAFE: Final = "!$%&'()*+,-./:;=@[]_~^|"
 _QUERY_SAFE: Final = _PATH_SAFE + "?"
+# What quote() returns unchanged with safe="" (an id) and with _PATH_SAFE (a path): the common
+# case skips the call.
+_PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_.~-]*")
+_PLAIN_PATH: Final = re.compile(r"[A-Za-z0-9_.~/-]*")
 
 
 def _host_port(host: str, default_port: int) -> tuple[str, int]:
@@ -109,7 +114,10 @@ def _build_scope(kind: str, actor_id: str, path: str, headers: dict[str, str]) -
     actor_path, _, query = path.partition("?")
     if not actor_path.startswith("/"):
         actor_path = "/" + actor_path
-    raw_path = "/gateway/" + quote(actor_id, safe="") + quote(actor_path, safe=_PATH_SAFE)
+    quoted_id = actor_id if _PLAIN_ID.fullmatch(actor_id) else quote(actor_id, safe="")
+    if not _PLAIN_PATH.fullmatch(actor_path):
+        actor_path = quote(actor_path, safe=_PATH_SAFE)
+    raw_path = "/gateway/" + quoted_id + actor_path
     lowered = {name.lower(): value for name, value in headers.items()}
     secure = lowered.get("x-forwarded-proto", "").split(",")[0].strip().lower() in (
         "https",
@@ -123,9 +131,9 @@ def _build_scope(kind: str, actor_id: str, path: str, headers: dict[str, str]) -
         "asgi": dict(_ASGI),
         "http_version": "1.1",
         "scheme": scheme,
-        "path": unquote(raw_path),
+        "path": unquote(raw_path) if "%" in raw_path else raw_path,
         "raw_path": raw_path.encode("ascii"),
-        "query_string": quote(query, safe=_QUERY_SAFE).encode("ascii"),
+        "query_string": quote(query, safe=_QUERY_SAFE).encode("ascii") if query else b"",
         "root_path": "",
         "headers": [(name.encode(), value.encode()) for name, value in lowered.items()],
         "client": (forwarded, 0) if forwarded else None,
