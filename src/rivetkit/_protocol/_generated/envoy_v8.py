@@ -15,6 +15,16 @@ from typing import Any, Final, TypeAlias, TypeVar
 
 from rivetkit._protocol import DecodeError
 from rivetkit._protocol.bare import encode_uint
+from rivetkit._protocol.bare_runtime import (
+    MAX_EMPTY_ITEMS as _MAX_EMPTY_ITEMS,
+    decode_value as _decode_value,
+    encode_value as _encode_value,
+    finish as _finish,
+    invalid as _invalid,
+    read_uint as _read_uint,
+    truncated as _truncated,
+    unknown_tag as _unknown_tag,
+)
 
 __all__ = [
     "ActorCheckpoint",
@@ -975,49 +985,6 @@ _S_QIq: Final = struct.Struct("<QIq")
 _S_ZZ: Final = struct.Struct("<??")
 _S_q: Final = struct.Struct("<q")
 _S_qqQ: Final = struct.Struct("<qqQ")
-
-_MAX_EMPTY_ITEMS: Final = 1 << 16
-_U64_MAX: Final = (1 << 64) - 1
-
-
-def _read_uint(buf: bytes, pos: int) -> tuple[int, int]:
-    """Slow path of a ``uint`` (LEB128) read: canonical, at most 10 bytes, < 2**64."""
-    result = 0
-    shift = 0
-    start = pos
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            if byte == 0 and pos - start > 1:
-                raise DecodeError(f"BARE: non-canonical uint at offset {start}")
-            break
-        shift += 7
-        if shift >= 70:
-            raise DecodeError(f"BARE: uint longer than 10 bytes at offset {start}")
-    if result > _U64_MAX:
-        raise DecodeError(f"BARE: uint overflows 64 bits at offset {start}")
-    return result, pos
-
-
-def _truncated(what: str, pos: int, need: int, size: int) -> DecodeError:
-    return DecodeError(
-        f"BARE: truncated {what}: need {need} byte(s) at offset {pos}, have {size - pos}"
-    )
-
-
-def _invalid(what: str, value: int, pos: int) -> DecodeError:
-    return DecodeError(f"BARE: invalid {what} {value} at offset {pos}")
-
-
-def _unknown_tag(union: str, tag: int, pos: int) -> DecodeError:
-    return DecodeError(f"BARE: unknown {union} union tag {tag} at offset {pos}")
-
-
-def _finish(what: str, buf: bytes, pos: int) -> None:
-    if pos != len(buf):
-        raise DecodeError(f"BARE {what}: {len(buf) - pos} trailing byte(s) after message")
 
 
 def _dec_KvMetadata(buf: bytes, pos: int) -> tuple[KvMetadata, int]:
@@ -5588,34 +5555,9 @@ def encode_actor_command_key_data(value: ActorCommandKeyData) -> bytes:
 
 def encode_value(value: object) -> bytes:
     """Encode an instance of any class of the schema (struct, void, enum or list type)."""
-    try:
-        encoder = _CLASS_CODECS[type(value)][0]
-    except KeyError:
-        raise TypeError(f"not a schema class: {type(value).__name__}") from None
-    out = bytearray()
-    try:
-        encoder(out, value)
-    except struct.error as exc:
-        raise ValueError(f"BARE {type(value).__name__}: {exc}") from None
-    except AttributeError as exc:
-        raise TypeError(f"BARE {type(value).__name__}: {exc}") from None
-    return bytes(out)
+    return _encode_value(_CLASS_CODECS, value)
 
 
 def decode_value(cls: type[_T], data: bytes | bytearray | memoryview) -> _T:
     """Decode one value of schema class ``cls``; the whole input must be consumed."""
-    try:
-        decoder = _CLASS_CODECS[cls][1]
-    except KeyError:
-        raise TypeError(f"not a schema class: {cls.__name__}") from None
-    buf = data if type(data) is bytes else bytes(data)
-    try:
-        value, pos = decoder(buf, 0)
-    except (IndexError, struct.error):
-        raise DecodeError(f"BARE {cls.__name__}: truncated message ({len(buf)} bytes)") from None
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"BARE {cls.__name__}: invalid UTF-8 in str: {exc}") from None
-    _finish(cls.__name__, buf, pos)
-    if not isinstance(value, cls):  # pragma: no cover - the table maps each class to itself
-        raise TypeError(f"decoded {type(value).__name__}, expected {cls.__name__}")
-    return value
+    return _decode_value(_CLASS_CODECS, cls, data)
