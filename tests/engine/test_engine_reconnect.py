@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from rivetkit._protocol import envoy as p
 from rivetkit.client import Client
 from rivetkit.config import EngineConfig
+from rivetkit.drivers.engine.sqlite import DepotUnavailable
 from tests.engine.engine_app import make_registry
 from tests.engine.engine_proc import Engine
 from tests.engine.helpers import until as _until
@@ -236,3 +238,19 @@ async def test_an_intent_lost_with_the_connection_is_resent(
         await asyncio.sleep(0.02)
     assert actor["sleep_ts"] is not None and not actor.get("error")
     assert await handle.increment(1) == 4
+
+
+async def test_a_request_the_engine_never_answers_fails_after_the_request_timeout(
+    proxied: Any,
+) -> None:
+    registry, _, proxy, _ = proxied
+    envoy = registry.driver.envoy
+    envoy.request_timeout = 0.3
+    proxy.blackhole_up = True  # the request never reaches the engine; the socket stays up
+    try:
+        with pytest.raises(DepotUnavailable, match=r"did not answer ToRivetKvRequest within 0.3 s"):
+            await asyncio.wait_for(envoy.kv("no-such-actor", p.KvGetRequest(keys=[b"k"])), 5)
+    finally:
+        proxy.blackhole_up = False
+    assert not envoy._requests and not envoy._deadlines  # nothing left behind
+    envoy.request_timeout = 30.0

@@ -199,6 +199,11 @@ class Envoy:
         self._requests: dict[tuple[type[Any], int], asyncio.Future[Any]] = {}
         self._unsent: dict[tuple[type[Any], int], p.ToRivet] = {}
         self._retriable: dict[tuple[type[Any], int], p.ToRivet] = {}  # safe to ask again
+        # (loop time it expires, request name) per request; one timer sweeps them all (no
+        # timer handle per request, which was measurable on the per-action commit)
+        self._deadlines: dict[tuple[type[Any], int], tuple[float, str]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.request_timeout = _REQUEST_TIMEOUT
         self._next_request_id = 0
         self._task: asyncio.Task[None] | None = None
         self._lost_timer: asyncio.TimerHandle | None = None
@@ -251,6 +256,9 @@ class Envoy:
                 await self._task
         if self._lost_timer is not None:
             self._lost_timer.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         self._fail_requests(DepotUnavailable("the envoy connection is closed"))
 
     @property
@@ -547,8 +555,12 @@ class Envoy:
         # Encoded first: what the protocol version cannot express (v6: staged commits) fails
         # here, with its coded error, before anything waits for an answer.
         frame = self._encode(message)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._requests[key] = future
+        self._deadlines[key] = (loop.time() + self.request_timeout, type(message).__name__)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
         if isinstance(message, _IDEMPOTENT):
             self._retriable[key] = message
         if self._ready.is_set():
@@ -559,15 +571,32 @@ class Envoy:
                 raise DepotUnavailable("the envoy connection is closed or lost")
             self._unsent[key] = message
         try:
-            return await asyncio.wait_for(future, _REQUEST_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise DepotUnavailable(
-                f"the engine did not answer {type(message).__name__} within {_REQUEST_TIMEOUT} s"
-            ) from None
+            return await future
         finally:
             self._requests.pop(key, None)
             self._unsent.pop(key, None)
             self._retriable.pop(key, None)
+            self._deadlines.pop(key, None)
+
+    def _sweep_interval(self) -> float:
+        return min(1.0, self.request_timeout / 4)
+
+    def _sweep(self) -> None:
+        """Fail the requests the engine has not answered within :attr:`request_timeout`."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for key, (deadline, name) in list(self._deadlines.items()):
+            if deadline > now:
+                continue
+            del self._deadlines[key]
+            future = self._requests.get(key)
+            if future is not None and not future.done():
+                future.set_exception(DepotUnavailable(
+                    f"the engine did not answer {name} within {self.request_timeout:g} s"
+                ))
+        if self._deadlines:
+            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
 
     async def _ask(self, wrapper: Callable[..., p.ToRivet], response: type[Any], data: Any) -> Any:
         """A request whose message is ``wrapper(request_id=..., data=data)``."""
@@ -580,6 +609,7 @@ class Envoy:
         self._requests.clear()
         self._unsent.clear()
         self._retriable.clear()
+        self._deadlines.clear()
 
     async def sqlite_get_pages(
         self, request: p.SqliteGetPagesRequest
