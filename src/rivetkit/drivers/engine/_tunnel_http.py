@@ -150,9 +150,15 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     headers joined with ``", "`` (the map cannot hold a name twice)."""
     out: dict[str, str] = {}
     for name_bytes, value_bytes in raw:
-        name = _decode_header(bytes(name_bytes)).lower()
-        value = _decode_header(bytes(value_bytes))
-        out[name] = f"{out[name]}, {value}" if name in out else value
+        try:
+            name = name_bytes.decode().lower()
+            value = value_bytes.decode()
+        except (UnicodeDecodeError, AttributeError):  # not UTF-8, or a bytearray/memoryview
+            name = _decode_header(bytes(name_bytes)).lower()
+            value = _decode_header(bytes(value_bytes))
+        if name in out:
+            value = f"{out[name]}, {value}"
+        out[name] = value
     return out
 
 
@@ -319,6 +325,19 @@ class HttpExchange:
             more = bool(message.get("more_body", False))
             if self.streaming:
                 await self._stream(body, finish=not more)
+                return
+            if not more and not self._parts:
+                # The common case, the whole body in one message: its frame is sized once.
+                headers = self._final_headers(len(body))
+                limit = self.owner.max_response_payload_size
+                size = response_frame_exceeds(headers, len(body), limit)
+                if size is None:
+                    self.answer(self.status, headers, body)
+                elif self._may_stream():
+                    self._start_stream()
+                    await self._stream(body, finish=True)
+                else:
+                    self._too_large(len(body) if len(body) > limit else size)
                 return
             if self._may_stream() and (more or self._too_big_for_one_frame(len(body))):
                 self._start_stream()
