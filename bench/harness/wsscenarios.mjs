@@ -149,12 +149,23 @@ export async function wsScenario({ ep, tag, pids, pipeline, many, connConc = 4, 
 	// client WebSocket sends (a leaky bucket: `pegboard.gateway_websocket_rate_limit_requests`,
 	// 2,000 of burst, then one every `gateway_websocket_rate_limit_drip_rate_ms`, 10 ms), so on a
 	// shared socket a variant inherits what the one before used up: a fast target would start the
-	// 32-in-flight loop already throttled to ~90 messages/s where a slow one would not.
+	// 32-in-flight loop already throttled to ~90 messages/s where a slow one would not. For the
+	// same reason the warm-up runs on a socket of its own: the measured socket starts with the
+	// whole burst for every target (a faster warm-up would otherwise leave less of it).
+	const measuredWarmupMs = Math.min(warmupMs, 200); // fills the pipeline, nothing more
 	for (const k of pipeline) {
 		await gateFn();
+		if (warmupMs > 0) {
+			const warm = await connectMany(ep.host, ep.port, [`wshot-${tag}`], { timeoutMs, retries: 2 });
+			try {
+				await wsClosedLoop({ ep, conns: warm.conns, inflight: k, pids, warmupMs: 0, durationMs: warmupMs, timeoutMs });
+			} finally {
+				warm.conns.forEach((c) => c?.close());
+			}
+		}
 		const { conns } = await connectMany(ep.host, ep.port, [`wshot-${tag}`], { timeoutMs, retries: 2 });
 		try {
-			const r = await wsClosedLoop({ ep, conns, inflight: k, pids, warmupMs, durationMs, timeoutMs });
+			const r = await wsClosedLoop({ ep, conns, inflight: k, pids, warmupMs: measuredWarmupMs, durationMs, timeoutMs });
 			rows.push({ scenario: "ws", variant: `1 conn, ${k} in flight`, ...r });
 			log(rows.at(-1));
 		} finally {

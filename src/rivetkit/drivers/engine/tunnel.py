@@ -78,7 +78,6 @@ CanHibernate = Callable[[TunnelWebSocket], bool]
 DEFAULT_MAX_RESPONSE_PAYLOAD_SIZE: Final = 20 * 1024 * 1024
 """``maxResponsePayloadSize`` observed from rivet-engine 2.3.19 (``ToEnvoyInit``)."""
 
-_ASGI: Final = {"version": "3.0", "spec_version": "2.4"}
 _PATH_SAFE: Final = "!$%&'()*+,-./:;=@[]_~^|"
 _QUERY_SAFE: Final = _PATH_SAFE + "?"
 # What quote() returns unchanged with safe="" (an id) and with _PATH_SAFE (a path): the common
@@ -128,7 +127,7 @@ def _build_scope(kind: str, actor_id: str, path: str, headers: dict[str, str]) -
     forwarded = lowered.get("x-forwarded-for", "").split(",")[0].strip()
     scope: dict[str, Any] = {
         "type": kind,
-        "asgi": dict(_ASGI),
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
         "scheme": scheme,
         "path": unquote(raw_path) if "%" in raw_path else raw_path,
