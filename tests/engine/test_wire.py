@@ -247,6 +247,34 @@ async def test_frames_right_behind_the_101_are_not_lost() -> None:
         await wire.wait_closed()
 
 
+@anyio
+async def test_a_held_wire_delivers_nothing_before_start() -> None:
+    """What the envoy relies on: rivet-engine may send Init right behind the 101, before the
+    task that opened the connection has stored the wire."""
+    inbox = Inbox()
+    sent_all = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upgrade(reader, writer, then=server_frame(2, b"init") + server_frame(9, b"p"))
+        await asyncio.sleep(0.01)
+        writer.write(server_frame(2, b"commands") + server_frame(2, b"more")[:2])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sent_all.set()
+        await reader.read()  # until the client goes
+
+    async with raw_server(handler) as base:
+        wire = await open_wire(base, on_message=inbox, hold=True)
+        await sent_all.wait()
+        assert inbox.messages == []  # held: read and buffered, not delivered
+        wire.start()
+        assert inbox.messages == [b"init", b"commands"]  # at once, in order
+        wire.start()  # idempotent
+        assert inbox.messages == [b"init", b"commands"]
+        wire.abort()
+        await wire.wait_closed()
+
+
 # -- 2. write coalescing --------------------------------------------------------------------
 
 

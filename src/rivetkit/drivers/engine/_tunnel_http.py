@@ -294,9 +294,14 @@ class HttpExchange:
                 last = self._finished and not self._chunks
                 self._end_delivered = last
                 if credited:
-                    # Credit is returned once the app has the bytes (v8 flow control).
+                    # Credit is returned once the app has the bytes (v8 flow control), and
+                    # only while more body is to come: the gateway uses it to send more, so
+                    # after the last chunk it would be a message (and a write) for nothing.
                     self._consumed += len(chunk)
-                    self._emit(p.ToRivetRequestBodyWindowUpdate(consumed_bytes=self._consumed))
+                    if not self._finished:
+                        self._emit(
+                            p.ToRivetRequestBodyWindowUpdate(consumed_bytes=self._consumed)
+                        )
                 return {"type": "http.request", "body": chunk, "more_body": not last}
             if self._finished and not self._end_delivered:
                 self._end_delivered = True

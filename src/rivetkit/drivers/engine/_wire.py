@@ -127,8 +127,10 @@ class Wire(asyncio.Protocol):
         key: str,
         subprotocols: tuple[str, ...],
         quickack: bool,
+        hold: bool = False,
     ) -> None:
         self._loop = loop
+        self._held = hold  # frames are buffered, not delivered, until start()
         self._on_message = on_message
         self._key = key
         self._offered = subprotocols
@@ -183,6 +185,22 @@ class Wire(asyncio.Protocol):
     def transport(self) -> asyncio.Transport:
         assert self._transport is not None, "not connected"
         return self._transport
+
+    def start(self) -> None:
+        """Begin delivering messages (opened with ``hold=True``): what arrived since the
+        upgrade is handed to ``on_message`` now, synchronously, then every message as it comes."""
+        if not self._held:
+            return
+        self._held = False
+        if self._state != _OPEN:
+            return  # closing or gone: what was buffered is not delivered
+        self._reading = True
+        buf = self._buf
+        if buf:
+            data = bytes(buf)
+            buf.clear()
+            self._need = 0
+            self._parse(data)
 
     def send(self, payload: bytes) -> None:
         """Queue one binary frame; the frames of one loop tick are written together."""
@@ -274,6 +292,8 @@ class Wire(asyncio.Protocol):
         if not self._reading:
             if self._state < _OPEN:
                 self._head_received(data)
+            elif self._held and self._state == _OPEN:
+                self._buf += data  # delivered by start()
             return
         buf = self._buf
         if buf:
@@ -530,7 +550,8 @@ class Wire(asyncio.Protocol):
                 self._body_done.set_result(None)
         else:
             self._state = _OPEN
-            self._open = self._reading = True
+            self._open = True
+            self._reading = not self._held
         if not self._handshake.done():
             self._handshake.set_result(None)
         if self._reading and buf:  # frames right behind the response
@@ -614,8 +635,13 @@ async def open_wire(
     open_timeout: float = 10.0,
     quickack: bool = True,
     extra_headers: Mapping[str, str] | None = None,
+    hold: bool = False,
 ) -> Wire:
     """Connect and upgrade; ``on_message`` gets every binary message, in order, synchronously.
+
+    With ``hold``, nothing is delivered until :meth:`Wire.start`: a server may send right
+    behind its 101 (rivet-engine sends ``Init`` at once on a reconnect), before the caller has
+    the ``Wire`` in hand.
 
     Raises :class:`HandshakeError` (refused or malformed upgrade, bad URL), ``OSError`` (the
     connection failed) or ``TimeoutError`` (no upgrade within ``open_timeout`` seconds).
@@ -642,7 +668,7 @@ async def open_wire(
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     loop = asyncio.get_running_loop()
-    wire = Wire(loop, on_message, key, tuple(subprotocols), quickack)
+    wire = Wire(loop, on_message, key, tuple(subprotocols), quickack, hold)
     try:
         async with asyncio.timeout(open_timeout):
             await loop.create_connection(

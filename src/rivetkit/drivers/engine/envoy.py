@@ -262,6 +262,8 @@ class Envoy:
                     log.warning("envoy connection failed error=%r", exc)
                 except DecodeError as exc:
                     log.error("envoy received an undecodable frame error=%s", exc)
+                except Exception:  # a bug of ours: reconnect rather than stop serving
+                    log.exception("envoy session failed")
                 if self._closed:
                     return
                 self._disconnected()
@@ -281,11 +283,16 @@ class Envoy:
         # read: the engine's writes meet Nagle's algorithm on its side and delayed acks on ours
         # (HTTP p50 at one request in flight 49 ms -> 6 ms with it).
         ws = await open_wire(
-            self.ws_url, on_message=self._on_frame, subprotocols=subprotocols, open_timeout=10
+            self.ws_url,
+            on_message=self._on_frame,
+            subprotocols=subprotocols,
+            open_timeout=10,
+            hold=True,  # the engine may send Init before this task has the wire in hand
         )
         self._ws = ws
         try:
             ws.send_now(self._encode(self._metadata_message()))
+            ws.start()
             await ws.wait_closed()
         finally:
             self._ws = None
@@ -371,23 +378,24 @@ class Envoy:
             self._lost_timer = None
         log.info("envoy ready key=%s first=%s", self.envoy_key, first)
         ws = self._ws
-        if ws is not None:
-            # 1. events the engine has not acknowledged, in order
-            now = time.monotonic()
-            for key, gen in list(self._generations.items()):
-                if gen.stopped_at is not None and now - gen.stopped_at > _TERMINAL_EVENTS_KEPT:
-                    del self._generations[key]
-                    continue
-                if gen.pending:
-                    ws.send(self._encode(p.ToRivetEvents(items=list(gen.pending))))
-            # 2. requests queued while disconnected
-            for message in self._unsent.values():
-                ws.send(self._encode(message))
-            self._unsent.clear()
-            # 3. everything else buffered meanwhile (tunnel answers, a Stopping)
-            outbox = self._outbox
-            while outbox:
-                ws.send(outbox.popleft())
+        if ws is None:  # (the wire is held until the session stores it)
+            raise RuntimeError("envoy Init received outside a session")
+        # 1. events the engine has not acknowledged, in order
+        now = time.monotonic()
+        for key, gen in list(self._generations.items()):
+            if gen.stopped_at is not None and now - gen.stopped_at > _TERMINAL_EVENTS_KEPT:
+                del self._generations[key]
+                continue
+            if gen.pending:
+                ws.send(self._encode(p.ToRivetEvents(items=list(gen.pending))))
+        # 2. requests queued while disconnected
+        for message in self._unsent.values():
+            ws.send(self._encode(message))
+        self._unsent.clear()
+        # 3. everything else buffered meanwhile (tunnel answers, a Stopping)
+        outbox = self._outbox
+        while outbox:
+            ws.send(outbox.popleft())
         self._ready.set()
         self.connected_once.set()
         self.handler.on_ready(init)
