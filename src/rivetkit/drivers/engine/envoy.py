@@ -507,6 +507,9 @@ class Envoy:
         # Encoded first: what the protocol version cannot express (v6: staged commits) fails
         # here, with its coded error, before anything waits for an answer.
         frame = self._encode(message)
+        ready = self._ready.is_set()
+        if not ready and (self._terminated is not None or self._closed or self._is_lost):
+            raise DepotUnavailable("the envoy connection is closed or lost")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._requests[key] = future
@@ -515,12 +518,9 @@ class Envoy:
             self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
         if isinstance(message, _IDEMPOTENT):
             self._retriable[key] = message
-        if self._ready.is_set():
+        if ready:
             self._send_frame(frame)
         else:
-            if self._terminated is not None or self._closed or self._is_lost:
-                del self._requests[key]
-                raise DepotUnavailable("the envoy connection is closed or lost")
             self._unsent[key] = message
         try:
             return await future
