@@ -371,6 +371,7 @@ async def test_probe_is_concurrent_and_empty_actor_is_marked_done(tmp_path: Path
     assert await import_legacy_kv(kv, "a", store) == "empty"
     assert _meta_state(store) == b"done"
     assert kv.requests == [
+        ev.KvListRequest(query=ev.KvListAllQuery(), reverse=None, limit=1),  # a key: probe
         ev.KvGetRequest(keys=[b"\x01", b"\x06", b"\x03", b"\x05\x01\x01"]),
         *(
             ev.KvListRequest(query=ev.KvListPrefixQuery(key=prefix), reverse=None, limit=1)
@@ -380,6 +381,15 @@ async def test_probe_is_concurrent_and_empty_actor_is_marked_done(tmp_path: Path
     kv.requests.clear()
     assert await import_legacy_kv(kv, "a", store) == "already_done"
     assert kv.requests == []  # no probe once done
+
+
+async def test_an_actor_without_any_kv_key_costs_one_probe(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.conn.execute("DELETE FROM _rivet_meta WHERE key = 'kv_import_state'")
+    kv = FakeKv({})
+    assert await import_legacy_kv(kv, "a", store) == "empty"
+    assert _meta_state(store) == b"done"
+    assert kv.requests == [ev.KvListRequest(query=ev.KvListAllQuery(), reverse=None, limit=1)]
 
 
 async def test_old_versions_are_upgraded_and_scans_page(tmp_path: Path) -> None:
