@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from rivetkit._protocol import DecodeError
+from rivetkit._protocol.bare_runtime import read_uint
 from rivetkit._protocol.cbor import cbor_dumps_compat, cbor_loads
 from rivetkit._protocol.messages import (
     MISSING,
@@ -251,25 +252,10 @@ class Reader:
         if pos < n and data[pos] < 0x80:  # fast path: one byte
             self._pos = pos + 1
             return data[pos]
-        result = 0
-        shift = 0
-        start = pos
-        while True:
-            if pos >= n:
-                raise DecodeError(f"BARE: truncated uint at offset {start}")
-            byte = data[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                if byte == 0 and pos - start > 1:
-                    raise DecodeError(f"BARE: non-canonical uint at offset {start}")
-                break
-            shift += 7
-            if shift >= 70:
-                raise DecodeError(f"BARE: uint longer than 10 bytes at offset {start}")
-        if result > _U64_MAX:
-            raise DecodeError(f"BARE: uint overflows 64 bits at offset {start}")
-        self._pos = pos
+        try:
+            result, self._pos = read_uint(data, pos)
+        except IndexError:
+            raise DecodeError(f"BARE: truncated uint at offset {pos}") from None
         return result
 
     def read_u16(self) -> int:
