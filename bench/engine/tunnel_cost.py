@@ -11,6 +11,12 @@ It measures the runtime process's CPU (``/proc/PID/stat``) per action.
     .venv/bin/python bench/engine/tunnel_cost.py                     # http, c=1,16,64
     .venv/bin/python bench/engine/tunnel_cost.py --concurrency 64 --seconds 10
     .venv/bin/python bench/engine/tunnel_cost.py --profile /tmp/p.prof   # runtime under cProfile
+    .venv/bin/python bench/engine/tunnel_cost.py --callgrind /tmp/cg.out --concurrency 1 --actions 300
+
+``--callgrind FILE`` runs the runtime under valgrind's callgrind with collection switched on only
+for the measured actions: user-space instructions per action, the same from run to run (CPU
+time on this VM drifts by 2x within an evening), and a per-function profile down to C
+(``callgrind_annotate FILE``). Kernel time is not in it.
 
 It does not replace ``bench/run.sh``: the figures the issue asks for come from the real engine.
 """
@@ -60,6 +66,24 @@ def _free_port() -> int:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _callgrind(pid: int, *options: str) -> None:
+    for option in options:
+        subprocess.run(["callgrind_control", option, str(pid)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _instructions(out: str) -> int:
+    """Instructions of the newest dump callgrind wrote for ``out`` (``FILE.N``, the last N)."""
+    dumps = sorted(Path(out).parent.glob(Path(out).name + ".*"),
+                   key=lambda path: int(path.suffix[1:]) if path.suffix[1:].isdigit() else -1)
+    if not dumps:
+        raise RuntimeError(f"callgrind wrote no dump next to {out}")
+    for line in dumps[-1].read_text().splitlines():
+        if line.startswith("totals:"):  # "summary:" is 0 in a dump made with collection off
+            return int(line.split()[1])
+    raise RuntimeError(f"no instruction total in {dumps[-1]}")
 
 
 class FakeEngine:
@@ -193,13 +217,23 @@ class FakeEngine:
         return await future
 
 
-async def _load(engine: FakeEngine, concurrency: int, seconds: float) -> int:
+async def _load(
+    engine: FakeEngine, concurrency: int, seconds: float, actions: int | None = None
+) -> int:
     done = 0
+    started = 0
     deadline = time.monotonic() + seconds
+
+    def more() -> bool:
+        nonlocal started
+        if actions is not None:
+            started += 1
+            return started <= actions
+        return time.monotonic() < deadline
 
     async def worker() -> None:
         nonlocal done
-        while time.monotonic() < deadline:
+        while more():
             answer = await engine.action(b'{"args":[1]}')
             if answer.status != 200:
                 raise RuntimeError(f"action failed: {answer.status} {answer.body!r}")
@@ -216,6 +250,10 @@ async def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--profile", default=None, help="run the runtime under cProfile, to FILE")
     parser.add_argument("--app", default="bench/actors.py")
+    parser.add_argument("--actions", type=int, default=None,
+                        help="measure this many actions per concurrency instead of --seconds")
+    parser.add_argument("--callgrind", default=None,
+                        help="run the runtime under callgrind (measured phase only), to FILE")
     args = parser.parse_args()
 
     engine = FakeEngine()
@@ -229,21 +267,32 @@ async def main() -> None:
         cmd = [sys.executable, "-m", "rivetkit", *serve]
         if args.profile:  # CPU time, not wall time: the waits for the engine are not counted
             cmd = [sys.executable, "-c", _PROFILED, args.profile, *serve]
+        if args.callgrind:
+            cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--quiet",
+                   f"--callgrind-out-file={args.callgrind}", *cmd]
         env = dict(os.environ, RIVETKIT_STORAGE_PATH=storage, RIVETKIT_LOG_LEVEL="warning")
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
         try:
-            await asyncio.wait_for(engine.connected.wait(), 30)
+            slow = 60 if args.callgrind else 1
+            await asyncio.wait_for(engine.connected.wait(), 30 * slow)
             engine.start_actor()
-            await asyncio.wait_for(engine.running.wait(), 30)
-            print(f"{'c':>4} {'actions/s':>10} {'runtime CPU us/action':>22} {'commits/action':>15}")
+            await asyncio.wait_for(engine.running.wait(), 30 * slow)
+            print(f"{'c':>4} {'actions/s':>10} {'runtime CPU us/action':>22} {'commits/action':>15}"
+                  + (f" {'instructions/action':>20}" if args.callgrind else ""))
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
                 await _load(engine, concurrency, args.warmup)
+                if args.callgrind:
+                    _callgrind(proc.pid, "--zero", "--instr=on")
                 cpu0, commits0, t0 = _cpu_seconds(proc.pid), engine.commits, time.monotonic()
-                n = await _load(engine, concurrency, args.seconds)
+                n = await _load(engine, concurrency, args.seconds, args.actions)
                 cpu = _cpu_seconds(proc.pid) - cpu0
                 wall = time.monotonic() - t0
+                extra = ""
+                if args.callgrind:
+                    _callgrind(proc.pid, "--instr=off", "--dump")
+                    extra = f" {_instructions(args.callgrind) / n:>20,.0f}"
                 print(f"{concurrency:>4} {n / wall:>10.0f} {cpu / n * 1e6:>22.1f} "
-                      f"{(engine.commits - commits0) / n:>15.2f}", flush=True)
+                      f"{(engine.commits - commits0) / n:>15.2f}{extra}", flush=True)
         finally:
             proc.terminate()  # drains through this fake engine: keep serving meanwhile
             for _ in range(200):

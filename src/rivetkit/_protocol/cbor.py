@@ -79,7 +79,7 @@ def _is_plain_for_cbor(value: Any) -> bool:
     except orjson.JSONEncodeError:
         return False
     out = out.translate(_CBOR_CHECK_TABLE)
-    return _TAG_LIKE not in out and _TEN_DIGITS not in out
+    return out.find(_TAG_LIKE) < 0 and out.find(_TEN_DIGITS) < 0  # (find: see cbor_loads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,11 +418,12 @@ def cbor_loads(data: bytes | bytearray | memoryview, *, revive: bool = True) -> 
     special = data.translate(None, _NOT_SPECIAL)
     if not special:
         return _cbor2_loads(data)
-    if b"\x1b" in special or b"\x3b" in special:
+    # int operands: `bytes in bytes` first tries the operand as an int and formats a TypeError.
+    if 0x1B in special or 0x3B in special:
         value = _loads_keeping_width(data)
     else:
         value = _cbor2_loads(data)
-    if (revive and b"$" in special) or b"\xf7" in special or b"\xfb" in special:
+    if (revive and 0x24 in special) or 0xF7 in special or 0xFB in special:
         try:
             return _revive(value, revive, True)
         except RecursionError:

@@ -264,7 +264,7 @@ def json_dumps_compat(value: Any) -> bytes:
     except orjson.JSONEncodeError:
         pass
     else:
-        if _TAG_LIKE not in out:
+        if out.find(_TAG_LIKE) < 0:  # (find: see json_may_have_tags)
             return out
     return orjson.dumps(_compat(value, False))
 
@@ -389,7 +389,9 @@ def json_may_have_tags(data: bytes | bytearray | memoryview | str) -> bool:
     if isinstance(data, str):
         return '"$' in data or "\\u0024" in data
     raw = data.tobytes() if isinstance(data, memoryview) else data
-    return b'"$' in raw or b"\\u0024" in raw
+    # find, not `in`: `bytes in bytes` first tries the operand as an int (a TypeError made
+    # and dropped on every call).
+    return raw.find(b'"$') >= 0 or raw.find(b"\\u0024") >= 0
 
 
 def json_loads_compat(data: bytes | bytearray | memoryview | str, *, revive: bool = True) -> Any:

@@ -181,6 +181,7 @@ class Envoy:
         self.request_timeout = _REQUEST_TIMEOUT
         self._next_request_id = 0
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # (get_running_loop is a getpid)
         self._lost_timer: asyncio.TimerHandle | None = None
         self._terminated: EnvoyError | None = None
         self._is_lost = False  # disconnected past the lost threshold (until the next Init)
@@ -214,7 +215,8 @@ class Envoy:
     def start(self) -> asyncio.Task[None]:
         """Run the connection loop in a task (returned; it ends on close or eviction)."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._run())
         return self._task
 
     async def close(self) -> None:
@@ -510,7 +512,7 @@ class Envoy:
         ready = self._ready.is_set()
         if not ready and (self._terminated is not None or self._closed or self._is_lost):
             raise DepotUnavailable("the envoy connection is closed or lost")
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._requests[key] = future
         self._deadlines[key] = (loop.time() + self.request_timeout, type(message).__name__)

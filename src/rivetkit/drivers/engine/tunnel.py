@@ -211,6 +211,7 @@ class Tunnel:
         self._http: dict[bytes, HttpExchange] = {}
         self._sockets: dict[bytes, TunnelSocket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # (get_running_loop is a getpid)
         self._closed = False
 
     @property
@@ -489,7 +490,10 @@ class Tunnel:
             log.exception("queueing a tunnel message failed kind=%s", type(kind).__name__)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
