@@ -326,8 +326,8 @@ class Envoy:
             if retry is not None:
                 self._unsent[key] = retry
                 continue
-            future = self._requests.pop(key)
-            if not future.done():
+            future = self._forget(key)
+            if future is not None and not future.done():
                 future.set_exception(
                     DepotUnavailable("the envoy connection was lost during the request")
                 )
@@ -364,7 +364,7 @@ class Envoy:
             self._ack_events(message.last_event_checkpoints)
         else:
             request_id: int = message.request_id
-            future = self._requests.pop((type(message), request_id), None)
+            future = self._forget((type(message), request_id))
             if future is None:
                 log.debug("envoy response for no request type=%s id=%s",
                           type(message).__name__, request_id)
@@ -502,6 +502,17 @@ class Envoy:
     async def _request(
         self, make: Callable[[int], p.ToRivet], response_type: type[Any]
     ) -> Any:
+        key, future = self._start_request(make, response_type)
+        try:
+            return await future
+        finally:
+            self._forget(key)  # (already done unless this task was cancelled)
+
+    def _start_request(
+        self, make: Callable[[int], p.ToRivet], response_type: type[Any]
+    ) -> tuple[tuple[type[Any], int], asyncio.Future[Any]]:
+        """Send (or queue until ready) one request; its future is settled, and the request
+        forgotten, by the answer, a timeout, a lost connection or :meth:`_fail_requests`."""
         request_id = self._next_request_id
         self._next_request_id = (request_id + 1) & 0xFFFFFFFF
         key = (response_type, request_id)
@@ -524,13 +535,14 @@ class Envoy:
             self._send_frame(frame)
         else:
             self._unsent[key] = message
-        try:
-            return await future
-        finally:
-            self._requests.pop(key, None)
-            self._unsent.pop(key, None)
-            self._retriable.pop(key, None)
-            self._deadlines.pop(key, None)
+        return key, future
+
+    def _forget(self, key: tuple[type[Any], int]) -> asyncio.Future[Any] | None:
+        """Drop every trace of a request; its future (``None`` if already forgotten)."""
+        self._unsent.pop(key, None)
+        self._retriable.pop(key, None)
+        self._deadlines.pop(key, None)
+        return self._requests.pop(key, None)
 
     def _sweep_interval(self) -> float:
         return min(1.0, self.request_timeout / 4)
@@ -543,8 +555,7 @@ class Envoy:
         for key, (deadline, name) in list(self._deadlines.items()):
             if deadline > now:
                 continue
-            del self._deadlines[key]
-            future = self._requests.get(key)
+            future = self._forget(key)
             if future is not None and not future.done():
                 future.set_exception(DepotUnavailable(
                     f"the engine did not answer {name} within {self.request_timeout:g} s"
@@ -572,12 +583,15 @@ class Envoy:
             p.ToRivetSqliteGetPagesRequest, p.ToEnvoySqliteGetPagesResponse, request
         )
 
-    async def sqlite_commit(
+    def sqlite_commit(
         self, request: p.SqliteCommitRequest
-    ) -> p.SqliteCommitOk | p.SqliteErrorResponse:
-        return await self._ask(  # type: ignore[no-any-return]
-            p.ToRivetSqliteCommitRequest, p.ToEnvoySqliteCommitResponse, request
-        )
+    ) -> asyncio.Future[p.SqliteCommitOk | p.SqliteErrorResponse]:
+        """Sent at once (or queued until the connection is ready): the future is the answer.
+        A plain future, not a coroutine: the store ships commits without a task."""
+        return self._start_request(
+            lambda rid: p.ToRivetSqliteCommitRequest(request_id=rid, data=request),
+            p.ToEnvoySqliteCommitResponse,
+        )[1]
 
     async def sqlite_commit_stage_begin(
         self, request: p.SqliteCommitStageBeginRequest

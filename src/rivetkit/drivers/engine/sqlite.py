@@ -34,12 +34,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import os
 import struct
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -108,9 +109,11 @@ class DepotTransport(Protocol):
         self, request: p.SqliteGetPagesRequest
     ) -> p.SqliteGetPagesOk | p.SqliteErrorResponse: ...
 
-    async def sqlite_commit(
+    def sqlite_commit(
         self, request: p.SqliteCommitRequest
-    ) -> p.SqliteCommitOk | p.SqliteErrorResponse: ...
+    ) -> Awaitable[p.SqliteCommitOk | p.SqliteErrorResponse]:
+        """A coroutine, or (the envoy's) a future of a request already sent."""
+        ...
 
     async def sqlite_commit_stage_begin(
         self, request: p.SqliteCommitStageBeginRequest
@@ -335,6 +338,7 @@ class DepotStore(ActorStore):
         "_on_failure",
         "_page_log",
         "_pending",
+        "_shipping",
         "_transport",
         "_waiters",
         "_worker",
@@ -368,7 +372,8 @@ class DepotStore(ActorStore):
         self._local_seq = 0  # local commits made
         self._acked_seq = 0  # local commits the engine acknowledged
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-        self._worker: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None  # a staged commit under way
+        self._shipping = False  # a commit is queued to go or in flight
         self._failure: errors.RivetError | None = None
 
     # -- opening ---------------------------------------------------------------------------
@@ -703,28 +708,91 @@ class DepotStore(ActorStore):
         """Called by the VFS at each commit point with copies of the pages it wrote."""
         self._local_seq += 1
         self._pending.append(_Commit(self._local_seq, pages, size_pages))
-        if self._worker is None:
-            self._worker = self._loop.create_task(self._ship_pending())
+        if not self._shipping:
+            # At the end of this tick: the commits made meanwhile go out merged into one.
+            self._shipping = True
+            self._loop.call_soon(self._ship_next)
 
-    async def _ship_pending(self) -> None:
-        """The one shipping task of this store: runs while commits are queued."""
+    def _ship_next(self) -> None:
+        """Ship everything queued as one commit, unless the store failed; called again once
+        the engine answered, while commits are queued. A plain commit needs no task: the
+        request is sent at once and its answer handled by a callback."""
+        if self._failure is not None or not self._pending:
+            self._shipping = False
+            return
+        commit = self._take_batch()
+        dirty = [
+            p.SqliteDirtyPage(pgno=pgno, bytes=commit.pages[pgno]) for pgno in sorted(commit.pages)
+        ]
+        now_ms = int(time.time() * 1000)
+        if len(dirty) > MAX_COMMIT_DIRTY_PAGES:
+            self._worker = self._loop.create_task(
+                self._ship_staged_then_next(commit, dirty, now_ms)
+            )
+            return
+        head = self._head_txid
         try:
-            while self._pending and self._failure is None:
-                commit = self._take_batch()
-                await self._ship(commit)
-                self._acked(commit.seq)
-        except errors.RivetError as exc:
-            self._fail(exc)
-        except DepotUnavailable as exc:
-            self._fail(_unavailable(self.actor_id, "committing", exc))
-        except asyncio.CancelledError:
-            self._fail(_error("commit_interrupted", "shipping commits to the engine was cancelled"))
-            raise
-        except Exception as exc:
-            log.exception("depot commit failed actor_id=%s", self.actor_id)
-            self._fail(_error("commit_failed", f"committing to the engine failed: {exc!r}"))
-        finally:
+            answer = asyncio.ensure_future(
+                self._transport.sqlite_commit(
+                    p.SqliteCommitRequest(
+                        actor_id=self.actor_id,
+                        dirty_pages=dirty,
+                        db_size_pages=commit.size_pages,
+                        now_ms=now_ms,
+                        expected_generation=self.generation,
+                        expected_head_txid=head,
+                    )
+                ),
+                loop=self._loop,
+            )
+        except Exception as exc:  # noqa: BLE001 (refused before sending: the store fails)
+            self._shipped(commit, exc)
+            return
+        answer.add_done_callback(functools.partial(self._on_commit_answer, commit, head))
+
+    def _on_commit_answer(
+        self, commit: _Commit, head: int | None, answer: asyncio.Future[Any]
+    ) -> None:
+        try:
+            response = answer.result()
+            if isinstance(response, p.SqliteErrorResponse):
+                raise _refused(self.actor_id, "a commit", response)
+            if not isinstance(response, p.SqliteCommitOk):
+                raise _unexpected(self.actor_id, "committing", type(response).__name__)
+        except BaseException as exc:  # noqa: BLE001 (a cancelled answer fails the store too)
+            self._shipped(commit, exc)
+            return
+        self._advance(response.head_txid, None if head is None else head + 1)
+        self._shipped(commit, None)
+
+    async def _ship_staged_then_next(
+        self, commit: _Commit, dirty: list[p.SqliteDirtyPage], now_ms: int
+    ) -> None:
+        try:
+            await self._ship_staged(dirty, commit.size_pages, now_ms)
+        except BaseException as exc:  # noqa: BLE001
             self._worker = None
+            self._shipped(commit, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._worker = None
+        self._shipped(commit, None)
+
+    def _shipped(self, commit: _Commit, error: BaseException | None) -> None:
+        """One shipped commit's outcome: acknowledged (``None``) or the store's failure."""
+        if error is None:
+            self._acked(commit.seq)
+        elif isinstance(error, errors.RivetError):
+            self._fail(error)
+        elif isinstance(error, DepotUnavailable):
+            self._fail(_unavailable(self.actor_id, "committing", error))
+        elif isinstance(error, asyncio.CancelledError):
+            self._fail(_error("commit_interrupted", "shipping commits to the engine was cancelled"))
+        else:
+            log.error("depot commit failed actor_id=%s", self.actor_id, exc_info=error)
+            self._fail(_error("commit_failed", f"committing to the engine failed: {error!r}"))
+        self._ship_next()
 
     def _take_batch(self) -> _Commit:
         """The oldest queued commit merged with those after it (later pages win), within
@@ -748,31 +816,6 @@ class DepotStore(ActorStore):
                 pages = {pgno: data for pgno, data in pages.items() if pgno <= later.size_pages}
             size_pages = later.size_pages
         return _Commit(seq, pages, size_pages)
-
-    async def _ship(self, commit: _Commit) -> None:
-        dirty = [
-            p.SqliteDirtyPage(pgno=pgno, bytes=commit.pages[pgno]) for pgno in sorted(commit.pages)
-        ]
-        now_ms = int(time.time() * 1000)
-        head = self._head_txid
-        if len(dirty) <= MAX_COMMIT_DIRTY_PAGES:
-            response = await self._transport.sqlite_commit(
-                p.SqliteCommitRequest(
-                    actor_id=self.actor_id,
-                    dirty_pages=dirty,
-                    db_size_pages=commit.size_pages,
-                    now_ms=now_ms,
-                    expected_generation=self.generation,
-                    expected_head_txid=head,
-                )
-            )
-            if isinstance(response, p.SqliteErrorResponse):
-                raise _refused(self.actor_id, "a commit", response)
-            if not isinstance(response, p.SqliteCommitOk):
-                raise _unexpected(self.actor_id, "committing", type(response).__name__)
-            self._advance(response.head_txid, None if head is None else head + 1)
-            return
-        await self._ship_staged(dirty, commit.size_pages, now_ms)
 
     async def _ship_staged(
         self, dirty: list[p.SqliteDirtyPage], size_pages: int, now_ms: int
