@@ -8,9 +8,10 @@ owns the frame encoding and the ordered outgoing queue.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from .ids import random_uuid
 
 if TYPE_CHECKING:
     from .instance import ActorInstance
@@ -88,7 +89,7 @@ class Conn:
         *,
         conn_id: str | None = None,
     ) -> None:
-        self.id = conn_id or str(uuid.uuid4())
+        self.id = conn_id or random_uuid()
         self.params = params
         self.state: Any = None
         self.subscriptions: set[str] = set()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +32,7 @@ import apsw
 from .. import errors
 from .._protocol.cbor import cbor_dumps_compat
 from .cron import next_recurring
+from .ids import random_uuid
 from .schedule_rows import (
     ADVANCE,
     CLAIM_ONE_SHOT,
@@ -483,7 +483,7 @@ class Scheduler:
             )
 
     async def insert_one_shot(self, trigger_at: int, action: str, args: bytes) -> str:
-        event_id = str(uuid.uuid4())
+        event_id = random_uuid()
 
         def insert(conn: apsw.Connection) -> None:
             with conn:

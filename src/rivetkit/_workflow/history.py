@@ -33,7 +33,6 @@ loop states and message bodies may be anything an action could return.
 from __future__ import annotations
 
 import dataclasses
-import os
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -43,6 +42,7 @@ import cbor2
 
 from .._protocol import DecodeError
 from .._protocol.cbor import cbor_dumps_compat, cbor_loads
+from .._runtime.ids import random_uuid
 from .errors import WorkflowError, code_error
 
 __all__ = [
@@ -171,10 +171,8 @@ def roundtrip(value: Any) -> Any:
 
 
 def new_entry_id() -> str:
-    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` makes, in a quarter of the
-    time: every operation of a workflow gets one."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    """A random (version 4) UUID string: every operation of a workflow gets one."""
+    return random_uuid()
 
 
 

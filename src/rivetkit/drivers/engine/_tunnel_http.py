@@ -73,15 +73,58 @@ class Gone(OSError):
     """
 
 
-class HttpOwner(Protocol):
-    """What an exchange needs from its tunnel."""
+class Wakeup:
+    """``asyncio.Event`` on a known loop: ``Event.wait`` looks the running loop up on every
+    call, which is a ``getpid`` system call in CPython 3.11 (one per request or message)."""
+
+    __slots__ = ("_flag", "_owner", "_waiters")
+
+    def __init__(self, owner: HttpOwner | SocketOwner) -> None:
+        self._owner = owner
+        self._flag = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def set(self) -> None:
+        self._flag = True
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self) -> None:
+        if self._flag:
+            return
+        waiter: asyncio.Future[None] = self._owner.loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiters:  # cancelled: not woken
+                self._waiters.remove(waiter)
+
+
+class SocketOwner(Protocol):
+    """What a socket needs from its tunnel."""
 
     max_response_payload_size: int
-    response_window: int
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
 
     def emit(
         self, gateway_id: bytes, request_id: bytes, index: int, kind: p.ToRivetTunnelMessageKind
     ) -> None: ...
+
+
+class HttpOwner(SocketOwner, Protocol):
+    """What an exchange needs from its tunnel."""
+
+    response_window: int
 
 
 def index_step(last: int, index: int) -> int:
@@ -196,7 +239,7 @@ class HttpExchange:
         self._finished = not start.stream
         self._end_delivered = False
         self._disconnected = False
-        self._credit = asyncio.Event()  # set on any change the app side may wait for
+        self._credit = Wakeup(owner)  # set on any change the app side may wait for
         self._consumed = 0  # request body bytes handed to the app (credit returned)
         self._out_index = 0  # index of our next message for this request
         self.body_cancelled = False

@@ -28,12 +28,12 @@ import enum
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 from ..._protocol import envoy as p
 from ..._runtime.conn import HIBERNATE_REASON, MESSAGE_INDEX_KEY
 from ..._server.http import Message
-from ._tunnel_http import U16, Gone, index_step, uvarint_len
+from ._tunnel_http import U16, Gone, SocketOwner, Wakeup, index_step, uvarint_len
 
 __all__ = [
     "CLOSE_ERROR",
@@ -76,16 +76,6 @@ class TunnelWebSocket:
     request_id: bytes
     path: str
     headers: dict[str, str]
-
-
-class SocketOwner(Protocol):
-    """What a socket needs from its tunnel."""
-
-    max_response_payload_size: int
-
-    def emit(
-        self, gateway_id: bytes, request_id: bytes, index: int, kind: p.ToRivetTunnelMessageKind
-    ) -> None: ...
 
 
 class SocketState(enum.Enum):
@@ -148,7 +138,7 @@ class TunnelSocket:
         self._open_sent = False
         self._inbox: deque[Message] = deque()
         self._inbox.append({"type": "websocket.connect"})
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup(owner)
         self._disconnect: Message | None = None
         self._data_index = 0  # our data messages are numbered 1, 2, ...
         self._ctrl_index = 0  # our open/ack/close are numbered 0, 1, 2, ...

@@ -188,7 +188,7 @@ _COMMIT_PHASETWO: int = apsw.SQLITE_FCNTL_COMMIT_PHASETWO
 class _PageLog:
     """Pages of one actor's cache file written since its last commit point."""
 
-    __slots__ = ("dirty", "failed", "on_commit", "on_error", "size_pages")
+    __slots__ = ("dirty", "failed", "file_size", "on_commit", "on_error", "size_pages")
 
     def __init__(
         self,
@@ -200,6 +200,7 @@ class _PageLog:
         self.on_commit = on_commit
         self.on_error = on_error
         self.size_pages = 0  # the database size at the last commit point
+        self.file_size = 0  # bytes of the open cache file, kept by its writes and truncations
         self.failed = False  # the store failed: refuse every further write
 
 
@@ -209,12 +210,16 @@ class _CacheFile(apsw.VFSFile):
     def __init__(self, name: apsw.URIFilename, flags: list[int], page_log: _PageLog) -> None:
         super().__init__("", name, flags)
         self._page_log = page_log
+        page_log.file_size = self.xFileSize()  # then followed here: no fstat per commit
 
     def xWrite(self, data: Any, offset: int) -> None:
         page_log = self._page_log
         if page_log.failed:
             raise apsw.IOError("the actor's depot store has failed; no further writes")
         super().xWrite(data, offset)
+        end = offset + len(data)
+        if end > page_log.file_size:
+            page_log.file_size = end
         if len(data) == PAGE_SIZE and not offset % PAGE_SIZE and type(data) is bytes:
             page_log.dirty[offset // PAGE_SIZE + 1] = data  # the pager writes whole pages
         else:
@@ -226,6 +231,7 @@ class _CacheFile(apsw.VFSFile):
         super().xTruncate(newsize)
         limit = -(-newsize // PAGE_SIZE)
         page_log = self._page_log
+        page_log.file_size = newsize
         if any(pgno > limit for pgno in page_log.dirty):
             page_log.dirty = {pgno: v for pgno, v in page_log.dirty.items() if pgno <= limit}
 
@@ -254,7 +260,7 @@ class _CacheFile(apsw.VFSFile):
         if page_log.failed:
             return
         try:
-            size = self.xFileSize()
+            size = page_log.file_size
             size_pages = -(-size // PAGE_SIZE)
             dirty = page_log.dirty
             if not dirty and size_pages == page_log.size_pages:

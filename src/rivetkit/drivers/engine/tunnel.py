@@ -292,6 +292,14 @@ class Tunnel:
             return None, "envoy.actor_generation_mismatch"
         return running, None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this tunnel serves on (looked up once: a ``getpid`` each time)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     # -- HTTP ------------------------------------------------------------------------------
 
     def _on_request_start(self, key: bytes, mid: p.MessageId, start: p.ToEnvoyRequestStart) -> None:
@@ -490,10 +498,7 @@ class Tunnel:
             log.exception("queueing a tunnel message failed kind=%s", type(kind).__name__)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        task = loop.create_task(coro)
+        task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
