@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import cbor2
 import pytest
 
@@ -80,6 +81,31 @@ async def test_actions_reach_a_python_actor_through_the_engine(hosted: Any) -> N
     with pytest.raises(ActorError) as info:
         await handle.increment(-1)
     assert info.value.code == "bad_amount"
+
+
+async def test_cors_headers_of_a_tunnelled_action_are_the_gateways(
+    hosted: Any, engine: Engine
+) -> None:
+    """The gateway writes the CORS headers of every response it forwards; ours would only be
+    overwritten (our tunnelled responses carry none, as the official runtime's)."""
+    _, client = hosted
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])
+    assert await handle.increment(1) == 1
+    actor_id, _ = await handle.whoami()
+    url = f"{engine.endpoint}/gateway/{actor_id}/action/increment"
+    async with aiohttp.ClientSession() as session:
+        for origin in ("https://app.example", None):
+            headers = {"x-rivet-encoding": "json", "content-type": "application/json"}
+            if origin is not None:
+                headers["origin"] = origin
+            async with session.post(url, data=b'{"args":[1]}', headers=headers) as response:
+                assert response.status == 200, await response.text()
+                assert len(response.headers.getall("access-control-allow-origin")) == 1
+                allowed = response.headers["access-control-allow-origin"]
+                assert allowed == (origin or "*")
+                assert response.headers.get("access-control-expose-headers") == "*"
+                assert response.headers["x-rivet-actor"] == actor_id
+    assert await handle.increment(1) == 4
 
 
 async def test_state_survives_sleep_and_wakes_on_the_next_request(hosted: Any) -> None:

@@ -367,6 +367,19 @@ async def test_action_in_json_and_bare(world: World) -> None:
         assert start.headers["x-rivet-actor"] == actor_id
         assert start.headers["content-type"] == "application/json"
         assert all(name == name.lower() for name in start.headers)
+        # No CORS headers: the gateway writes them on every response it forwards (the
+        # official runtime's tunnelled responses have exactly these five headers too).
+        assert set(start.headers) == {
+            "content-type", "content-length", "x-rivet-actor", "x-rivet-actor-generation",
+            "x-rivet-actor-key",
+        }
+        with_origin = await gw.request(
+            actor_id,
+            "/action/increment",
+            headers={"x-rivet-encoding": "json", "origin": "https://app.example"},
+            body=b'{"args":[0]}',
+        )
+        assert not [name for name in with_origin.headers if name.startswith("access-control")]
 
         bare = get_codec("bare")
         start = await gw.request(
@@ -379,7 +392,7 @@ async def test_action_in_json_and_bare(world: World) -> None:
         assert start.body is not None and bare.decode_action_response(start.body) == 8
         assert start.headers["content-type"] == "application/octet-stream"
         # One answer per request, nothing else.
-        assert len(gw.sent) == 2
+        assert len(gw.sent) == 3
         await gw.idle()
 
 

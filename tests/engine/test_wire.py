@@ -27,6 +27,7 @@ from websockets.http11 import Request
 from websockets.streams import StreamReader
 
 from rivetkit.drivers.engine._wire import (
+    MAX_BATCH_FRAMES,
     HandshakeError,
     ProtocolError,
     Wire,
@@ -312,17 +313,26 @@ async def test_sends_of_one_tick_leave_in_one_write_in_order() -> None:
             writes: list[int] = []
             write = transport.write
             transport.write = lambda data: (writes.append(len(data)), write(data))
-            payloads = [bytes([i]) * (i * 5) for i in range(50)]
-            for payload in payloads:
+            few = [bytes([i]) * (i * 5) for i in range(MAX_BATCH_FRAMES - 1)]
+            for payload in few:
                 wire.send(payload)
             assert writes == []  # nothing written yet
             with pytest.raises(BlockingIOError):
                 conn.recv(1 << 20)
             await asyncio.sleep(0)  # one tick: the flush
             assert len(writes) == 1
+            # A burst leaves every MAX_BATCH_FRAMES frames while it is being sent (the first
+            # part does not wait for the rest to be encoded), the rest at the end of the tick.
+            burst = [bytes([i]) * (i * 3) for i in range(3 * MAX_BATCH_FRAMES + 2)]
+            for i, payload in enumerate(burst):
+                wire.send(payload)
+                assert len(writes) == 1 + (i + 1) // MAX_BATCH_FRAMES
+            await asyncio.sleep(0)
+            assert len(writes) == 1 + 3 + 1
+            payloads = few + burst
             received = b""
             async with asyncio.timeout(5):
-                while len(received) < writes[0]:
+                while len(received) < sum(writes):
                     received += await loop.sock_recv(conn, 1 << 20)
             reader = StreamReader()
             reader.feed_data(received)

@@ -75,8 +75,16 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+# ASGI scope extension of a server that answers CORS itself in front of the app (the engine's
+# gateway overwrites these headers on every tunnelled response): the app adds none.
+CORS_HANDLED_EXTENSION = "rivet.cors_handled"
+
+
 def cors_headers(scope: Scope) -> Headers:
     """Headers every actual response carries (client-protocol §2.2)."""
+    extensions = scope.get("extensions")
+    if extensions and CORS_HANDLED_EXTENSION in extensions:
+        return []
     origin = header(scope, b"origin")
     if origin is None:
         return [

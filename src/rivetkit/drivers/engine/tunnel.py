@@ -41,7 +41,7 @@ from urllib.parse import quote, unquote
 
 from ..._protocol import envoy as p
 from ..._runtime.conn import TUNNEL_EXTENSION, Hibernation
-from ..._server.http import Receive, Scope, Send
+from ..._server.http import CORS_HANDLED_EXTENSION, Receive, Scope, Send
 from ._tunnel_http import (
     DEFAULT_RESPONSE_WINDOW,
     FETCH_FAILED_BODY,
@@ -326,6 +326,9 @@ class Tunnel:
             return
         scope = _build_scope("http", start.actor_id, start.path, start.headers)
         scope["method"] = exchange.method
+        # The gateway sets the CORS headers of every response it forwards (as for the official
+        # runtime, whose tunnelled responses carry none).
+        scope["extensions"][CORS_HANDLED_EXTENSION] = True
         self._http[key] = exchange
         exchange.task = self._spawn(self._run_http(key, exchange, scope))
 
