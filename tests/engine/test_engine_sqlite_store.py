@@ -417,6 +417,38 @@ async def test_commits_made_while_one_is_in_flight_ship_merged(tmp_path: Path) -
     store.close()
 
 
+async def test_commits_of_one_tick_go_as_one_and_send_commits_does_not_wait(
+    tmp_path: Path,
+) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    store = await _open(depot, cache)
+    await store.run(_insert("CREATE TABLE t (x)"))
+    depot.requests.clear()
+    _insert("INSERT INTO t VALUES (1)")(store.conn)  # (a user transaction, then the state's)
+    _insert("INSERT INTO t VALUES (2)")(store.conn)
+    durable = store.durable()
+    assert durable is not None and depot.requests == []
+    store.send_commits()  # the runtime's call after a tick's state save: no tick's end to wait
+    await asyncio.sleep(0)  # (this fake engine takes one tick to read a request)
+    assert len(depot.commit_requests()) == 1
+    await durable
+    assert _dump(depot.path)["t"] == [(1,), (2,)]
+    # Without it, the commits of a tick leave at its end, merged all the same.
+    _insert("INSERT INTO t VALUES (3)")(store.conn)
+    _insert("INSERT INTO t VALUES (4)")(store.conn)
+    await asyncio.sleep(0)
+    assert len(depot.commit_requests()) == 1
+    await store.flush()
+    assert len(depot.commit_requests()) == 2
+    assert _dump(depot.path)["t"] == [(1,), (2,), (3,), (4,)]
+    assert depot.path.read_bytes() == cache.read_bytes()
+    store.send_commits()  # nothing queued: nothing sent
+    await _ticks()
+    assert len(depot.commit_requests()) == 2
+    store.close()
+
+
 async def test_a_rollback_ships_nothing(tmp_path: Path) -> None:
     depot = PageDepot(tmp_path / "depot.db")
     store = await _open(depot, tmp_path / "a.db")

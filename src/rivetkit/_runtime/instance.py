@@ -439,6 +439,7 @@ class ActorInstance(ActorLifecycle):
         except BaseException as exc:
             self.finish_commit(None, exc)
             return
+        self.store.send_commits()  # (engine mode: this tick's commits, merged, leave now)
         durable = self.store.durable()
         if durable is None and self._acks_waiting:
             # Nothing of this commit to wait for, but earlier waiters are still to be answered:

@@ -337,6 +337,11 @@ class ActorStore:
         """
         return None
 
+    def send_commits(self) -> None:
+        """Start making the commits so far durable now rather than at the end of the loop tick
+        (the runtime calls it after the state save, its last commit of a tick). A local file's
+        commits are durable already: nothing to do here."""
+
     # -- reads -----------------------------------------------------------------------------
 
     def load(self) -> tuple[bool, bytes | None, bytes | None, int]:

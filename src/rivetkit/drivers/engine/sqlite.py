@@ -344,6 +344,7 @@ class DepotStore(ActorStore):
         "_on_failure",
         "_page_log",
         "_pending",
+        "_ship_handle",
         "_shipping",
         "_transport",
         "_waiters",
@@ -379,7 +380,8 @@ class DepotStore(ActorStore):
         self._acked_seq = 0  # local commits the engine acknowledged
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._worker: asyncio.Task[None] | None = None  # a staged commit under way
-        self._shipping = False  # a commit is queued to go or in flight
+        self._shipping = False  # a commit (plain or staged) is in flight
+        self._ship_handle: asyncio.Handle | None = None  # queued commits go at the tick's end
         self._failure: errors.RivetError | None = None
 
     # -- opening ---------------------------------------------------------------------------
@@ -714,10 +716,22 @@ class DepotStore(ActorStore):
         """Called by the VFS at each commit point with copies of the pages it wrote."""
         self._local_seq += 1
         self._pending.append(_Commit(self._local_seq, pages, size_pages))
-        if not self._shipping:
-            # At the end of this tick: the commits made meanwhile go out merged into one.
-            self._shipping = True
-            self._loop.call_soon(self._ship_next)
+        if not self._shipping and self._ship_handle is None:
+            # At the end of this tick (or at send_commits): the commits made meanwhile go out
+            # merged into one.
+            self._ship_handle = self._loop.call_soon(self._ship_at_tick_end)
+
+    def send_commits(self) -> None:
+        handle = self._ship_handle
+        if handle is not None:
+            handle.cancel()
+            self._ship_handle = None
+            self._ship_next()
+
+    def _ship_at_tick_end(self) -> None:
+        self._ship_handle = None
+        if not self._shipping:  # (one commit in flight at a time: each is fenced by the last)
+            self._ship_next()
 
     def _ship_next(self) -> None:
         """Ship everything queued as one commit, unless the store failed; called again once
@@ -726,6 +740,7 @@ class DepotStore(ActorStore):
         if self._failure is not None or not self._pending:
             self._shipping = False
             return
+        self._shipping = True
         commit = self._take_batch()
         dirty = [
             p.SqliteDirtyPage(pgno=pgno, bytes=commit.pages[pgno]) for pgno in sorted(commit.pages)
