@@ -5,8 +5,8 @@ runtime's figures by 2x from run to run (docs/engine.md), which hides changes of
 script stands in for the engine on one envoy connection and nothing else: it answers the
 runtime's pool and envoy handshake, starts one ``counter`` actor, keeps its database pages in
 memory, and sends the HTTP actions exactly as rivet-engine 2.3.19's gateway does (``RequestStart``
-with ``stream: true`` and the body in a separate ``RequestChunk``), or WebSocket action frames.
-It measures the runtime process's CPU (``/proc/PID/stat``) per action.
+with ``stream: true`` and the body in a separate ``RequestChunk``). It measures the runtime
+process's CPU (``/proc/PID/stat``) per action.
 
     .venv/bin/python bench/engine/tunnel_cost.py                     # http, c=1,16,64
     .venv/bin/python bench/engine/tunnel_cost.py --concurrency 64 --seconds 10

@@ -840,6 +840,16 @@ async def test_connect_socket_actions_events_and_close(world: World) -> None:
         assert frames()[1:] == [Event("count", [2]), ActionResponse(1, 2)]
         acks = await gw.wait(ids, p.ToRivetWebSocketMessageAck, 2)
         assert [a.index for a in acks] == [1, 2]
+        # The subscription is acknowledged once taken; the sync action's message with its
+        # answer, after its state commit (both leave in one write; a failed commit would leave
+        # the message to the actor's next generation).
+        sequence = [
+            ("ack", k.index) if isinstance(k, p.ToRivetWebSocketMessageAck)
+            else type(bare.decode_to_client(k.data)).__name__
+            for k in (m.message_kind for m in gw.of(ids))
+            if isinstance(k, (p.ToRivetWebSocketMessageAck, p.ToRivetWebSocketMessage))
+        ]
+        assert sequence == ["Init", ("ack", 1), "Event", ("ack", 2), "ActionResponse"]
 
         # An action over HTTP on another request: the subscribed socket gets the event.
         start = await gw.request(actor_id, "/action/increment", body=b'{"args":[5]}')
@@ -855,6 +865,7 @@ async def test_connect_socket_actions_events_and_close(world: World) -> None:
         await gw.wait(ids, p.ToRivetWebSocketMessage, 5)
         assert frames()[4] == ActionResponse(2, "hi")
         assert len(frames()) == 5
+        assert [a.index for a in gw.kinds(ids, p.ToRivetWebSocketMessageAck)] == [1, 2, 3]
 
         # Our data messages are numbered 1, 2, ...; open/ack/close 0, 1, 2, ...
         data_indexes = [m.message_id.message_index for m in gw.of(ids)
@@ -1055,6 +1066,9 @@ class SocketApp:
                 return
             if ack is not None and message.get("text") != "keep":  # "keep": left unacknowledged
                 ack(message[MESSAGE_INDEX_KEY])
+                if message.get("text") == "again":  # late acknowledgements, already covered
+                    ack(message[MESSAGE_INDEX_KEY] - 1)
+                    ack(message[MESSAGE_INDEX_KEY])
             if message.get("text") == "sleep":  # what the runtime does when its actor sleeps
                 await send({"type": "websocket.close", "code": 1000,
                             "reason": HIBERNATE_REASON})
@@ -1094,21 +1108,22 @@ async def test_hibernatable_socket_tells_the_app_and_can_be_left_to_the_gateway(
         await app.wait(1)
         assert app.received[0] == {"type": "websocket.receive", "text": "hello",
                                    MESSAGE_INDEX_KEY: 1}
+        # Acknowledgements are cumulative: one not past the last sent is not sent again.
+        gw.deliver(ids, 2, ws_text("again"))
+        await app.wait(2)
         # Acknowledged by the app, not by the tunnel: a message the app leaves alone stays
         # the gateway's to send again.
-        gw.deliver(ids, 2, ws_text("keep"))
-        await app.wait(2)  # (the app acknowledges before it waits again)
-        assert gw.kinds(ids, p.ToRivetWebSocketMessageAck) == [
-            p.ToRivetWebSocketMessageAck(index=1)]
+        gw.deliver(ids, 3, ws_text("keep"))
+        await app.wait(3)  # (the app acknowledges before it waits again)
+        assert [a.index for a in gw.kinds(ids, p.ToRivetWebSocketMessageAck)] == [1, 2]
         # The actor goes to sleep: its socket is let go without a word to the gateway, which
         # keeps the client connected.
-        gw.deliver(ids, 3, ws_text("sleep"))
+        gw.deliver(ids, 4, ws_text("sleep"))
         await gw.idle()
         assert gw.kinds(ids, p.ToRivetWebSocketClose) == []
-        assert gw.kinds(ids, p.ToRivetWebSocketMessageAck) == [
-            p.ToRivetWebSocketMessageAck(index=1), p.ToRivetWebSocketMessageAck(index=3)]
-        gw.deliver(ids, 4, ws_text("while asleep"))  # the gateway holds it: not ours now
-        assert len(app.received) == 4 and app.received[-1]["type"] == "websocket.disconnect"
+        assert [a.index for a in gw.kinds(ids, p.ToRivetWebSocketMessageAck)] == [1, 2, 4]
+        gw.deliver(ids, 5, ws_text("while asleep"))  # the gateway holds it: not ours now
+        assert len(app.received) == 5 and app.received[-1]["type"] == "websocket.disconnect"
 
         # A socket that is not hibernatable cannot be left open: it is closed normally.
         plain = gw.new_request()

@@ -357,6 +357,8 @@ async def handle_connect(
             if data is None:
                 data = message.get("text") or ""
             hibernation = conn.hibernation
+            # (ack, index) of this message: acknowledged once taken (below), as late as it can be
+            unacked: tuple[Callable[[int], None], int] | None = None
             if hibernation is not None and ack is not None:
                 index = message.get(MESSAGE_INDEX_KEY)
                 if index is not None:
@@ -369,48 +371,63 @@ async def handle_connect(
                         )
                         continue
                     hibernation.server_message_index = index
-                    ack(index)
-            if _frame_size(data) > limit:
-                socket.close(CLOSE_ERROR, "message.incoming_too_long")
-                continue
+                    unacked = (ack, index)
             try:
-                request = codec.decode_to_server(data)
-            except DecodeError as exc:
-                instance.log.warning("invalid websocket frame conn_id=%s error=%s", conn.id, exc)
-                socket.close(CLOSE_ERROR, "actor.invalid_request")
-                continue
-            if isinstance(request, ActionRequest):
-                socket.inflight += 1
-                if socket.sleep_ctl is not None:
-                    socket.sleep_ctl.busy += 1  # released with the answer (action_done)
-                try:
-                    ctx, output, pending = instance.start_action(request.name, request.args, conn)
-                except Exception as exc:
-                    await _answer(instance, socket, request, config, None, exc)
+                if _frame_size(data) > limit:
+                    socket.close(CLOSE_ERROR, "message.incoming_too_long")
                     continue
-                if pending or instance.has_response_hook:
-                    # Async actions run concurrently and may answer out of order.
-                    task = asyncio.ensure_future(
-                        _finish(instance, socket, request, config, ctx, output, pending)
-                    )
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                elif instance.definition.has_state:
-                    # A sync action already ran: answer once this tick's shared commit is done,
-                    # from the commit's callback (no task, and the reader keeps reading).
-                    instance.save_then(
-                        functools.partial(_answer_later, instance, socket, request, config, output)
-                    )
-                else:
-                    _answer_later(instance, socket, request, config, output, None)
-            elif request.subscribe:
                 try:
-                    await instance.subscribe(conn, request.event_name)
-                except Exception as exc:
-                    refused = _public(exc, config, instance.log)
-                    socket.close(CLOSE_ERROR, refused.full_code)
-            else:
-                instance.unsubscribe(conn, request.event_name)
+                    request = codec.decode_to_server(data)
+                except DecodeError as exc:
+                    instance.log.warning(
+                        "invalid websocket frame conn_id=%s error=%s", conn.id, exc
+                    )
+                    socket.close(CLOSE_ERROR, "actor.invalid_request")
+                    continue
+                if isinstance(request, ActionRequest):
+                    socket.inflight += 1
+                    if socket.sleep_ctl is not None:
+                        socket.sleep_ctl.busy += 1  # released with the answer (action_done)
+                    try:
+                        ctx, output, pending = instance.start_action(
+                            request.name, request.args, conn
+                        )
+                    except Exception as exc:
+                        await _answer(instance, socket, request, config, None, exc)
+                        continue
+                    if pending or instance.has_response_hook:
+                        # Async actions run concurrently and may answer out of order.
+                        task = asyncio.ensure_future(
+                            _finish(instance, socket, request, config, ctx, output, pending)
+                        )
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    elif instance.definition.has_state:
+                        # A sync action already ran: answer once this tick's shared commit is
+                        # done, from the commit's callback (no task, and the reader keeps
+                        # reading). Its message is acknowledged with the answer: one write for
+                        # both (the commit takes milliseconds; the gateway waits 30 s), and a
+                        # commit that fails leaves it to be delivered to the next generation.
+                        instance.save_then(functools.partial(
+                            _answer_later, instance, socket, request, config, output,
+                            acknowledge=None if unacked is None else functools.partial(
+                                _acknowledge, *unacked
+                            ),
+                        ))
+                        unacked = None
+                    else:
+                        _answer_later(instance, socket, request, config, output, None)
+                elif request.subscribe:
+                    try:
+                        await instance.subscribe(conn, request.event_name)
+                    except Exception as exc:
+                        refused = _public(exc, config, instance.log)
+                        socket.close(CLOSE_ERROR, refused.full_code)
+                else:
+                    instance.unsubscribe(conn, request.event_name)
+            finally:
+                if unacked is not None:
+                    unacked[0](unacked[1])
     finally:
         live.discard(socket)
         socket.closing = True
@@ -466,6 +483,11 @@ async def _answer(
         socket.action_done()
 
 
+def _acknowledge(ack: Callable[[int], None], index: int, error: BaseException | None) -> None:
+    if error is None:
+        ack(index)
+
+
 def _answer_later(
     instance: ActorInstance,
     socket: Socket,
@@ -473,9 +495,13 @@ def _answer_later(
     config: RegistryConfig,
     output: Any,
     error: BaseException | None,
+    acknowledge: Callable[[BaseException | None], None] | None = None,
 ) -> None:
-    """Answer a sync action after its state commit (``error``: the commit failed)."""
+    """Answer a sync action after its state commit (``error``: the commit failed), its
+    message acknowledged first (``acknowledge``) unless the commit failed."""
     try:
+        if acknowledge is not None:
+            acknowledge(error)
         frame: bytes | str | None = None
         if error is None:
             try:

@@ -118,7 +118,7 @@ class TunnelSocket:
 
     __slots__ = (
         "_ctrl_index", "_data_index", "_disconnect", "_inbox", "_open_sent", "_wakeup",
-        "can_hibernate", "info", "last_index", "owner", "state", "task",
+        "_acked_index", "can_hibernate", "info", "last_index", "owner", "state", "task",
     )
 
     def __init__(
@@ -134,6 +134,7 @@ class TunnelSocket:
         self.info = info
         self.state = SocketState.CONNECTING
         self.last_index = last_index
+        self._acked_index = last_index  # the last index acknowledged (cumulative)
         self.can_hibernate = can_hibernate
         self._open_sent = False
         self._inbox: deque[Message] = deque()
@@ -221,6 +222,9 @@ class TunnelSocket:
         """Tell the gateway the app has every message up to ``index`` (cumulative): it stops
         keeping them for a replay after the actor's next wake."""
         if self.can_hibernate and self.state is not SocketState.CLOSED:
+            if not index_step(self._acked_index, index):
+                return  # a later message's acknowledgement already covered it
+            self._acked_index = index
             self._control(p.ToRivetWebSocketMessageAck(index=index))
 
     async def send(self, message: Message) -> None:
