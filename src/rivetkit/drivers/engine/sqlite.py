@@ -12,11 +12,13 @@ SQL on an apsw connection:
   nothing, pages a spill wrote early are final only at the commit). At the commit point, the
   ``SQLITE_FCNTL_COMMIT_PHASETWO`` file control SQLite sends once a commit is complete (never
   for a rollback; after the truncation that ends a ``VACUUM``, which follows the main file's
-  sync), the written pages are copied and queued as one *local commit*;
-* one shipping task per actor sends the queued commits to the engine one at a time, each fenced
-  by the head txid the previous one was acknowledged with, merging every commit queued
-  meanwhile into one (the later page wins). More than 320 pages go as a staged commit: begin,
-  shard-aligned segments, finalize. A copy is dropped once acknowledged.
+  sync), the pages written (as SQLite wrote them) are queued as one *local commit*;
+* the store sends the queued commits to the engine one at a time (at the end of the tick, or
+  at once when the runtime calls ``send_commits`` after its state save; a plain commit's answer
+  is handled by a callback, no task), each fenced by the head txid the previous one was
+  acknowledged with, merging every commit queued meanwhile into one (the later page wins).
+  More than 320 pages go as a staged commit (begin, shard-aligned segments, finalize) in a
+  task. A copy is dropped once acknowledged.
 
 Durability: a local commit is *durable* once the engine acknowledged it. :meth:`DepotStore.run`
 and :meth:`DepotStore.durable` let the runtime answer a client only then. An error response or a
