@@ -59,6 +59,8 @@ class ServerProcess:
         cwd: working directory of the child (``None``: the current one).
         base_path: path prefix under which the server is mounted, e.g. ``"/api/rivet"``;
             part of :attr:`url` and of the readiness probe.
+        remove_log: delete the log file in :meth:`stop` (for a temporary log the caller did
+            not ask for; its tail is already part of every error raised before).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         base_path: str = "",
+        remove_log: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.port = port
@@ -77,6 +80,7 @@ class ServerProcess:
         self.base_path = base_path.rstrip("/")
         self._env = dict(env) if env is not None else None
         self._cwd = cwd
+        self._remove_log = remove_log
         self._popen: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -177,7 +181,10 @@ class ServerProcess:
                 pass
         # Also reap any child the server left behind in its group.
         self._signal_group(signal.SIGKILL)
-        return self._popen.wait()
+        status = self._popen.wait()
+        if self._remove_log:
+            self.log_path.unlink(missing_ok=True)
+        return status
 
     def log_tail(self, max_bytes: int = _LOG_TAIL_BYTES) -> str:
         """The last ``max_bytes`` of the log, framed for inclusion in an error message."""
@@ -262,6 +269,7 @@ def start_process(
         env=_child_env(env),
         cwd=cwd,
         base_path=base_path,
+        remove_log=log_path is None,
     )
     return server.start()
 
