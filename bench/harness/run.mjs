@@ -22,7 +22,8 @@ const repoDir = path.resolve(benchDir, "..");
 const HELP = `usage: bench/run.sh [options]
 
   --targets LIST       comma list of ours,official,asgi,official-nodelay,  (default ours,official,asgi)
-                       ours-engine,ours-engine-nodelay (engine mode: our runtime on rivet-engine)
+                       ours-engine,ours-engine-nodelay (engine mode: our runtime on rivet-engine),
+                       ours-engine-save1s (the same, counter saving state once per second as official)
   --scenarios LIST     comma list of cold,http,ws,fanout,wake,schedule,mem,queue (default cold,http,ws,fanout)
                        (wake, schedule, mem: lifecycle; queue: issue 5; opt-in, not run against asgi)
   --reps N             repetitions, targets interleaved (order rotates)    (default 3)
@@ -156,7 +157,7 @@ function parseArgs(argv) {
 			default: throw new Error(`unknown option ${a}\n${HELP}`);
 		}
 	}
-	const known = ["ours", "official", "asgi", "official-nodelay", "ours-engine", "ours-engine-nodelay"];
+	const known = ["ours", "official", "asgi", "official-nodelay", "ours-engine", "ours-engine-nodelay", "ours-engine-save1s"];
 	for (const t of o.targets) if (!known.includes(t)) throw new Error(`unknown target ${t}`);
 	for (const s of o.scenarios) if (!["cold", "http", "ws", "fanout", ...LIFECYCLE].includes(s)) throw new Error(`unknown scenario ${s}`);
 	for (const v of o.schedVariants) if (!["idle", "load", "nap", "nap-load"].includes(v)) throw new Error(`unknown schedule variant ${v}`);

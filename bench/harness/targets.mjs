@@ -7,6 +7,8 @@ import { Endpoint, intOutput } from "./scenarios.mjs";
 import { descendants, freePort, procStat, startProcess, stopPids, track, trackTree } from "./procs.mjs";
 import { engineBinaryIn, engineEnv, engineFingerprint, engineVersion, testsEngineBinary, waitEngineHealthy } from "./engine.mjs";
 
+// ours-engine-save1s: bench/actors.py with the counter at the official runtime's durability
+const SAVE1S_APP = "bench/engine/actors_save1s.py";
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function tail(file, n = 15) {
@@ -107,10 +109,13 @@ export function makeTargets(opts) {
 		// process hosting bench/actors.py on it (`serve --engine URL --pool default`)
 		"ours-engine": (ctx) => startOursEngine(ctx, false),
 		"ours-engine-nodelay": (ctx) => startOursEngine(ctx, true),
+		// the same with the official runtime's durability (the counter saves its state at most once
+		// per second, answers without waiting): bench/engine/actors_save1s.py, whatever --ours-app says
+		"ours-engine-save1s": (ctx) => startOursEngine(ctx, false, SAVE1S_APP),
 	};
 
-	async function startOursEngine({ dataDir, logPath }, nodelay) {
-		const name = nodelay ? "ours-engine-nodelay" : "ours-engine";
+	async function startOursEngine({ dataDir, logPath }, nodelay, app = opts.oursApp) {
+		const name = app === SAVE1S_APP ? "ours-engine-save1s" : nodelay ? "ours-engine-nodelay" : "ours-engine";
 		const engineBin = testsEngineBinary({ repoDir, python });
 		const officialBin = engineBinaryIn(benchDir);
 		// the official target runs bench/node_modules' engine: same npm version required (the report
@@ -141,7 +146,7 @@ export function makeTargets(opts) {
 			});
 			py = startProcess(
 				python,
-				["-m", "rivetkit", "serve", opts.oursApp, "--engine", `http://127.0.0.1:${port}`, "--pool", "default", "--storage", pyDir, ...opts.oursArgs],
+				["-m", "rivetkit", "serve", app, "--engine", `http://127.0.0.1:${port}`, "--pool", "default", "--storage", pyDir, ...opts.oursArgs],
 				{ cwd: repoDir, env: cleanEnv({ PYTHONUNBUFFERED: "1" }), logPath },
 			);
 			await waitReady(port, py, logPath, Math.max(1000, opts.readyTimeoutMs - (performance.now() - t0)));
