@@ -131,8 +131,27 @@ def legacy_sleep(c: ActionContext) -> None:
     c.sleep()
 
 
+# A connection's own state across a failover (test_engine_failover.py): the client's socket is
+# hibernatable, so the gateway holds it while the actor moves to another runtime process.
+greeter = rivetkit.actor(
+    "greeter",
+    state={"count": 0},
+    conn_state={"notes": []},
+    events={"count": rivetkit.event(int)},
+)
+for _fn in (increment, get, where, whoami):
+    greeter.action(_fn)
+
+
+@greeter.action
+def note(c: ActionContext, text: str) -> list[str]:
+    """Append to this connection's notes (its conn state) and return them."""
+    c.conn.state["notes"].append(text)
+    return list(c.conn.state["notes"])
+
+
 def make_registry(**config: Any) -> rivetkit.Registry:
-    return rivetkit.setup(counter, notes, keeper, legacy, **config)
+    return rivetkit.setup(counter, notes, keeper, legacy, greeter, **config)
 
 
 registry = make_registry()

@@ -125,3 +125,35 @@ def test_sigterm_drains_actors_to_the_other_runtime(
             assert [a.get("error") for a in body["actors"]] == [None]
         remaining = envoys(failover_engine, pool)
         assert len(remaining) == 1
+
+
+def test_a_connection_survives_its_runtime_being_killed(
+    failover_engine: Engine, two_runtimes: tuple[str, list[ServerProcess]]
+) -> None:
+    """The gateway holds a client's (hibernatable) WebSocket while its actor moves to the other
+    runtime: the same connection goes on there, with its id, its own state, its subscriptions
+    and every acknowledged update, without the client reconnecting."""
+    pool, procs = two_runtimes
+    with Client(failover_engine.endpoint, pool_name=pool) as client:
+        handle = client.get_or_create("greeter", ["survivor"])
+        seen: list[int] = []
+        statuses: list[str] = []
+        with handle.connect() as conn:
+            conn.on("count", seen.append)
+            conn.on_status_change(lambda s: statuses.append(str(s)))
+            assert conn.increment(1) == 1
+            assert conn.note("a") == ["a"]
+            assert conn.note("b") == ["a", "b"]
+            conn_id = conn.connection_id
+            host = conn.where()
+            victim = next(proc for proc in procs if proc.pid == host)
+            survivor = next(proc for proc in procs if proc.pid != host)
+            statuses.clear()  # (the status changes of the connect)
+            victim.kill()
+
+            assert conn.where() == survivor.pid
+            assert conn.connection_id == conn_id
+            assert conn.note("c") == ["a", "b", "c"]
+            assert conn.increment(1) == 2
+            wait_for(lambda: seen == [1, 2], 10, f"both events (seen {seen})")
+            assert statuses == [], f"the client saw its connection change: {statuses}"

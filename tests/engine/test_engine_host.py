@@ -21,6 +21,7 @@ import cbor2
 import pytest
 
 import rivetkit
+from rivetkit._runtime.hibernation import load_conns
 from rivetkit.client import Client
 from rivetkit.config import EngineConfig
 from rivetkit.errors import ActorError
@@ -236,6 +237,34 @@ async def test_actor_sleeps_with_an_open_connection_and_wakes_on_its_next_messag
         assert second is not first
         assert list(second.conns) == [conn_id]
         await until(lambda: seen == [1, 3])
+
+
+async def test_a_hibernatable_connection_is_stored_while_its_actor_is_awake(hosted: Any) -> None:
+    """Its rows are written when it opens and with the commit of each action or subscription
+    that changed its state or subscriptions, not only at sleep: a crash of the process does not
+    lose it (test_engine_failover.py). The answer waits for that commit."""
+    registry, client = hosted
+    handle = client.get_or_create("greeter", [uuid.uuid4().hex])
+    async with handle.connect() as conn:
+        actor_id, _ = await conn.whoami()
+        instance = registry.driver.awake[actor_id]
+
+        def stored() -> list[tuple[str, Any, list[str], int]]:
+            return [(pc.conn_id, pc.state, pc.subscriptions, pc.hibernation.server_message_index)
+                    for pc in load_conns(instance.store.conn)]
+
+        conn_id = conn.connection_id
+        assert stored() == [(conn_id, {"notes": []}, [], 0)]  # (written at the open)
+        assert await conn.note("a") == ["a"]
+        assert stored() == [(conn_id, {"notes": ["a"]}, [], 2)]
+        got = asyncio.Event()
+        conn.on("count", lambda n: got.set())
+        assert await conn.increment(1) == 1
+        await asyncio.wait_for(got.wait(), 10)
+        assert stored() == [(conn_id, {"notes": ["a"]}, ["count"], 3)]
+        assert await conn.get() == 1  # changes nothing of the connection: not written again
+        assert stored() == [(conn_id, {"notes": ["a"]}, ["count"], 3)]
+    await until(lambda: stored() == [])  # closed by the client: its rows are gone
 
 
 async def test_actions_on_a_hibernatable_connection_keep_the_actor_awake(hosted: Any) -> None:

@@ -229,7 +229,8 @@ async def test_metadata_is_the_documented_json_and_the_engine_accepts_it(
         "runtime": "rivetkit",
         "version": rivetkit.__version__,
         "envoyProtocolVersion": 8,
-        "actorNames": {name: {"metadata": {}} for name in ("counter", "keeper", "legacy", "notes")},
+        "actorNames": {name: {"metadata": {}} for name in (
+            "counter", "greeter", "keeper", "legacy", "notes")},
         "envoy": {"kind": {"serverless": {}}, "version": 1},
     }
     assert health["status"] == "ok" and health["runtime"] == "rivetkit"

@@ -1170,6 +1170,41 @@ async def test_restored_socket_is_announced_before_the_app_runs() -> None:
         await gw.tunnel.close()
 
 
+async def test_restored_socket_resumes_past_a_stale_stored_index_once() -> None:
+    """After a crash the stored index may be behind what the last generation acknowledged (the
+    gateway replays only what was not): the first message may skip ahead; later gaps close."""
+    app = SocketApp()
+    gw = Gateway(app, lambda actor_id: 3)
+    try:
+        ids = (b"gw10", b"rq10")
+        hibernation = Hibernation(gateway_id=ids[0], request_id=ids[1], request_path="/connect",
+                                  request_headers={}, server_message_index=3)
+        await gw.tunnel.restore_websocket("a1", 3, "conn-8", hibernation)
+        gw.deliver(ids, 6, ws_text("first after the crash"))
+        gw.deliver(ids, 7, ws_text("next"))
+        await app.wait(2)
+        assert [m[MESSAGE_INDEX_KEY] for m in app.received] == [6, 7]
+        gw.deliver(ids, 9, ws_text("gap"))
+        (closed,) = await gw.wait(ids, p.ToRivetWebSocketClose)
+        assert closed == p.ToRivetWebSocketClose(code=1008, reason="ws.message_index_skip",
+                                                 hibernate=False)
+    finally:
+        await gw.tunnel.close()
+
+
+async def test_a_held_socket_without_stored_connection_is_closed() -> None:
+    app = SocketApp()
+    gw = Gateway(app, lambda actor_id: 3)
+    try:
+        ids = (b"gw11", b"rq11")
+        gw.tunnel.refuse_restore("a1", *ids)
+        assert gw.kinds(ids) == [p.ToRivetWebSocketClose(
+            code=1000, reason="ws.meta_not_found_during_restore", hibernate=False)]
+        assert app.scopes == []
+    finally:
+        await gw.tunnel.close()
+
+
 async def test_unknown_requests_are_ignored(world: World) -> None:
     async with gateway(world) as gw:
         ids = gw.new_request()

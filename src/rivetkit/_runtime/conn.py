@@ -78,7 +78,7 @@ class Conn:
 
     __slots__ = (
         "id", "params", "state", "subscriptions", "_actor", "socket", "closed", "hibernation",
-        "hibernating",
+        "hibernating", "stored",
     )
 
     def __init__(
@@ -98,6 +98,9 @@ class Conn:
         self.closed = False
         self.hibernation: Hibernation | None = None  # engine mode: restorable after a sleep
         self.hibernating = False  # left open for the gateway while the actor sleeps
+        # Engine mode: (state, subscriptions) as the actor's database holds them, or None
+        # before the connection's rows were written (see hibernation.py).
+        self.stored: tuple[bytes, bytes] | None = None
 
     @property
     def is_transient(self) -> bool:

@@ -1,12 +1,15 @@
-"""Hibernatable connections: the rows that let a connection outlive its actor's sleep.
+"""Hibernatable connections: the rows that let a connection outlive its actor's generation.
 
-In engine mode the engine's gateway keeps a client's WebSocket open while the actor sleeps. Before
-it stops, the actor writes each such connection to ``_rivet_conns`` (who it is: params, the
-tunnelled request it arrived on) and ``_rivet_conn_state`` (its state, subscriptions and message
-indexes), the official runtime's tables and encodings (spec engine-envoy §10.1: parameters,
-headers, state and subscriptions as CBOR). When a client message wakes the actor, the start
-command lists the sockets the gateway still holds; those connections are restored from the rows
-(no connect hooks run again), the others are stale and deleted.
+In engine mode the engine's gateway keeps a client's WebSocket open while the actor sleeps, and
+while it moves to another runtime process after a crash. Each such connection has a row in
+``_rivet_conns`` (who it is: params, the tunnelled request it arrived on) and one in
+``_rivet_conn_state`` (its state, subscriptions and message indexes), the official runtime's
+tables and encodings (spec engine-envoy §10.1: parameters, headers, state and subscriptions as
+CBOR). The actor writes them when the connection opens, with the state commit of every action or
+subscription change on it that changed its state or subscriptions, and all of them before it
+sleeps. When the actor starts again, the start command lists the sockets the gateway still
+holds; those connections are restored from the rows (no connect hooks run again), the others are
+stale and deleted.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import apsw
 from .._protocol.cbor import cbor_dumps_compat, cbor_loads
 from .conn import Conn, Hibernation
 
-__all__ = ["PersistedConn", "delete_conns", "load_conns", "persist_conns"]
+__all__ = ["PersistedConn", "conn_snapshot", "delete_conns", "load_conns", "persist_conns"]
 
 _UPSERT_CONN = (
     "INSERT INTO _rivet_conns (conn_id, parameters, gateway_id, request_id, request_path, "
@@ -57,33 +60,46 @@ def _state_bytes(state: Any) -> bytes:
     return b"" if state is None else cbor_dumps_compat(state)
 
 
-def persist_conns(conn: apsw.Connection, conns: Iterable[Conn]) -> None:
-    """Write (insert or update) the rows of ``conns``; the caller owns the transaction."""
-    for c in conns:
+def conn_snapshot(c: Conn) -> tuple[bytes, bytes]:
+    """``(state, subscriptions)`` of ``c`` as its row stores them (what tells that it changed)."""
+    return _state_bytes(c.state), cbor_dumps_compat(sorted(c.subscriptions))
+
+
+def persist_conns(
+    conn: apsw.Connection,
+    conns: Iterable[Conn],
+    snapshots: Iterable[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Write (insert or update) the rows of ``conns``; the caller owns the transaction.
+
+    ``snapshots``: each connection's :func:`conn_snapshot`, when the caller took them already.
+    A connection whose ``_rivet_conns`` row was written before (``c.stored`` set) gets only its
+    ``_rivet_conn_state`` row: who it is does not change. Sets ``c.stored``.
+    """
+    conns = list(conns)
+    taken = [conn_snapshot(c) for c in conns] if snapshots is None else list(snapshots)
+    for c, (state, subscriptions) in zip(conns, taken, strict=True):
         h = c.hibernation
         if h is None:
             raise ValueError(f"connection {c.id} is not hibernatable")
-        conn.execute(
-            _UPSERT_CONN,
-            (
-                c.id,
-                cbor_dumps_compat(c.params),
-                h.gateway_id,
-                h.request_id,
-                h.request_path,
-                cbor_dumps_compat(h.request_headers),
-            ),
-        )
+        if c.stored is None:
+            conn.execute(
+                _UPSERT_CONN,
+                (
+                    c.id,
+                    cbor_dumps_compat(c.params),
+                    h.gateway_id,
+                    h.request_id,
+                    h.request_path,
+                    cbor_dumps_compat(h.request_headers),
+                ),
+            )
         conn.execute(
             _UPSERT_STATE,
-            (
-                c.id,
-                _state_bytes(c.state),
-                h.server_message_index,
-                h.client_message_index,
-                cbor_dumps_compat(sorted(c.subscriptions)),
-            ),
+            (c.id, state, h.server_message_index, h.client_message_index, subscriptions),
         )
+    for c, snapshot in zip(conns, taken, strict=True):
+        c.stored = snapshot
 
 
 def load_conns(conn: apsw.Connection) -> list[PersistedConn]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
+import functools
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,8 @@ from .. import errors
 from .._log import ActorLogger, actor_logger
 from .clock import REAL_CLOCK, Clock
 from .conn import HIBERNATE_REASON, Conn, ConnSocket, Hibernation
-from .hibernation import PersistedConn, delete_conns, persist_conns
 from .context import ActionContext, ActorContext
+from .hibernation import PersistedConn, conn_snapshot, delete_conns, persist_conns
 from .lifecycle import UNKNOWN_ALARM, ActorLifecycle, maybe_await
 from .sleep import SleepController
 from .state import StateCodec
@@ -100,6 +101,7 @@ class ActorInstance(ActorLifecycle):
         "_autosave",
         "_changed",
         "_committed",
+        "_conns_to_store",
         "_db",
         "_destroy_after_sleep",
         "_http_headers",
@@ -166,6 +168,9 @@ class ActorInstance(ActorLifecycle):
         self.vars: Any = None
         self.conns: dict[str, Conn] = {}
         self.hibernatable_conns = 0  # of self.conns: those that do not keep the actor awake
+        # Hibernatable connections whose rows the next state commit checks (and writes if their
+        # state or subscriptions changed): opened, acted on or (un)subscribed since the last.
+        self._conns_to_store: set[Conn] = set()
         self.subscribers: dict[str, set[Conn]] = {}
         self._log: ActorLogger | None = None
         self._committed: bytes | None = None  # last durable state (journal or file)
@@ -433,9 +438,13 @@ class ActorInstance(ActorLifecycle):
             return
         try:
             data = self.prepare_commit()
-            if data is not None:
-                self.store.save_state(data, self.next_state_seq())
-                self._in_file = data
+            also = self._conn_rows() if self._conns_to_store else None
+            if data is not None or also is not None:
+                self.store.save_state(
+                    data, self.next_state_seq() if data is not None else 0, also
+                )
+                if data is not None:
+                    self._in_file = data
         except BaseException as exc:
             self.finish_commit(None, exc)
             return
@@ -449,6 +458,32 @@ class ActorInstance(ActorLifecycle):
             self.finish_commit(data, None)
         else:
             self._finish_when_durable(durable, data)
+
+    def _conn_rows(self) -> Callable[[apsw.Connection], None] | None:
+        """The writes of the connections to store whose state or subscriptions changed since
+        their rows were written (``None``: none did)."""
+        conns, self._conns_to_store = self._conns_to_store, set()
+        if self.stopped:
+            return None  # hibernate_conns() wrote them, or they are gone
+        changed: list[Conn] = []
+        snapshots: list[tuple[bytes, bytes]] = []
+        for conn in conns:
+            if conn.closed or conn.hibernating or conn.hibernation is None:
+                continue
+            snapshot = conn_snapshot(conn)
+            if snapshot != conn.stored:
+                changed.append(conn)
+                snapshots.append(snapshot)
+        if not changed:
+            return None
+        return functools.partial(persist_conns, conns=changed, snapshots=snapshots)
+
+    def store_conn(self, conn: Conn) -> None:
+        """Engine mode: have the next state commit write ``conn``'s rows if its state or
+        subscriptions changed (a new connection: its first rows), so that it outlives this
+        generation, a crash of this process included."""
+        if conn.hibernation is not None and not conn.closed:
+            self._conns_to_store.add(conn)
 
     def _finish_when_durable(self, durable: asyncio.Future[None], data: bytes | None) -> None:
         """Engine mode: answer this commit's waiters once the engine acknowledged it.
@@ -581,6 +616,7 @@ class ActorInstance(ActorLifecycle):
         for name in persisted.subscriptions:
             conn.subscriptions.add(name)
             self.subscribers.setdefault(name, set()).add(conn)
+        conn.stored = conn_snapshot(conn)  # its rows are there
         return conn
 
     async def hibernate_conns(self) -> None:
@@ -607,6 +643,7 @@ class ActorInstance(ActorLifecycle):
             return
         conn.closed = True
         self.conns.pop(conn.id, None)
+        self._conns_to_store.discard(conn)
         if conn.hibernation is not None:
             self.hibernatable_conns -= 1
             if conn.hibernating:  # asleep, not gone: no hooks, its rows stay
@@ -676,6 +713,9 @@ class ActorInstance(ActorLifecycle):
             return
         conn.subscriptions.add(name)
         self.subscribers.setdefault(name, set()).add(conn)
+        if conn.hibernation is not None:
+            self.store_conn(conn)
+            self._schedule_save()
 
     def unsubscribe(self, conn: Conn, name: str) -> None:
         conn.subscriptions.discard(name)
@@ -684,6 +724,9 @@ class ActorInstance(ActorLifecycle):
             subs.discard(conn)
             if not subs:
                 del self.subscribers[name]
+        if conn.hibernation is not None:
+            self.store_conn(conn)
+            self._schedule_save()
 
     # -- events ----------------------------------------------------------------------------
 
@@ -744,6 +787,8 @@ class ActorInstance(ActorLifecycle):
         if count < spec.min_args or (spec.max_args is not None and count > spec.max_args):
             raise _invalid_args(name, count, spec.min_args, spec.max_args)
         ctx = ActionContext(self, conn)
+        if conn is not None and conn.hibernation is not None:
+            self._conns_to_store.add(conn)  # its state may change: checked at the next commit
         output = spec.fn(ctx, *args)
         return ctx, output, spec.is_async or inspect.isawaitable(output)
 
@@ -755,7 +800,10 @@ class ActorInstance(ActorLifecycle):
         self, name: str, args: list[Any], ctx: ActionContext, output: Any, pending: bool
     ) -> Any:
         """Await a pending action within the action timeout, apply the response hook, and commit
-        the state (also when the action failed: roll-forward)."""
+        the state (also when the action failed: roll-forward), with the calling connection's
+        rows when it is hibernatable."""
+        conn = ctx.conn
+        saves = self.definition.has_state or (conn is not None and conn.hibernation is not None)
         try:
             if pending:
                 timeout = self.clock.timeout(self._action_timeout)
@@ -770,10 +818,14 @@ class ActorInstance(ActorLifecycle):
             if hook is not None:
                 output = await maybe_await(hook(ctx, name, args, output))
         except BaseException:
-            if self.definition.has_state and not self.stopped:
+            if saves and not self.stopped:
+                if conn is not None:
+                    self.store_conn(conn)
                 await self.save_state()
             raise
-        if self.definition.has_state:
+        if saves:
+            if conn is not None:
+                self.store_conn(conn)
             await self.save_state()
         return output
 

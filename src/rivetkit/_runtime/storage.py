@@ -359,11 +359,20 @@ class ActorStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def save_state(self, state: bytes, seq: int) -> None:
-        """Commit the state bytes and their commit number in one transaction."""
+    def save_state(
+        self,
+        state: bytes | None,
+        seq: int,
+        also: Callable[[apsw.Connection], None] | None = None,
+    ) -> None:
+        """Commit the state bytes and their commit number in one transaction, with what
+        ``also(conn)`` writes (``state`` ``None``: only that)."""
         conn = self.conn
         with conn:
-            write_state(conn, state, seq if self.records_state_seq else None)
+            if state is not None:
+                write_state(conn, state, seq if self.records_state_seq else None)
+            if also is not None:
+                also(conn)
 
     def initialize(self, state: bytes | None) -> None:
         """Commit the initial state and mark the actor initialised (one transaction)."""

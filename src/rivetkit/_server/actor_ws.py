@@ -320,6 +320,10 @@ async def handle_connect(
                         request_path=tunnel["path"],
                         request_headers=dict(tunnel["headers"]),
                     ))
+                    # Its rows go with this tick's commit: from then on the connection
+                    # outlives this generation (a sleep, or a crash of this process).
+                    instance.store_conn(conn)
+                    instance.save_then(_stored_or_logged(instance, conn))
         finally:
             instance.sleep_ctl.release()  # resolve() pinned it; the connection keeps it awake
     except Exception as exc:
@@ -402,7 +406,7 @@ async def handle_connect(
                         )
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
-                    elif instance.definition.has_state:
+                    elif instance.definition.has_state or hibernation is not None:
                         # A sync action already ran: answer once this tick's shared commit is
                         # done, from the commit's callback (no task, and the reader keeps
                         # reading). Its message is acknowledged with the answer: one write for
@@ -433,6 +437,14 @@ async def handle_connect(
         socket.closing = True
         await instance.close_conn(conn)
         await socket.finish()
+
+
+def _stored_or_logged(instance: ActorInstance, conn: Conn) -> Callable[[BaseException | None], None]:
+    def stored(error: BaseException | None) -> None:
+        if error is not None:  # the store failed: the host stops the actor
+            instance.log.warning("connection rows not stored conn_id=%s error=%r", conn.id, error)
+
+    return stored
 
 
 def _restored(instance: ActorInstance, conn_id: str, socket: Socket) -> Conn:

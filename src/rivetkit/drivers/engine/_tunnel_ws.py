@@ -7,7 +7,8 @@ as the ASGI ``websocket`` protocol says.
 Rules (spec ``engine-envoy.md`` §6.7.2-§6.7.3, verified against rivet-engine 2.3.19):
 
 * the engine numbers its messages of a socket 1, 2, ... after the open (index 0): duplicates
-  are dropped, a gap closes the socket with ``1008 ws.message_index_skip``;
+  are dropped, a gap closes the socket with ``1008 ws.message_index_skip`` (except the first
+  message of a restored socket, whose stored index may be behind the last acknowledged one);
 * our data messages are numbered 1, 2, ... and our open/ack/close 0, 1, 2, ... (two counters,
   like the reference client);
 * on a hibernatable socket the app sees each message's index (``websocket.receive`` key
@@ -118,7 +119,8 @@ class TunnelSocket:
 
     __slots__ = (
         "_ctrl_index", "_data_index", "_disconnect", "_inbox", "_open_sent", "_wakeup",
-        "_acked_index", "can_hibernate", "info", "last_index", "owner", "state", "task",
+        "_acked_index", "_resumed", "can_hibernate", "info", "last_index", "owner", "state",
+        "task",
     )
 
     def __init__(
@@ -144,6 +146,10 @@ class TunnelSocket:
         self._data_index = 0  # our data messages are numbered 1, 2, ...
         self._ctrl_index = 0  # our open/ack/close are numbered 0, 1, 2, ...
         self.task: asyncio.Task[None] | None = None
+        # A restored socket's stored index may be behind what its last generation acknowledged
+        # (the rows are written with state commits, not per message, and a crash may come
+        # between): its first message may skip ahead, never back.
+        self._resumed = restored
         if restored:
             self._announce_open()
 
@@ -160,7 +166,12 @@ class TunnelSocket:
                 self.info.actor_id, index, self.last_index,
             )
             return
-        if step > 1:
+        if step > 1 and self._resumed:
+            log.debug(
+                "restored websocket resumes after the stored index actor_id=%s index=%d last=%d",
+                self.info.actor_id, index, self.last_index,
+            )
+        elif step > 1:
             log.warning(
                 "websocket message index skipped, closing actor_id=%s index=%d last=%d",
                 self.info.actor_id, index, self.last_index,
@@ -168,6 +179,7 @@ class TunnelSocket:
             self.close_from_runtime(CLOSE_POLICY, "ws.message_index_skip")
             return
         self.last_index = index
+        self._resumed = False
         if message.binary:
             received: Message = {"type": "websocket.receive", "bytes": message.data}
         else:

@@ -376,11 +376,18 @@ class EngineDriver:
     async def _restore_conns(
         self, instance: ActorInstance, requests: list[p.HibernatingRequest]
     ) -> None:
-        """Reattach the sockets the gateway held while the actor slept (spec §6.7.4): each one
-        listed by the start command and stored at the last sleep gets its connection back and
-        ``WebSocketOpen`` before ``Running``; stored ones the gateway no longer holds are
-        deleted; listed ones we know nothing about are ignored (stale entries happen)."""
+        """Reattach the sockets the gateway held while the actor was away (spec §6.7.4): each
+        one listed by the start command and stored by an earlier generation gets its connection
+        back and ``WebSocketOpen`` before ``Running``; stored ones the gateway no longer holds
+        are deleted; listed ones with no rows (the last generation died before it stored them)
+        are closed (``ws.meta_not_found_during_restore``), so their clients connect again
+        instead of talking to nobody."""
         persisted = await instance.store.run(load_conns)
+        assert self.tunnel is not None
+        stored = {(pc.hibernation.gateway_id, pc.hibernation.request_id) for pc in persisted}
+        for r in requests:
+            if (r.gateway_id, r.request_id) not in stored:
+                self.tunnel.refuse_restore(instance.actor_id, r.gateway_id, r.request_id)
         if not persisted:
             return
         held = {(r.gateway_id, r.request_id) for r in requests}
@@ -392,7 +399,6 @@ class EngineDriver:
                     delete_conns(db, stale)
 
             await instance.store.run(forget)
-        assert self.tunnel is not None
         for pc in persisted:
             if pc.conn_id in stale:
                 continue

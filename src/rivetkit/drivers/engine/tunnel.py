@@ -441,6 +441,14 @@ class Tunnel:
                   actor_id, conn_id, socket.last_index)
         self._serve_socket(key, socket, conn_id)
 
+    def refuse_restore(self, actor_id: str, gateway_id: bytes, request_id: bytes) -> None:
+        """Close a socket the gateway held for an actor that has no connection stored for it
+        (``ToRivetWebSocketClose{1000, ws.meta_not_found_during_restore}``, as the reference
+        envoy client does): the client learns its connection is gone and connects again."""
+        log.info("held websocket without stored connection closed actor_id=%s", actor_id)
+        self.emit(gateway_id, request_id, 0, p.ToRivetWebSocketClose(
+            code=CLOSE_NORMAL, reason="ws.meta_not_found_during_restore", hibernate=False))
+
     def _serve_socket(self, key: bytes, socket: TunnelSocket, restore: str | None) -> None:
         info = socket.info
         scope = _build_scope("websocket", info.actor_id, info.path, info.headers)
