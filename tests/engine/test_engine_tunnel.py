@@ -1139,10 +1139,19 @@ async def test_hibernatable_socket_tells_the_app_and_can_be_left_to_the_gateway(
         await gw.tunnel.close()
 
 
-async def test_restored_socket_is_announced_before_the_app_runs() -> None:
+@contextlib.asynccontextmanager
+async def socket_gateway() -> AsyncIterator[tuple[SocketApp, Gateway]]:
+    """A :class:`SocketApp` behind a tunnel whose actors run generation 3."""
     app = SocketApp()
     gw = Gateway(app, lambda actor_id: 3)
     try:
+        yield app, gw
+    finally:
+        await gw.tunnel.close()
+
+
+async def test_restored_socket_is_announced_before_the_app_runs() -> None:
+    async with socket_gateway() as (app, gw):
         ids = (b"gw09", b"rq09")
         hibernation = Hibernation(gateway_id=ids[0], request_id=ids[1], request_path="/connect",
                                   request_headers={"sec-websocket-protocol": "rivet"},
@@ -1166,16 +1175,12 @@ async def test_restored_socket_is_announced_before_the_app_runs() -> None:
         # Restoring a socket that is already open is refused.
         await gw.tunnel.restore_websocket("a1", 3, "conn-7", hibernation)
         assert len(gw.kinds(ids, p.ToRivetWebSocketOpen)) == 1
-    finally:
-        await gw.tunnel.close()
 
 
 async def test_restored_socket_resumes_past_a_stale_stored_index_once() -> None:
     """After a crash the stored index may be behind what the last generation acknowledged (the
     gateway replays only what was not): the first message may skip ahead; later gaps close."""
-    app = SocketApp()
-    gw = Gateway(app, lambda actor_id: 3)
-    try:
+    async with socket_gateway() as (app, gw):
         ids = (b"gw10", b"rq10")
         hibernation = Hibernation(gateway_id=ids[0], request_id=ids[1], request_path="/connect",
                                   request_headers={}, server_message_index=3)
@@ -1188,21 +1193,15 @@ async def test_restored_socket_resumes_past_a_stale_stored_index_once() -> None:
         (closed,) = await gw.wait(ids, p.ToRivetWebSocketClose)
         assert closed == p.ToRivetWebSocketClose(code=1008, reason="ws.message_index_skip",
                                                  hibernate=False)
-    finally:
-        await gw.tunnel.close()
 
 
 async def test_a_held_socket_without_stored_connection_is_closed() -> None:
-    app = SocketApp()
-    gw = Gateway(app, lambda actor_id: 3)
-    try:
+    async with socket_gateway() as (app, gw):
         ids = (b"gw11", b"rq11")
         gw.tunnel.refuse_restore("a1", *ids)
         assert gw.kinds(ids) == [p.ToRivetWebSocketClose(
             code=1000, reason="ws.meta_not_found_during_restore", hibernate=False)]
         assert app.scopes == []
-    finally:
-        await gw.tunnel.close()
 
 
 async def test_unknown_requests_are_ignored(world: World) -> None:
