@@ -485,6 +485,12 @@ class ActorInstance(ActorLifecycle):
         if conn.hibernation is not None and not conn.closed:
             self._conns_to_store.add(conn)
 
+    def _store_conn_soon(self, conn: Conn) -> None:
+        """:meth:`store_conn` with a commit at the end of this tick (a subscription change)."""
+        if conn.hibernation is not None and not conn.closed:
+            self._conns_to_store.add(conn)
+            self._schedule_save()
+
     def _finish_when_durable(self, durable: asyncio.Future[None], data: bytes | None) -> None:
         """Engine mode: answer this commit's waiters once the engine acknowledged it.
 
@@ -713,9 +719,7 @@ class ActorInstance(ActorLifecycle):
             return
         conn.subscriptions.add(name)
         self.subscribers.setdefault(name, set()).add(conn)
-        if conn.hibernation is not None:
-            self.store_conn(conn)
-            self._schedule_save()
+        self._store_conn_soon(conn)
 
     def unsubscribe(self, conn: Conn, name: str) -> None:
         conn.subscriptions.discard(name)
@@ -724,9 +728,7 @@ class ActorInstance(ActorLifecycle):
             subs.discard(conn)
             if not subs:
                 del self.subscribers[name]
-        if conn.hibernation is not None:
-            self.store_conn(conn)
-            self._schedule_save()
+        self._store_conn_soon(conn)
 
     # -- events ----------------------------------------------------------------------------
 
