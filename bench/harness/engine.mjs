@@ -68,7 +68,7 @@ export function sha256File(file) {
  * `official` target sets RIVET__TELEMETRY__ENABLED=false in the runtime's environment, which the
  * engine inherits); `nodelay` adds RIVET__GUARD__TCP_NODELAY=true as `official-nodelay` does.
  */
-export function engineEnv(baseEnv, port, dbPath, nodelay) {
+export function engineEnv(baseEnv, port, dbPath, nodelay, extra = {}) {
 	const env = { ...baseEnv };
 	for (const k of Object.keys(env)) if (k.startsWith("RIVET__")) delete env[k]; // only ours below
 	Object.assign(env, {
@@ -95,6 +95,7 @@ export function engineEnv(baseEnv, port, dbPath, nodelay) {
 		RIVET__TELEMETRY__ENABLED: "false",
 		RIVET_LOG_LEVEL: "warn",
 		...(nodelay ? { RIVET__GUARD__TCP_NODELAY: "true" } : {}),
+		...extra,
 	});
 	return env;
 }

@@ -23,7 +23,8 @@ const HELP = `usage: bench/run.sh [options]
 
   --targets LIST       comma list of ours,official,asgi,official-nodelay,  (default ours,official,asgi)
                        ours-engine,ours-engine-nodelay (engine mode: our runtime on rivet-engine),
-                       ours-engine-save1s (the same, counter saving state once per second as official)
+                       ours-engine-save1s (the same, counter saving state once per second as official),
+                       official-durable (official, counter answering after its state commit as ours)
   --scenarios LIST     comma list of cold,http,ws,fanout,wake,schedule,mem,queue (default cold,http,ws,fanout)
                        (wake, schedule, mem: lifecycle; queue: issue 5; opt-in, not run against asgi)
   --reps N             repetitions, targets interleaved (order rotates)    (default 3)
@@ -63,6 +64,12 @@ const HELP = `usage: bench/run.sh [options]
                        examples/counter.py's counter + the lifecycle actors sleepy, ticker)
   --ours-arg ARG       extra argument for "python -m rivetkit serve" (repeatable)
   --keep-data          keep the servers' storage dirs under OUT/data/
+  --engine-cpu-max M   engine targets: RIVET__RUNTIME__WORKER_CPU_MAX=M (millicores) for every engine;
+                       the engine's workflow worker pulls fewer due workflows once its own CPU is above
+                       70 % of M (default: all cores), and the rest wait up to 16 s: on 2 cores a busy
+                       engine stalls actor creations (docs/engine.md). 64000 turns that off
+  --engine-metrics     engine targets: save the engine's /metrics (port +10) to OUT/logs/ before
+                       each stop (what the engine did during the run: commits, workflows...)
   --help
 `;
 
@@ -106,6 +113,8 @@ function parseArgs(argv) {
 		oursApp: "bench/actors.py",
 		oursArgs: [],
 		keepData: false,
+		engineMetrics: false,
+		engineCpuMax: null,
 	};
 	const list = (v) => v.split(",").map((s) => s.trim()).filter(Boolean);
 	for (let i = 0; i < argv.length; i++) {
@@ -153,12 +162,15 @@ function parseArgs(argv) {
 			case "--ours-app": o.oursApp = v(); break;
 			case "--ours-arg": o.oursArgs.push(v()); break;
 			case "--keep-data": o.keepData = true; break;
+			case "--engine-metrics": o.engineMetrics = true; break;
+			case "--engine-cpu-max": o.engineCpuMax = Number(v()); break;
 			case "-h": case "--help": process.stdout.write(HELP); process.exit(0);
 			default: throw new Error(`unknown option ${a}\n${HELP}`);
 		}
 	}
-	const known = ["ours", "official", "asgi", "official-nodelay", "ours-engine", "ours-engine-nodelay", "ours-engine-save1s"];
+	const known = ["ours", "official", "asgi", "official-nodelay", "ours-engine", "ours-engine-nodelay", "ours-engine-save1s", "official-durable"];
 	for (const t of o.targets) if (!known.includes(t)) throw new Error(`unknown target ${t}`);
+	if (o.engineCpuMax !== null && !(Number.isInteger(o.engineCpuMax) && o.engineCpuMax > 0)) throw new Error("--engine-cpu-max takes a positive integer (millicores)");
 	for (const s of o.scenarios) if (!["cold", "http", "ws", "fanout", ...LIFECYCLE].includes(s)) throw new Error(`unknown scenario ${s}`);
 	for (const v of o.schedVariants) if (!["idle", "load", "nap", "nap-load"].includes(v)) throw new Error(`unknown schedule variant ${v}`);
 	for (const m of o.queueModes) if (!["wait", "nowait"].includes(m)) throw new Error(`unknown queue mode ${m}`);
@@ -233,6 +245,7 @@ async function main() {
 		python: o.python,
 		oursApp: o.oursApp,
 		oursArgs: o.oursArgs,
+		engineSettings: o.engineCpuMax ? { RIVET__RUNTIME__WORKER_CPU_MAX: String(o.engineCpuMax) } : {},
 		readyTimeoutMs: o.readyTimeout * 1000,
 		keepData: o.keepData,
 	});
@@ -408,6 +421,7 @@ async function main() {
 					}
 				}
 			} finally {
+				if (o.engineMetrics && srv.engine) await saveEngineMetrics(srv.port + 10, logPath.replace(/\.log$/, ".metrics.txt"));
 				await srv.stop();
 				current = null;
 			}
@@ -426,3 +440,13 @@ main().catch((e) => {
 	killAllSync();
 	process.exit(1);
 });
+
+// The engine's Prometheus text (its metrics port is the guard port + 10 on every engine target).
+async function saveEngineMetrics(port, file) {
+	try {
+		const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10000) });
+		fs.writeFileSync(file, await res.text());
+	} catch (e) {
+		console.log(`  engine metrics not saved (${file}): ${e.message}`);
+	}
+}

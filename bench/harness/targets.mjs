@@ -104,6 +104,9 @@ export function makeTargets(opts) {
 		// official stack: node official/server.mjs (rivetkit runtime) + the rivet-engine it spawns
 		official: (ctx) => startOfficial(ctx, false),
 		"official-nodelay": (ctx) => startOfficial(ctx, true),
+		// the same with our runtime's durability: the counter's increment answers after its state
+		// commit (`saveState({ immediate: true })`), as every action of ours does by default
+		"official-durable": (ctx) => startOfficial(ctx, false, true),
 
 		// engine mode: rivet-engine (started as the official runtime starts it) + our runtime
 		// process hosting bench/actors.py on it (`serve --engine URL --pool default`)
@@ -131,7 +134,7 @@ export function makeTargets(opts) {
 		const engineLog = logPath.replace(/\.log$/, "") + ".engine.log";
 		const engine = startProcess(engineBin, ["start"], {
 			cwd: engineDir,
-			env: engineEnv(cleanEnv({}), port, path.join(engineDir, "db"), nodelay),
+			env: engineEnv(cleanEnv({}), port, path.join(engineDir, "db"), nodelay, opts.engineSettings),
 			logPath: engineLog,
 		});
 		let py = null;
@@ -172,7 +175,7 @@ export function makeTargets(opts) {
 		};
 	}
 
-	async function startOfficial({ dataDir, logPath }, nodelay) {
+	async function startOfficial({ dataDir, logPath }, nodelay, durable = false) {
 		const engineBin = path.join(benchDir, "node_modules", "@rivetkit", "engine-cli-linux-x64-musl", "rivet-engine");
 		if (!fs.existsSync(path.join(benchDir, "node_modules", "rivetkit", "package.json")) || !fs.existsSync(engineBin)) {
 			throw new Error("bench/node_modules is missing rivetkit / @rivetkit/engine-cli: run `npm ci` in bench/ (run.sh does it)");
@@ -187,6 +190,8 @@ export function makeTargets(opts) {
 			RIVET_LOG_LEVEL: "warn",
 			RIVET__TELEMETRY__ENABLED: "false", // engine telemetry off
 			...(nodelay ? { RIVET__GUARD__TCP_NODELAY: "true" } : {}),
+			...(durable ? { BENCH_DURABLE: "1" } : {}),
+			...opts.engineSettings, // the runtime passes its environment to the engine it spawns
 		});
 		const child = startProcess(process.execPath, [path.join(benchDir, "official", "server.mjs")], { cwd: benchDir, env, logPath });
 		const stamp = path.join(dataDir, ".rivetkit", "var", "engine", "runtime.json");
@@ -223,7 +228,7 @@ export function makeTargets(opts) {
 			return [...s];
 		};
 		return {
-			name: nodelay ? "official-nodelay" : "official",
+			name: durable ? "official-durable" : nodelay ? "official-nodelay" : "official",
 			port,
 			readyMs,
 			engine: engineFingerprint(enginePid),

@@ -6,15 +6,28 @@
 // All client traffic goes through the engine's gateway; this process listens on no port itself.
 import { actor, queue, setup } from "rivetkit";
 
+// BENCH_DURABLE=1 (target official-durable): `increment` answers only once its state is saved
+// (`saveState({ immediate: true })` waits for the engine's commit), which is our runtime's
+// default durability; otherwise the runtime saves at most once per second and answers at once.
+const DURABLE = process.env.BENCH_DURABLE === "1";
+
 const counter = actor({
 	state: { count: 0 },
 	actions: {
 		// same shape as examples/counter.py: add, tell subscribers, return the new count
-		increment: (c, amount) => {
-			c.state.count += amount;
-			c.broadcast("count", c.state.count);
-			return c.state.count;
-		},
+		increment: DURABLE
+			? async (c, amount) => {
+					c.state.count += amount;
+					c.broadcast("count", c.state.count);
+					const count = c.state.count;
+					await c.saveState({ immediate: true });
+					return count;
+				}
+			: (c, amount) => {
+					c.state.count += amount;
+					c.broadcast("count", c.state.count);
+					return c.state.count;
+				},
 		getCount: (c) => c.state.count,
 		noop: (_c, x) => x,
 	},
