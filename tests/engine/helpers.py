@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from tests._proc import ServerProcess, start_process
 from tests.engine.engine_proc import Engine
+
+ENGINE_APP = str(Path(__file__).with_name("engine_app.py"))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def api(engine: Engine, method: str, path: str, body: Any = None, **kw: Any) -> Any:
@@ -42,3 +48,34 @@ async def until(check: Callable[[], Any], timeout: float = 10.0, step: float = 0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(step)
+
+
+def runtime_process(
+    endpoint: str, pool: str, storage: Path, env: Mapping[str, str] | None = None
+) -> ServerProcess:
+    """A ``python -m rivetkit serve engine_app.py --engine ENDPOINT`` process (its log next to
+    ``storage``); ``env`` is added to this process's environment."""
+    return start_process(
+        [sys.executable, "-m", "rivetkit", "serve", ENGINE_APP, "--engine", endpoint,
+         "--pool", pool, "--storage", str(storage), "--log-level", "info"],
+        port=0,
+        env=env,
+        cwd=ROOT,
+        log_path=storage.with_suffix(".log"),
+    )
+
+
+def envoys(engine: Engine, pool: str) -> list[dict[str, Any]]:
+    """The engine's envoys of ``pool``."""
+    _, body = engine.api("GET", "/envoys")
+    return [e for e in body.get("envoys", []) if e.get("pool_name") == pool]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``check`` (blocking) until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value

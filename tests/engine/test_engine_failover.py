@@ -8,51 +8,16 @@ seconds instead of the default 15 s.
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rivetkit.client.sync import Client
-from tests._proc import ServerProcess, start_process
+from tests._proc import ServerProcess
 from tests.engine.engine_proc import Engine
-
-APP = str(Path(__file__).with_name("engine_app.py"))
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def runtime(engine: Engine, pool: str, storage: Path) -> ServerProcess:
-    env = dict(os.environ)
-    env.pop("RUST_BACKTRACE", None)
-    return start_process(
-        [sys.executable, "-m", "rivetkit", "serve", APP, "--engine", engine.endpoint,
-         "--pool", pool, "--storage", str(storage), "--log-level", "info"],
-        port=0,
-        env=env,
-        cwd=ROOT,
-        log_path=storage.with_suffix(".log"),
-    )
-
-
-def envoys(engine: Engine, pool: str) -> list[dict[str, Any]]:
-    _, body = engine.api("GET", "/envoys")
-    return [e for e in body.get("envoys", []) if e.get("pool_name") == pool]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from tests.engine.helpers import envoys, runtime_process, wait_for
 
 
 @pytest.fixture
@@ -64,7 +29,7 @@ def failover_engine(engine_factory: Callable[..., Engine]) -> Engine:
 def two_runtimes(failover_engine: Engine, tmp_path: Path) -> Iterator[tuple[str, list[ServerProcess]]]:
     pool = f"pool-{uuid.uuid4().hex[:12]}"
     failover_engine.put_runner_config(pool)
-    procs = [runtime(failover_engine, pool, tmp_path / f"rt{i}") for i in range(2)]
+    procs = [runtime_process(failover_engine.endpoint, pool, tmp_path / f"rt{i}") for i in range(2)]
     try:
         wait_for(lambda: len(envoys(failover_engine, pool)) == 2, 30, "two envoys")
         yield pool, procs

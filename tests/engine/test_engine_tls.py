@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import pytest
 import trustme
 
 from rivetkit.client.sync import Client
-from tests._proc import ServerProcess, start_process
 from tests.engine.engine_proc import Engine
-
-APP = str(Path(__file__).with_name("engine_app.py"))
-ROOT = Path(__file__).resolve().parents[2]
+from tests.engine.helpers import envoys, runtime_process, wait_for
 
 
 class TlsProxy:
@@ -92,20 +87,6 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
         sink.close()
 
 
-def envoys(engine: Engine, pool: str) -> list[dict[str, Any]]:
-    _, body = engine.api("GET", "/envoys")
-    return [e for e in body.get("envoys", []) if e.get("pool_name") == pool]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
-
-
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
@@ -117,17 +98,6 @@ def proxy(engine: Engine, ca: trustme.CA) -> Iterator[TlsProxy]:
         yield tls
 
 
-def runtime(endpoint: str, pool: str, storage: Path, env: dict[str, str]) -> ServerProcess:
-    return start_process(
-        [sys.executable, "-m", "rivetkit", "serve", APP, "--engine", endpoint,
-         "--pool", pool, "--storage", str(storage), "--log-level", "info"],
-        port=0,
-        env=env,
-        cwd=ROOT,
-        log_path=storage.with_suffix(".log"),
-    )
-
-
 def test_a_runtime_hosts_actors_through_an_engine_behind_tls(
     engine: Engine, proxy: TlsProxy, ca: trustme.CA, tmp_path: Path
 ) -> None:
@@ -135,7 +105,7 @@ def test_a_runtime_hosts_actors_through_an_engine_behind_tls(
     ca.cert_pem.write_to_path(str(ca_file))
     pool = f"pool-{uuid.uuid4().hex[:12]}"
     env = {"SSL_CERT_FILE": str(ca_file)}
-    with runtime(f"https://localhost:{proxy.port}", pool, tmp_path / "rt", env) as proc:
+    with runtime_process(f"https://localhost:{proxy.port}", pool, tmp_path / "rt", env) as proc:
         wait_for(lambda: envoys(engine, pool), 30, f"the envoy over TLS\n{proc.log_tail()}")
         # The pool set-up (GET /datacenters, then PUT /runner-configs on the same kept-alive
         # connection) and the envoy socket both went through the TLS proxy.
@@ -154,7 +124,7 @@ def test_an_untrusted_engine_certificate_is_refused_with_the_reason(
     engine: Engine, proxy: TlsProxy, tmp_path: Path
 ) -> None:
     pool = f"pool-{uuid.uuid4().hex[:12]}"
-    with runtime(f"https://localhost:{proxy.port}", pool, tmp_path / "rt", {}) as proc:
+    with runtime_process(f"https://localhost:{proxy.port}", pool, tmp_path / "rt", {}) as proc:
         wait_for(
             lambda: "certificate verify failed" in proc.log_path.read_text(errors="replace"),
             30,
