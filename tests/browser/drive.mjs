@@ -152,6 +152,17 @@ async function runEncoding(encoding) {
 				await page.waitForTimeout(50);
 			}
 		};
+		// Network records arrive asynchronously (the response listener awaits the headers), so a
+		// page result can be rendered before its request is recorded: poll for the record.
+		const recorded = async (list, pred, what, ms = 3000) => {
+			const deadline = performance.now() + ms;
+			for (;;) {
+				const found = list.find(pred);
+				if (found) return found;
+				if (performance.now() > deadline) throw new Error(`${what} not recorded after ${ms} ms: ${JSON.stringify(list)}`);
+				await page.waitForTimeout(25);
+			}
+		};
 		const eventsShown = async () => (await page.$$eval("#events li", (lis) => lis.map((li) => li.textContent.trim())));
 
 		await check("different_origins", async (notes) => {
@@ -191,8 +202,7 @@ async function runEncoding(encoding) {
 			assert(result.body.count === 1, `count seen by on_request: ${result.body.count}`);
 			assert(result.body.origin === pageOrigin, `Origin seen by on_request: ${result.body.origin}`);
 			assert(result.body.xTest === "from-page", `custom header seen by on_request: ${result.body.xTest}`);
-			const get = network.find((n) => n.method === "GET" && n.url.includes("/request/count"));
-			assert(get, `no GET /request/count seen: ${JSON.stringify(network)}`);
+			await recorded(network, (n) => n.method === "GET" && n.url.includes("/request/count"), "GET /request/count");
 		});
 
 		await check("live_events_from_another_client", async (notes) => {
@@ -221,8 +231,7 @@ async function runEncoding(encoding) {
 				assert(n.allowOrigin === pageOrigin, `${n.method} ${n.url}: access-control-allow-origin ${n.allowOrigin}, want ${pageOrigin}`);
 				assert(n.allowCredentials === "true", `${n.method} ${n.url}: access-control-allow-credentials ${n.allowCredentials}`);
 			}
-			const pre = preflights.find((p) => p.url.includes("/request/count"));
-			assert(pre, `the DevTools protocol reported no preflight for the raw fetch: ${JSON.stringify(preflights)}`);
+			const pre = await recorded(preflights, (p) => p.url.includes("/request/count"), "the preflight of the raw fetch (DevTools protocol)");
 			assert(pre.status >= 200 && pre.status < 300, `preflight status ${pre.status}`);
 			assert(pre.allowOrigin === pageOrigin, `preflight allow-origin ${pre.allowOrigin}`);
 			assert(pre.allowCredentials === "true", `preflight allow-credentials ${pre.allowCredentials}`);

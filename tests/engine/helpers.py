@@ -41,6 +41,17 @@ async def wait_actor(
         await asyncio.sleep(0.02)
 
 
+async def until_registered(engine: Engine, envoy_key: str, timeout: float = 10.0) -> None:
+    """Wait until the engine lists the envoy. It sends ``ToEnvoyInit`` while the transaction that
+    registers the envoy (and makes it allocatable) is still running, so an actor created right
+    after the init can fail with ``no_capacity``."""
+    deadline = time.monotonic() + timeout
+    while not (await api(engine, "GET", f"/envoys?envoy_key={envoy_key}"))["envoys"]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the engine never listed envoy {envoy_key}")
+        await asyncio.sleep(0.01)
+
+
 async def until(check: Callable[[], Any], timeout: float = 10.0, step: float = 0.01) -> None:
     """Poll ``check`` until it is true."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -66,9 +77,9 @@ def runtime_process(
 
 
 def envoys(engine: Engine, pool: str) -> list[dict[str, Any]]:
-    """The engine's envoys of ``pool``."""
-    _, body = engine.api("GET", "/envoys")
-    return [e for e in body.get("envoys", []) if e.get("pool_name") == pool]
+    """The engine's envoys of ``pool`` (by name: an unfiltered listing stops at 100)."""
+    _, body = engine.api("GET", f"/envoys?name={pool}&limit=1000")
+    return [e for e in body["envoys"] if e["pool_name"] == pool]
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:

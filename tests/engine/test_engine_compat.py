@@ -180,7 +180,7 @@ def wait_envoy(engine: Engine, runtime: ServerProcess, pool: str, namespace: str
     while True:
         if runtime.returncode is not None:
             raise EngineError(f"runtime exited with {runtime.returncode}\n{runtime.log_tail()}")
-        _, body = engine.api("GET", "/envoys", namespace=namespace, check=False)
+        _, body = engine.api("GET", f"/envoys?name={pool}", namespace=namespace, check=False)
         envoys = (body or {}).get("envoys", []) if isinstance(body, dict) else []
         if any(e.get("pool_name") == pool and e.get("stop_ts") is None for e in envoys):
             return

@@ -41,6 +41,7 @@ from rivetkit.errors import ActorError
 from tests._npm import npm_install
 from tests._proc import ServerProcess
 from tests.engine.engine_proc import Engine
+from tests.engine.helpers import envoys
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -79,8 +80,7 @@ def _child_env() -> dict[str, str]:
 
 
 def _envoys(engine: Engine, pool: str) -> list[dict[str, Any]]:
-    _, body = engine.api("GET", "/envoys")
-    return [e for e in body["envoys"] if e.get("pool_name") == pool and e.get("stop_ts") is None]
+    return [e for e in envoys(engine, pool) if e.get("stop_ts") is None]
 
 
 class Runtime:

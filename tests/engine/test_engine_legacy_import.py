@@ -30,7 +30,7 @@ from rivetkit.drivers.engine import legacy_import
 from rivetkit.drivers.engine.legacy_import import import_legacy_kv
 from tests.engine.engine_app import legacy, make_registry
 from tests.engine.engine_proc import Engine
-from tests.engine.helpers import api, until, wait_actor
+from tests.engine.helpers import api, until, until_registered, wait_actor
 from tests.engine.raw_envoy import RawEnvoy, new_envoy_key
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -47,9 +47,11 @@ Runtime = tuple[rivetkit.Registry, Client]
 
 async def raw_envoy(engine: Engine, pool: str) -> RawEnvoy:
     key = new_envoy_key()
-    return await RawEnvoy.connect(
+    envoy = await RawEnvoy.connect(
         engine.envoy_url(pool, envoy_key=key), envoy_key=key, token=engine.admin_token
     )
+    await until_registered(engine, key)
+    return envoy
 
 
 async def put(envoy: RawEnvoy, actor_id: str, pairs: dict[bytes, bytes]) -> None:

@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from rivetkit._protocol import envoy as ev
 from tests.engine.engine_proc import ENGINE_VERSION, Engine
-from tests.engine.helpers import api, get_actor, wait_actor
+from tests.engine.helpers import api, get_actor, until_registered, wait_actor
 from tests.engine.raw_envoy import RawEnvoy, new_envoy_key, open_and_wait_close
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -77,6 +77,8 @@ async def envoys() -> AsyncIterator[EnvoyFactory]:
             engine.envoy_url(pool, envoy_key=key), envoy_key=key, token=engine.admin_token, **kw
         )
         opened.append(envoy)
+        if envoy.init is not None:
+            await until_registered(engine, key)
         return envoy
 
     yield factory
@@ -202,11 +204,7 @@ async def test_handshake_registers_actor_names_and_envoy_metadata(
     deadline = time.monotonic() + 10
     while True:
         names = (await api(engine, "GET", "/actors/names"))["names"]
-        listed = [
-            e
-            for e in (await api(engine, "GET", "/envoys"))["envoys"]
-            if e["envoy_key"] == envoy.envoy_key
-        ]
+        listed = (await api(engine, "GET", f"/envoys?envoy_key={envoy.envoy_key}"))["envoys"]
         if name in names and listed:
             break
         assert time.monotonic() < deadline, (names, listed)
