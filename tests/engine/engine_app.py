@@ -52,6 +52,13 @@ def destroy_me(c: ActionContext) -> None:
 
 
 @counter.action
+def sleep_then_destroy(c: ActionContext) -> None:
+    """A destroy asked for once the sleep has begun (the engine took the sleep intent)."""
+    c.sleep()
+    c.destroy()
+
+
+@counter.action
 async def remind_in(c: ActionContext, ms: int) -> None:
     await c.schedule.after(ms / 1000.0, "reminded")
 

@@ -156,6 +156,48 @@ async def test_destroy_intent_destroys_the_actor(hosted: Any, engine: Engine) ->
     assert new_id != actor_id
 
 
+async def test_a_destroy_after_the_sleep_began_destroys_the_actor(
+    hosted: Any, engine: Engine
+) -> None:
+    """The engine ignores a stop intent after a sleep intent: the stop goes on as a sleep and
+    the runtime destroys the actor through the engine's API afterwards."""
+    registry, client = hosted
+    key = [uuid.uuid4().hex]
+    handle = client.get_or_create("counter", key)
+    assert await handle.increment(5) == 5
+    actor_id, _ = await handle.whoami()
+    await handle.sleep_then_destroy()
+    await until_destroyed(engine, actor_id)
+    assert actor_id not in registry.driver._hosted
+    fresh = client.get_or_create("counter", key)
+    assert await fresh.get() == 0
+    assert (await fresh.whoami())[0] != actor_id
+
+
+async def test_requests_arriving_while_the_actor_goes_to_sleep_are_answered(
+    hosted: Any,
+) -> None:
+    """The gateway routes requests to the actor until the engine has taken its sleep intent:
+    the actor serves them until the engine's stop command (refusing them would fail them with
+    503 ``envoy.actor_not_found``, which the gateway does not retry); later ones wake it."""
+    registry, client = hosted
+    handle = client.get_or_create("counter", [uuid.uuid4().hex])
+    assert await handle.increment(1) == 1
+    actor_id, _ = await handle.whoami()
+    generations = {registry.driver.awake[actor_id].generation}
+    for _round in range(10):
+        sleep = asyncio.ensure_future(handle.go_to_sleep())
+        burst = [asyncio.ensure_future(handle.increment(1)) for _ in range(8)]
+        await sleep
+        results = await asyncio.wait_for(asyncio.gather(*burst), 30)
+        assert len(set(results)) == 8  # every one applied exactly once
+        await until(lambda: actor_id in registry.driver.awake or actor_id not in registry.driver._hosted)
+        if actor_id in registry.driver.awake:
+            generations.add(registry.driver.awake[actor_id].generation)
+    assert await handle.get() == 81
+    assert len(generations) > 1  # it did sleep in between
+
+
 async def test_engine_api_delete_runs_the_destroy(hosted: Any, engine: Engine) -> None:
     registry, client = hosted
     handle = client.get_or_create("counter", [uuid.uuid4().hex])

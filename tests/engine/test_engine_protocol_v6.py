@@ -42,7 +42,7 @@ from rivetkit.client import Client
 from rivetkit.config import EngineConfig
 from rivetkit.drivers.engine.envoy import Envoy
 from rivetkit.errors import ActorError, RivetError
-from tests.engine.engine_app import counter, notes
+from tests.engine.engine_app import counter, keeper, notes
 from tests.engine.engine_proc import Engine
 from tests.engine.helpers import until, wait_actor
 from tests.engine.schema_strategies import Strategies
@@ -617,3 +617,40 @@ async def test_a_commit_needing_a_staged_commit_fails_the_actor_over_v6(
     assert actor["destroy_ts"] is None
     assert not any(frame and frame[0] > 11 for frame in wire["sent"])
     assert await handle.blob_count() == 1  # woken again: the big transaction never landed
+
+
+@pytestmark_anyio
+async def test_v6_and_v8_envoys_in_one_pool_share_its_actors(
+    engine: Engine, pool: str, tmp_path: Path
+) -> None:
+    """§12.29: envoys of both protocol versions with the same deployment version in one pool
+    both receive actors; the actors of the v6 envoy, drained away, come back on the v8 envoy
+    with their state (the database is the same whichever version wrote it)."""
+    registries = {}
+    for version in (6, 8):
+        registry = rivetkit.setup(keeper, storage_path=tmp_path / f"v{version}")
+        registry.use_engine(
+            EngineConfig(endpoint=engine.endpoint, pool=pool, protocol_version=version)
+        )
+        await registry.start()
+        registries[version] = registry
+    client = Client(engine.endpoint, pool_name=pool)
+    try:
+        for registry in registries.values():
+            await registry.driver.wait_ready(10)
+        handles = [client.get_or_create("keeper", [f"mixed-{i}"]) for i in range(12)]
+        ids = []
+        for i, handle in enumerate(handles):
+            assert await handle.increment(i + 1) == i + 1
+            ids.append((await handle.whoami())[0])
+        hosted = {v: {a for a in ids if a in r.driver.awake} for v, r in registries.items()}
+        assert hosted[6] and hosted[8], f"actors not spread over both versions: {hosted}"
+        assert hosted[6] | hosted[8] == set(ids) and not hosted[6] & hosted[8], hosted
+        await registries.pop(6).stop()  # graceful drain: its actors move to the v8 envoy
+        for i, handle in enumerate(handles):
+            assert await handle.get() == i + 1, f"keeper mixed-{i} lost its state"
+        assert set(registries[8].driver.awake) == set(ids)
+    finally:
+        await client.aclose()
+        for registry in registries.values():
+            await registry.stop()

@@ -43,7 +43,7 @@ from ...config import EngineConfig
 from ._wire import Wire, WireClosed, open_wire
 from .sqlite import DepotUnavailable
 
-__all__ = ["Envoy", "EnvoyError", "EnvoyHandler", "ensure_pool"]
+__all__ = ["Envoy", "EnvoyError", "EnvoyHandler", "destroy_actor", "ensure_pool"]
 
 log = logging.getLogger("rivetkit.envoy")
 
@@ -145,6 +145,22 @@ async def ensure_pool(config: EngineConfig, session: aiohttp.ClientSession) -> N
             raise EnvoyError(
                 "engine.runner_config_failed",
                 f"PUT /runner-configs/{config.pool} answered {resp.status}: {body[:300]!r}",
+            )
+
+
+async def destroy_actor(config: EngineConfig, session: aiohttp.ClientSession, actor_id: str) -> None:
+    """``DELETE /actors/<id>``: the engine destroys the actor, whatever it is doing (running,
+    stopping after a sleep intent, asleep). Answers once the actor is destroyed."""
+    headers = {"authorization": f"Bearer {config.token}"} if config.token else {}
+    query = urlencode({"namespace": config.namespace})
+    async with session.delete(
+        f"{config.endpoint}/actors/{actor_id}?{query}", headers=headers
+    ) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            raise EnvoyError(
+                "engine.actor_destroy_failed",
+                f"DELETE /actors/{actor_id} answered {resp.status}: {body[:300]!r}",
             )
 
 

@@ -45,6 +45,9 @@ __all__ = ["EngineDriver"]
 log = logging.getLogger("rivetkit.envoy")
 
 # Engine stop reasons -> the runtime's shutdown reason.
+_STOPPED_KEPT = 10_000
+"""Actors remembered as stopped here (see :meth:`EngineDriver._stopped_here`)."""
+
 _STOP_REASONS = {
     p.StopActorReason.SLEEP_INTENT: "sleep",
     p.StopActorReason.STOP_INTENT: "destroy",
@@ -66,7 +69,7 @@ class _Hosted:
             asyncio.get_running_loop().create_future()
         )
         self.stopping: asyncio.Task[None] | None = None
-        self.intent_sent = False
+        self.intent_sent: str | None = None  # "sleep" or "destroy": the intent told the engine
         self.lost: str | None = None  # why it was given up (never Stopped{OK} then)
 
 
@@ -88,6 +91,7 @@ class EngineDriver:
         self.registry: Any = None
         self.awake: dict[str, ActorInstance] = {}
         self._hosted: dict[str, _Hosted] = {}  # actor id -> its live generation
+        self._stopped: dict[str, None] = {}  # actors that stopped here, oldest first
         self._tasks: set[asyncio.Task[Any]] = set()
         self.queue_completions = CompletionWaiters()
         self.wakes_actors = False  # only the engine starts actors
@@ -122,6 +126,7 @@ class EngineDriver:
             self.envoy.send_tunnel,
             self._running_generation,
             can_hibernate=_hibernatable,
+            stopped_here=self._stopped_here,
         )
         if self.engine.serverless is not None:
             # The engine calls us (POST /start); the envoy connects on the first start.
@@ -277,8 +282,17 @@ class EngineDriver:
         instance = self.awake.get(actor_id)
         return None if instance is None else instance.generation
 
+    def _stopping_generation(self, actor_id: str) -> int | None:
+        hosted = self._hosted.get(actor_id)
+        return None if hosted is None or hosted.stopping is None else hosted.record.generation
+
+    def _stopped_here(self, actor_id: str) -> bool:
+        """The actor is stopping on this envoy or reported ``Stopped`` from it lately."""
+        return actor_id in self._stopped or self._stopping_generation(actor_id) is not None
+
     async def _start(self, cp: p.ActorCheckpoint, command: p.CommandStartActor) -> None:
         actor_id, generation = cp.actor_id, cp.generation
+        self._stopped.pop(actor_id, None)
         config = command.config
         definition = self.definitions.get(config.name)
         if definition is None:
@@ -410,17 +424,38 @@ class EngineDriver:
     # -- stop ------------------------------------------------------------------------------
 
     def stop_actor(self, instance: ActorInstance, reason: str) -> asyncio.Task[None]:
-        """The actor asks to sleep or to be destroyed: tell the engine (an intent) and stop."""
+        """The actor asks to sleep or to be destroyed: tell the engine (an intent) and stop.
+
+        A sleeping actor keeps serving until the engine's stop command: the gateway routes
+        requests to it until the engine has taken the intent, and refusing those would fail
+        them (``envoy.actor_not_found`` is not retried). A destroy stops at once.
+        """
         hosted = self._hosted.get(instance.actor_id)
         if hosted is None or hosted.instance is not instance:
             raise RuntimeError(f"actor {instance.actor_id} is not hosted here")
+        if hosted.stopping is not None:
+            return hosted.stopping
+        if reason == "destroy":
+            if hosted.intent_sent == "sleep":
+                # The engine took the sleep intent and ignores a stop intent now: the stop
+                # goes on as a sleep, and the engine's API destroys the actor after it.
+                instance._destroy_after_sleep = True
+                return self._spawn(self._stop_when_asked(hosted))
+            hosted.intent_sent = "destroy"
+            self._event(instance.actor_id, instance.generation,
+                        p.EventActorIntent(intent=p.ActorIntentStop()))
+            return self._begin_stop(hosted, reason, planned=True)
         if not hosted.intent_sent:
-            hosted.intent_sent = True
-            intent: p.ActorIntent = (
-                p.ActorIntentStop() if reason == "destroy" else p.ActorIntentSleep()
-            )
-            self._event(instance.actor_id, instance.generation, p.EventActorIntent(intent=intent))
-        return self._begin_stop(hosted, reason, planned=True)
+            hosted.intent_sent = "sleep"
+            self._event(instance.actor_id, instance.generation,
+                        p.EventActorIntent(intent=p.ActorIntentSleep()))
+        return self._spawn(self._stop_when_asked(hosted))
+
+    async def _stop_when_asked(self, hosted: _Hosted) -> None:
+        """Wait for the engine's answer to a sleep intent; its stop command begins the stop."""
+        await asyncio.shield(hosted.stop_command)
+        if hosted.stopping is not None:
+            await asyncio.shield(hosted.stopping)
 
     def _begin_stop(
         self, hosted: _Hosted, reason: str, *, planned: bool, message: str | None = None
@@ -458,19 +493,40 @@ class EngineDriver:
             if not hosted.stop_command.done():
                 await hosted.stop_command
         if planned and error is None and hosted.lost is None:
-            if reason == "destroy":
+            destroy_after = instance is not None and instance._destroy_after_sleep
+            if reason == "destroy" or destroy_after:
                 self.queue_completions.drop_actor(hosted.record.actor_id, errors.actor_not_found())
             self._finish(hosted, _stopped(p.StopCode.OK, None))
+            if destroy_after and reason != "destroy":
+                await self._destroy_through_api(hosted.record.actor_id)
         else:
             if hosted.lost is not None:
                 error = hosted.lost
             self._finish(hosted, _stopped(p.StopCode.ERROR, error or "actor stopped by its host"))
+
+    async def _destroy_through_api(self, actor_id: str) -> None:
+        """Destroy an actor that was asked to be destroyed after its sleep had begun."""
+        import aiohttp
+
+        from .envoy import EnvoyError, destroy_actor
+
+        try:
+            async with aiohttp.ClientSession() as session:
+                await destroy_actor(self.engine, session, actor_id)
+        except (EnvoyError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+            log.error("destroy after sleep refused by the engine, the actor stays asleep "
+                      "actor_id=%s error=%s", actor_id, exc)
+            return
+        log.info("actor destroyed after its sleep began actor_id=%s", actor_id)
 
     def _finish(self, hosted: _Hosted, event: p.Event) -> None:
         record = hosted.record
         self._event(record.actor_id, record.generation, event, final=True)
         if self._hosted.get(record.actor_id) is hosted:
             del self._hosted[record.actor_id]
+        self._stopped[record.actor_id] = None
+        if len(self._stopped) > _STOPPED_KEPT:
+            del self._stopped[next(iter(self._stopped))]
         if hosted.instance is not None and self.awake.get(record.actor_id) is hosted.instance:
             del self.awake[record.actor_id]
         if self.envoy is not None:
@@ -517,6 +573,8 @@ class EngineDriver:
         """The running instance; the engine alone starts actors, so none is started here."""
         instance = self.awake.get(record.actor_id)
         if instance is None:
+            if self._stopping_generation(record.actor_id) is not None:
+                raise errors.ActorStopping(record.actor_id)
             raise _not_here(record.actor_id)
         return instance
 

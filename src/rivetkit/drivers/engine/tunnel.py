@@ -165,8 +165,14 @@ class Tunnel:
             ``/gateway/{actorId}{path}``.
         send: queues a message for the engine; must not block and must keep order.
         running_generation: the generation of an actor running on this envoy, ``None`` when it
-            does not run here (requests for it are answered ``503 envoy.actor_not_found``, which
-            makes the gateway retry).
+            does not run here (requests for it are answered ``503 envoy.actor_not_found``, as
+            the official envoy does; neither the gateway nor the clients retry that).
+        stopped_here: whether an actor that does not run here any more stopped on this envoy
+            (stopping, or ``Stopped`` reported). The gateway routes a request to the envoy the
+            actor was on until the engine has processed its ``Stopped``, then fails it with
+            ``guard.actor_stopped_while_waiting``, which it retries on the next generation: an
+            HTTP request for such an actor is left unanswered so that this happens (an answer
+            would reach the client, which does not retry ``envoy.actor_not_found``).
         max_response_payload_size: the engine's limit on one tunnel payload in bytes, from
             ``ToEnvoyInit`` (20 MiB by default); may be updated on every Init.
         response_window: streamed response bytes that may be in flight before the gateway
@@ -195,6 +201,7 @@ class Tunnel:
         max_response_payload_size: int = DEFAULT_MAX_RESPONSE_PAYLOAD_SIZE,
         response_window: int = DEFAULT_RESPONSE_WINDOW,
         can_hibernate: CanHibernate | None = None,
+        stopped_here: Callable[[str], bool] | None = None,
     ) -> None:
         if max_response_payload_size <= 0:
             raise ValueError(
@@ -207,6 +214,7 @@ class Tunnel:
         self.response_window = response_window
         self._send = send
         self._running_generation = running_generation
+        self._stopped_here = stopped_here
         self._can_hibernate = can_hibernate
         self._http: dict[bytes, HttpExchange] = {}
         self._sockets: dict[bytes, TunnelSocket] = {}
@@ -316,6 +324,12 @@ class Tunnel:
             )
             return
         _, refused = self._check_actor(start.actor_id, start.actor_generation)
+        if refused == "envoy.actor_not_found" and self._stopped_here is not None and (
+            self._stopped_here(start.actor_id)
+        ):
+            log.debug("request for an actor stopped here left to the gateway actor_id=%s",
+                      start.actor_id)
+            return
         if refused is not None:
             log.info("tunnelled request refused actor_id=%s generation=%s error=%s",
                      start.actor_id, start.actor_generation, refused)
