@@ -59,6 +59,16 @@ async def until_destroyed(engine: Engine, actor_id: str) -> None:
     raise AssertionError(f"actor {actor_id} was not destroyed: {body}")
 
 
+async def sleep_amid_increments(target: Any, count: int) -> None:
+    """Ask the counter to sleep with ``count`` increments in flight (over ``target``, a handle
+    or a connection); every one must be applied exactly once."""
+    sleep = asyncio.ensure_future(target.go_to_sleep())
+    burst = [asyncio.ensure_future(target.increment(1)) for _ in range(count)]
+    await sleep
+    results = await asyncio.wait_for(asyncio.gather(*burst), 30)
+    assert len(set(results)) == count
+
+
 @contextlib.asynccontextmanager
 async def connected_counter(hosted: Any) -> AsyncIterator[tuple[Any, str]]:
     """A connection to a new counter that has counted to 1, and the counter's actor id."""
@@ -140,13 +150,16 @@ async def test_user_database_lives_in_the_engine(hosted: Any) -> None:
     assert await handle.bodies() == ["one", "two"]
 
 
-async def test_destroy_intent_destroys_the_actor(hosted: Any, engine: Engine) -> None:
+@pytest.mark.parametrize("action", ["destroy_me", "sleep_then_destroy"])
+async def test_destroy_intent_destroys_the_actor(hosted: Any, engine: Engine, action: str) -> None:
+    """``sleep_then_destroy``: the engine ignores a stop intent after a sleep intent, so the stop
+    goes on as a sleep and the runtime destroys the actor through the engine's API after it."""
     registry, client = hosted
     key = [uuid.uuid4().hex]
     handle = client.get_or_create("counter", key)
     assert await handle.increment(5) == 5
     actor_id, _ = await handle.whoami()
-    await handle.destroy_me()
+    await getattr(handle, action)()
     await until(lambda: actor_id not in registry.driver._hosted)
     await until_destroyed(engine, actor_id)
     # The key is free again: a new actor starts from the initial state.
@@ -154,24 +167,6 @@ async def test_destroy_intent_destroys_the_actor(hosted: Any, engine: Engine) ->
     assert await fresh.get() == 0
     new_id, _ = await fresh.whoami()
     assert new_id != actor_id
-
-
-async def test_a_destroy_after_the_sleep_began_destroys_the_actor(
-    hosted: Any, engine: Engine
-) -> None:
-    """The engine ignores a stop intent after a sleep intent: the stop goes on as a sleep and
-    the runtime destroys the actor through the engine's API afterwards."""
-    registry, client = hosted
-    key = [uuid.uuid4().hex]
-    handle = client.get_or_create("counter", key)
-    assert await handle.increment(5) == 5
-    actor_id, _ = await handle.whoami()
-    await handle.sleep_then_destroy()
-    await until_destroyed(engine, actor_id)
-    assert actor_id not in registry.driver._hosted
-    fresh = client.get_or_create("counter", key)
-    assert await fresh.get() == 0
-    assert (await fresh.whoami())[0] != actor_id
 
 
 async def test_requests_arriving_while_the_actor_goes_to_sleep_are_answered(
@@ -186,11 +181,7 @@ async def test_requests_arriving_while_the_actor_goes_to_sleep_are_answered(
     actor_id, _ = await handle.whoami()
     generations = {registry.driver.awake[actor_id].generation}
     for _round in range(10):
-        sleep = asyncio.ensure_future(handle.go_to_sleep())
-        burst = [asyncio.ensure_future(handle.increment(1)) for _ in range(8)]
-        await sleep
-        results = await asyncio.wait_for(asyncio.gather(*burst), 30)
-        assert len(set(results)) == 8  # every one applied exactly once
+        await sleep_amid_increments(handle, 8)
         await until(lambda: actor_id in registry.driver.awake or actor_id not in registry.driver._hosted)
         if actor_id in registry.driver.awake:
             generations.add(registry.driver.awake[actor_id].generation)
@@ -336,11 +327,7 @@ async def test_messages_arriving_while_the_actor_goes_to_sleep_are_served_after_
     async with connected_counter(hosted) as (conn, actor_id):
         first = registry.driver.awake[actor_id]
         for _round in range(3):
-            sleep = asyncio.ensure_future(conn.go_to_sleep())
-            burst = [asyncio.ensure_future(conn.increment(1)) for _ in range(40)]
-            await sleep
-            results = await asyncio.wait_for(asyncio.gather(*burst), 30)
-            assert len(set(results)) == 40  # every one applied exactly once
+            await sleep_amid_increments(conn, 40)
         assert await conn.get() == 121
         assert registry.driver.awake[actor_id] is not first
         assert await conn.increment(1) == 122
