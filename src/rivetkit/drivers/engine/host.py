@@ -44,10 +44,10 @@ __all__ = ["EngineDriver"]
 
 log = logging.getLogger("rivetkit.envoy")
 
-# Engine stop reasons -> the runtime's shutdown reason.
 _STOPPED_KEPT = 10_000
 """Actors remembered as stopped here (see :meth:`EngineDriver._stopped_here`)."""
 
+# Engine stop reasons -> the runtime's shutdown reason.
 _STOP_REASONS = {
     p.StopActorReason.SLEEP_INTENT: "sleep",
     p.StopActorReason.STOP_INTENT: "destroy",
@@ -282,13 +282,13 @@ class EngineDriver:
         instance = self.awake.get(actor_id)
         return None if instance is None else instance.generation
 
-    def _stopping_generation(self, actor_id: str) -> int | None:
+    def _stopping(self, actor_id: str) -> bool:
         hosted = self._hosted.get(actor_id)
-        return None if hosted is None or hosted.stopping is None else hosted.record.generation
+        return hosted is not None and hosted.stopping is not None
 
     def _stopped_here(self, actor_id: str) -> bool:
         """The actor is stopping on this envoy or reported ``Stopped`` from it lately."""
-        return actor_id in self._stopped or self._stopping_generation(actor_id) is not None
+        return actor_id in self._stopped or self._stopping(actor_id)
 
     async def _start(self, cp: p.ActorCheckpoint, command: p.CommandStartActor) -> None:
         actor_id, generation = cp.actor_id, cp.generation
@@ -573,7 +573,7 @@ class EngineDriver:
         """The running instance; the engine alone starts actors, so none is started here."""
         instance = self.awake.get(record.actor_id)
         if instance is None:
-            if self._stopping_generation(record.actor_id) is not None:
+            if self._stopping(record.actor_id):
                 raise errors.ActorStopping(record.actor_id)
             raise _not_here(record.actor_id)
         return instance
