@@ -30,15 +30,17 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import signal
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -248,6 +250,19 @@ class Engine:
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.is_running()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze the engine's process group (SIGSTOP) for the block: its sockets stay open but
+        it sends nothing, as an engine that hangs; SIGCONT afterwards, whatever happens."""
+        if self._proc is None:
+            raise EngineError("the engine is not running")
+        group = os.getpgid(self._proc.pid)
+        os.killpg(group, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(group, signal.SIGCONT)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM the engine's process group, SIGKILL after ``timeout`` s; returns the status."""

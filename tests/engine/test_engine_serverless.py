@@ -28,6 +28,7 @@ import rivetkit
 from rivetkit._protocol import envoy as p
 from rivetkit.client import Client
 from rivetkit.config import EngineConfig, ServerlessConfig
+from rivetkit.testing import FakeClock
 from tests._proc import ServerProcess, free_port
 from tests.engine.engine_app import make_registry
 from tests.engine.engine_proc import Engine
@@ -96,11 +97,14 @@ class Runtime:
     client: Client
 
 
-@pytest.fixture
-async def runtime(engine: Engine, tmp_path: Path) -> AsyncIterator[Runtime]:
+@contextlib.asynccontextmanager
+async def serving(
+    engine: Engine, storage: Path, clock: FakeClock | None = None
+) -> AsyncIterator[Runtime]:
+    """The engine_app registry serving serverless mode on a free port, for a new pool."""
     pool = f"sl-{uuid.uuid4().hex[:12]}"
     port = free_port()
-    registry = make_registry(storage_path=tmp_path / "data")
+    registry = make_registry(storage_path=storage, clock=clock)
     config = EngineConfig(
         endpoint=engine.endpoint,
         pool=pool,
@@ -133,6 +137,17 @@ async def runtime(engine: Engine, tmp_path: Path) -> AsyncIterator[Runtime]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.fixture
+async def runtime(engine: Engine, tmp_path: Path) -> AsyncIterator[Runtime]:
+    async with serving(engine, tmp_path / "data") as served:
+        yield served
+
+
+async def health(runtime: Runtime) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as session, session.get(f"{runtime.base}/health") as resp:
+        return resp.status, await resp.json()
 
 
 def start_payload(actor_id: str, *, version: int = p.PROTOCOL_VERSION) -> bytes:
@@ -248,6 +263,40 @@ async def test_metadata_is_the_documented_json_and_the_engine_accepts_it(
     # The engine learnt the actor names from it.
     names = await api(engine, "GET", "/actors/names")
     assert "counter" in names["names"], names
+
+
+async def test_health_is_503_while_the_engine_is_silent(
+    engine_factory: Any, tmp_path: Path
+) -> None:
+    """``/health`` tells the platform to recycle the process when the engine link is dead: 200
+    before the first start and while pings come (every 3 s), ``503 engine_ping_stale`` after
+    20 s without one (the reference runtime's threshold), 200 again at the next ping; 503
+    ``shutting_down`` once a shutdown began."""
+    own = engine_factory()
+    clock = FakeClock()
+    async with serving(own, tmp_path / "data", clock) as runtime:
+        status, body = await health(runtime)
+        assert (status, body["status"], body["envoy"]) == (200, "ok", "idle")
+        handle = runtime.client.get_or_create("counter", [uuid.uuid4().hex])
+        assert await handle.increment(1) == 1
+        status, body = await health(runtime)
+        assert (status, body["status"], body["envoy"]) == (200, "ok", "connected")
+        with own.paused():
+            await asyncio.sleep(0.2)  # a ping already sent is taken before time moves
+            await clock.advance(seconds=19.9)
+            assert (await health(runtime))[0] == 200
+            await clock.advance(seconds=0.1)
+            status, body = await health(runtime)
+            assert (status, body["status"]) == (503, "engine_ping_stale")
+            assert body["runtime"] == "rivetkit" and body["version"] == rivetkit.__version__
+        await until(lambda: runtime.registry.driver.envoy.ping_healthy(), timeout=10)
+        status, body = await health(runtime)
+        assert (status, body["status"]) == (200, "ok")
+        assert await handle.increment(1) == 2
+        # the first step of a shutdown: from here the platform should route no more traffic
+        await runtime.registry.close_connections(timeout=0)
+        status, body = await health(runtime)
+        assert (status, body["status"]) == (503, "shutting_down")
 
 
 async def test_start_with_another_endpoint_or_namespace_is_refused(

@@ -39,6 +39,7 @@ import aiohttp
 from ..._protocol import DecodeError
 from ..._protocol import envoy as p
 from ..._protocol import envoy_v6
+from ..._runtime.clock import REAL_CLOCK, Clock
 from ...config import EngineConfig
 from ._wire import Wire, WireClosed, open_wire
 from .sqlite import DepotUnavailable
@@ -54,6 +55,9 @@ _BACKOFF_MAX = 30.0
 _STABLE_SESSION = 60.0  # a session this long resets the backoff
 _TERMINAL_EVENTS_KEPT = 60.0  # seconds a stopped generation's events stay for re-sending
 _REQUEST_TIMEOUT = 30.0  # the reference client fails engine requests after 30 s
+# the engine pings every 3 s; 20 s without one means the link is dead (the reference envoy's
+# threshold for its health check)
+PING_HEALTHY_MS = 20_000
 _IDEMPOTENT = (p.ToRivetSqliteGetPagesRequest,)  # re-sent after a reconnect, never failed by it
 
 
@@ -174,9 +178,13 @@ class Envoy:
         *,
         actor_names: dict[str, p.ActorName],
         metadata: dict[str, Any],
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.config = config
         self.handler = handler
+        self.clock = clock
+        # when the engine last showed it is alive (its Init or a ping), epoch ms; None before
+        self.last_ping_at: int | None = None
         self.envoy_key = config.envoy_key or str(uuid.uuid4())
         self._actor_names = actor_names
         self._metadata = json.dumps(metadata, separators=(",", ":"))
@@ -259,6 +267,11 @@ class Envoy:
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
+
+    def ping_healthy(self) -> bool:
+        """Whether the engine showed it is alive (its Init or a ping) in the last 20 s."""
+        last = self.last_ping_at
+        return last is not None and self.clock.now_ms() - last < PING_HEALTHY_MS
 
     async def _run(self) -> None:
         attempt = 0
@@ -371,6 +384,7 @@ class Envoy:
         if isinstance(message, p.ToEnvoyTunnelMessage):
             self.handler.on_tunnel(message)
         elif isinstance(message, p.ToEnvoyPing):
+            self.last_ping_at = self.clock.now_ms()
             self._send_now(p.ToRivetPong(ts=message.ts))
         elif isinstance(message, p.ToEnvoyCommands):
             self._commands(message.items)
@@ -390,6 +404,7 @@ class Envoy:
     def _on_init(self, init: p.ToEnvoyInit) -> None:
         first = self.init is None
         self.init = init
+        self.last_ping_at = self.clock.now_ms()
         self._is_lost = False
         if self._lost_timer is not None:
             self._lost_timer.cancel()

@@ -120,6 +120,7 @@ class EngineDriver:
             self,
             actor_names=names,
             metadata={"rivetkit": {"version": __version__, "runtime": "python"}},
+            clock=self.clock,
         )
         self.tunnel = Tunnel(
             self.registry.asgi(),

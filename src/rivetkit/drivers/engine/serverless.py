@@ -196,7 +196,7 @@ class ServerlessApp:
             elif method == "GET" and path in ("", "/"):
                 await send_text(scope, send, 200, _ROOT_TEXT)
             elif method == "GET" and path == "/health":
-                await send_json(scope, send, 200, self._health())
+                await send_json(scope, send, *self._health())
             elif method == "GET" and path == "/metadata":
                 await send_json(scope, send, 200, self.metadata())
             elif method in ("GET", "POST") and path == "/start":
@@ -229,16 +229,26 @@ class ServerlessApp:
             "envoy": {"kind": {"serverless": {}}, "version": self.engine.version},
         }
 
-    def _health(self) -> dict[str, Any]:
+    def _health(self) -> tuple[int, dict[str, Any]]:
+        """``200`` while this process can host actors, ``503`` when its host should recycle it:
+        shutting down, or the engine silent for 20 s on an envoy that had connected (the
+        reference runtime's ``engine_ping_stale``). Before the first start there is no envoy
+        link to be unhealthy about."""
         from ... import __version__
 
         driver = self.registry.driver
         envoy = getattr(driver, "envoy", None)
+        status, code = "ok", 200
         if envoy is None or not envoy.connected_once.is_set():
-            state = "idle"  # no start yet: nothing to be unhealthy about
+            state = "idle"
         else:
             state = "connected" if envoy.ready else "reconnecting"
-        return {"status": "ok", "runtime": "rivetkit", "version": __version__, "envoy": state}
+            if not envoy.ping_healthy():
+                status, code = "engine_ping_stale", 503
+        if self.registry.shutting_down:
+            status, code = "shutting_down", 503
+        body = {"status": status, "runtime": "rivetkit", "version": __version__, "envoy": state}
+        return code, body
 
     # -- POST /start -----------------------------------------------------------------------
 
