@@ -199,6 +199,25 @@ async def test_requests_arriving_while_the_actor_goes_to_sleep_are_answered(
     assert registry.driver.awake[actor_id].generation > first  # it did sleep in between
 
 
+async def test_an_actor_whose_database_outgrew_the_first_fetch_wakes_with_it(
+    hosted: Any,
+) -> None:
+    """A start fetches the first 128 pages, then the rest in batches. The engine adds to its
+    answers the overflow pages of the leaf pages asked for, wherever they are (a prefetch);
+    taking those for a protocol error left every actor with a database past 128 pages and
+    rows spilling over a page unable to start again."""
+    registry, client = hosted
+    handle = client.get_or_create("notes", [uuid.uuid4().hex])
+    bodies = [f"{i:03d}" + chr(97 + i % 26) * 60_000 for i in range(12)]
+    for body in bodies:
+        await handle.add(body)
+    (actor_id,) = registry.driver.awake
+    await handle.go_to_sleep_notes()
+    await until(lambda: actor_id not in registry.driver._hosted)
+    assert await handle.bodies() == bodies
+    assert registry.driver.awake[actor_id].store._page_log.size_pages > 128
+
+
 async def test_engine_api_delete_runs_the_destroy(hosted: Any, engine: Engine) -> None:
     registry, client = hosted
     handle = client.get_or_create("counter", [uuid.uuid4().hex])
