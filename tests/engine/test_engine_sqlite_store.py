@@ -76,6 +76,9 @@ class PageDepot:
         self.hold_commits: asyncio.Event | None = None  # set() releases held commit answers
         self.fail_next: Callable[[Any], Any] | None = None  # request -> response | raise
         self.pages_past_the_end = 0  # accepted by the engine, but a client bug
+        # The engine adds the overflow pages of the leaves asked for, wherever they are: here
+        # page 2 and the page before the first one asked for stand in for those.
+        self.adds_unasked_pages = False
 
     # -- helpers for tests -----------------------------------------------------------------
 
@@ -161,7 +164,10 @@ class PageDepot:
         fenced = self._fence(request.expected_head_txid)
         if fenced is not None:
             return fenced
-        pages = self._read(request.pgnos)
+        pgnos = list(request.pgnos)
+        if self.adds_unasked_pages:
+            pgnos += [n for n in (2, pgnos[0] - 1) if n >= 1 and n not in pgnos]
+        pages = self._read(pgnos)
         return p.SqliteGetPagesOk(pages=pages, head_txid=self.head_txid)
 
     async def sqlite_commit(
@@ -349,9 +355,31 @@ async def test_database_round_trips_through_the_depot(tmp_path: Path) -> None:
     assert content["_rivet_actor_state"] == [(1, cbor_count(5))]
     store.close()
 
-    # The next generation fetches everything again, into a fresh cache, in several batches.
+    # A batch refused midway fails the open with the engine's reason (the batches in flight
+    # with it are cancelled) and leaves no cache behind.
     depot.generation = 2
+    fetched = 0
+    answer = depot.sqlite_get_pages
+
+    async def third_refused(request: p.SqliteGetPagesRequest) -> Any:
+        nonlocal fetched
+        fetched += 1
+        if fetched == 3:
+            return _error("head_fence_mismatch", "another writer committed")
+        return await answer(request)
+
+    depot.sqlite_get_pages = third_refused  # type: ignore[method-assign]
+    with pytest.raises(errors.RivetError) as caught:
+        await _open(depot, tmp_path / "b.db")
+    assert caught.value.full_code == "sqlite.open_failed"
+    assert caught.value.metadata["depot_code"] == "head_fence_mismatch"
+    assert not (tmp_path / "b.db").exists()
+    depot.sqlite_get_pages = answer  # type: ignore[method-assign]
+
+    # The next generation fetches everything again, into a fresh cache, in several batches
+    # (some at once), taking the pages the engine adds unasked.
     depot.requests.clear()
+    depot.adds_unasked_pages = True
     again = await _open(depot, tmp_path / "b.db")
     fetches = [r for r in depot.requests if isinstance(r, p.SqliteGetPagesRequest)]
     assert len(fetches) > 2
