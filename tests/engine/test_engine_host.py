@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -239,6 +240,53 @@ async def test_alarm_wakes_a_sleeping_actor(hosted: Any) -> None:
     await until(lambda: actor_id in registry.driver.awake, timeout=15)
     instance = registry.driver.awake[actor_id]
     await until(lambda: instance.state.get("reminded") == 1, timeout=10)
+
+
+def napper(marks: list[tuple[str, int]]) -> rivetkit.ActorDefinition:
+    """A workflow that sleeps 1 s between two steps, on an actor that sleeps after 0.2 s idle."""
+    a = rivetkit.actor("napper", state={"steps": []},
+                       options=rivetkit.ActorOptions(sleep_timeout=0.2))
+
+    @a.run
+    @rivetkit.workflow
+    async def process(ctx: rivetkit.WorkflowContext) -> None:
+        def record(label: str) -> None:
+            ctx.state["steps"].append(label)
+            marks.append((label, time.monotonic_ns() // 1_000_000))
+
+        await ctx.step("before", record, "before")
+        await ctx.sleep("nap", 1)
+        await ctx.step("after", record, "after")
+
+    @a.action
+    def steps(c: rivetkit.ActionContext) -> list[str]:
+        return list(c.state["steps"])
+
+    return a
+
+
+async def test_a_workflow_sleeps_with_its_actor_and_goes_on_at_the_alarm(
+    engine: Engine, pool: str, tmp_path: Path
+) -> None:
+    """The workflow's sleep becomes the engine's alarm: the actor sleeps meanwhile, the engine
+    starts a new generation when it is due, and the replay goes on after the sleep."""
+    marks: list[tuple[str, int]] = []
+    registry = rivetkit.setup(napper(marks), storage_path=tmp_path / "data")
+    registry.use_engine(EngineConfig(endpoint=engine.endpoint, pool=pool))
+    await registry.start()
+    client = Client(engine.endpoint, pool_name=pool)
+    try:
+        await registry.driver.wait_ready(10)
+        handle = client.get_or_create("napper", [uuid.uuid4().hex])
+        assert await handle.steps() == ["before"]
+        actor_id = await handle.resolve()
+        await until(lambda: actor_id not in registry.driver._hosted)  # asleep in the nap
+        await until(lambda: [label for label, _ in marks] == ["before", "after"], timeout=15)
+        assert marks[1][1] - marks[0][1] >= 1000
+        assert await handle.steps() == ["before", "after"]
+    finally:
+        await client.aclose()
+        await registry.stop()
 
 
 async def test_unknown_actor_name_is_reported_as_an_error(hosted: Any, engine: Engine, pool: str) -> None:
