@@ -2,10 +2,10 @@
 
 Every start of an actor in engine mode fetches its whole database from the engine (the first
 128 pages, then 1 MiB batches, 4 in flight) into a local cache file, so the wake grows with the
-database. This script starts the pinned ``rivet-engine`` on free loopback ports, hosts a
-``blobs`` actor in this process, grows one actor per size to about that many MiB (rows of
-60,000 bytes, so they spill over pages), then puts it to sleep and times the next action (wake,
-fetch, first query) ``--reps`` times.
+database. This script starts the pinned ``rivet-engine`` on free loopback ports, hosts the
+engine tests' ``notes`` actor in this process, grows one actor per size to about that many MiB
+(rows of 60,000 bytes, so they spill over pages), then puts it to sleep and times the next
+action (wake, fetch, one insert and a ``count(*)``) ``--reps`` times.
 
     .venv/bin/python bench/engine/wake_by_size.py                  # 0, 1, 8, 32, 64 MiB
     .venv/bin/python bench/engine/wake_by_size.py --sizes 0 16 --reps 9
@@ -25,43 +25,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import rivetkit  # noqa: E402
-from rivetkit import ActionContext, ActorContext  # noqa: E402
-from rivetkit.client import Client  # noqa: E402
-from rivetkit.config import EngineConfig  # noqa: E402
-from tests.engine.engine_proc import Engine, engine_binary  # noqa: E402
+import rivetkit
+from rivetkit.client import Client
+from rivetkit.config import EngineConfig
+from tests.engine.engine_app import notes
+from tests.engine.engine_proc import Engine, engine_binary
 
 ROW = 60_000  # below the default 64 KiB action body limit
 
-blobs = rivetkit.actor("blobs")
-
-
-@blobs.on_migrate
-async def migrate(c: ActorContext, is_new: bool) -> None:
-    await c.db.execute("CREATE TABLE IF NOT EXISTS blobs (id INTEGER PRIMARY KEY, body TEXT)")
-
-
-@blobs.action
-async def add(c: ActionContext, body: str) -> None:
-    await c.db.execute("INSERT INTO blobs (body) VALUES (?)", body)
-
-
-@blobs.action
-async def count(c: ActionContext) -> int:
-    rows = await c.db.execute("SELECT count(*) AS n FROM blobs")
-    return int(rows[0]["n"])
-
-
-@blobs.action
-def nap(c: ActionContext) -> None:
-    c.sleep()
-
 
 async def measure(sizes: list[int], reps: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="wake-by-size-"))
-    with Engine(tmp / "engine", binary=engine_binary()) as engine:
+    with (tempfile.TemporaryDirectory(prefix="wake-by-size-") as scratch,
+          Engine(Path(scratch) / "engine", binary=engine_binary()) as engine):
+        tmp = Path(scratch)
         engine.put_runner_config("wake-by-size")
-        registry = rivetkit.setup(blobs, storage_path=tmp / "data")
+        registry = rivetkit.setup(notes, storage_path=tmp / "data")
         registry.use_engine(EngineConfig(endpoint=engine.endpoint, pool="wake-by-size"))
         await registry.start()
         await registry.driver.wait_ready(10)
@@ -70,18 +48,18 @@ async def measure(sizes: list[int], reps: int) -> None:
             print("| database | rows | wake + first action p50 | min | max |")
             print("|---|---|---|---|---|")
             for mib in sizes:
-                handle = client.get_or_create("blobs", [uuid.uuid4().hex])
+                handle = client.get_or_create("notes", [uuid.uuid4().hex])
                 rows = mib * (1 << 20) // ROW
                 for start in range(0, rows, 8):
                     await asyncio.gather(
                         *(handle.add("x" * ROW) for _ in range(min(8, rows - start)))
                     )
                 timings = []
-                for _ in range(reps):
-                    await handle.nap()
+                for rep in range(reps):
+                    await handle.go_to_sleep_notes()
                     await asyncio.sleep(1.0)  # the stop is done well before
                     started = time.perf_counter()
-                    assert await handle.count() == rows
+                    assert await handle.add("y") == rows + rep + 1
                     timings.append((time.perf_counter() - started) * 1000)
                 print(f"| {mib} MiB | {rows} | {statistics.median(timings):.1f} ms "
                       f"| {min(timings):.1f} | {max(timings):.1f} |", flush=True)

@@ -680,3 +680,34 @@ async def test_received_frames_of_every_kind_reencode_identically(
     assert len(envoy.frames) >= 15
     for frame in envoy.frames:
         assert ev.encode_to_envoy(ev.decode_to_envoy(frame)) == frame
+
+
+async def _depot(envoy: RawEnvoy, request: Any) -> Any:
+    """Send one page-protocol request (any of the SQLite page messages) and take its answer."""
+    kinds = {
+        ev.SqliteGetPagesRequest: (ev.ToRivetSqliteGetPagesRequest,
+                                   ev.ToEnvoySqliteGetPagesResponse),
+        ev.SqliteCommitStageBeginRequest: (ev.ToRivetSqliteCommitStageBeginRequest,
+                                           ev.ToEnvoySqliteCommitStageBeginResponse),
+    }
+    outgoing, incoming = kinds[type(request)]
+    rid = envoy.next_request_id()
+    await envoy.send(outgoing(request_id=rid, data=request))
+    return (await envoy.recv(incoming, lambda m: m.request_id == rid)).data
+
+
+async def test_a_new_stage_replaces_an_abandoned_one_at_head_plus_one(
+    engine: Engine, pool: str, envoys: EnvoyFactory
+) -> None:
+    """A stage begun and never finalized (its runtime died mid-commit) does not use up a txid:
+    the next stage begins at ``head + 1`` again, which our staged commits check (a design note
+    of the engine's newer depot has abandoned stages leak txids; 2.3.19 does not)."""
+    envoy = await envoys(engine, pool)
+    actor_id, gen = await start_actor(engine, pool, envoy, key="stages", input=b"\xa0")
+    await _ok(envoy, _execute(actor_id, gen, "CREATE TABLE w (x)"))
+    pages = await _depot(envoy, ev.SqliteGetPagesRequest(actor_id, [1], gen, None))
+    assert isinstance(pages, ev.SqliteGetPagesOk) and pages.head_txid is not None
+    head = pages.head_txid
+    for _ in range(2):
+        begun = await _depot(envoy, ev.SqliteCommitStageBeginRequest(actor_id, gen, head))
+        assert begun == ev.SqliteCommitStageBeginOk(txid=head + 1)
