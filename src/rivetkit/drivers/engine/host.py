@@ -34,7 +34,7 @@ from ..._runtime.storage import StorePool
 from ...config import EngineConfig, RegistryConfig
 from ...definition import ActorDefinition
 from ..local import ActorRecord
-from .envoy import Envoy
+from .envoy import Envoy, EnvoyError, destroy_actor
 from .legacy_import import import_legacy_kv
 from .sqlite import DepotStore
 from ._tunnel_ws import TunnelWebSocket
@@ -508,8 +508,6 @@ class EngineDriver:
     async def _destroy_through_api(self, actor_id: str) -> None:
         """Destroy an actor that was asked to be destroyed after its sleep had begun."""
         import aiohttp
-
-        from .envoy import EnvoyError, destroy_actor
 
         try:
             async with aiohttp.ClientSession() as session:
