@@ -1,20 +1,25 @@
-"""Wake time of an engine-hosted actor by the size of its database.
+"""Wake time of an engine-hosted actor by the size of its database, ours and the official runtime.
 
 Every start of an actor in engine mode fetches its whole database from the engine (the first
-128 pages, then 1 MiB batches, 4 in flight) into a local cache file, so the wake grows with the
-database. This script starts the pinned ``rivet-engine`` on free loopback ports, hosts the
-engine tests' ``notes`` actor in this process, grows one actor per size to about that many MiB
-(rows of 60,000 bytes, so they spill over pages), then puts it to sleep and times the next
-action (wake, fetch, one insert and a ``count(*)``) ``--reps`` times.
+128 pages, then 1 MiB batches, 4 in flight) into a local cache file, so our wake grows with the
+database; the official runtime (npm ``rivetkit`` 2.3.19) reads pages from the engine as SQLite
+asks for them. This script starts the pinned ``rivet-engine`` on free loopback ports and both
+runtimes as processes, each in its own pool, hosting the same ``counter`` actor
+(``tests/engine/compat_counter_app.py`` and its twin ``ts_runtime/ts_host.mjs``). For each size
+and runtime it grows one actor's ``notes`` table to about that many MiB (rows of 60,000 bytes,
+so they spill over pages), then ``--reps`` times: puts it to sleep, waits until the engine has
+it asleep, and times the next action through the engine's gateway: ``get`` (reads the state
+only), then, after another sleep, ``note_add`` (one insert and a ``count(*)`` of the notes).
 
-    .venv/bin/python bench/engine/wake_by_size.py                  # 0, 1, 8, 32, 64 MiB
-    .venv/bin/python bench/engine/wake_by_size.py --sizes 0 16 --reps 9
+    .venv/bin/python bench/engine/wake_by_size.py                  # 0, 1, 8, 32, 64 MiB, both
+    .venv/bin/python bench/engine/wake_by_size.py --sizes 0 16 --reps 9 --runtimes python
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -25,47 +30,81 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import rivetkit
 from rivetkit.client import Client
-from rivetkit.config import EngineConfig
-from tests.engine.engine_app import notes
 from tests.engine.engine_proc import Engine, engine_binary
+from tests.engine.helpers import wait_actor
+from tests.engine.runtimes import PyRuntime, Runtime, TsRuntime, ts_modules
 
-ROW = 60_000  # below the default 64 KiB action body limit
+ROW = 60_000  # below the default 64 KiB action body limit of both runtimes
+FILL_BATCH = 8  # inserts in flight while growing a database
+RUNTIMES = ("python", "typescript")
+# The actions timed after a wake: one reading only the state, one using the notes table.
+FIRST_ACTIONS: dict[str, tuple[object, ...]] = {"get": (), "note_add": ("y",)}
+FIRST_ACTIONS_SHOWN = {"get": "`get` (state)", "note_add": "`note_add` (insert + count)"}
 
 
-async def measure(sizes: list[int], reps: int) -> None:
+def _runtime(name: str, engine: Engine, scratch: Path) -> Runtime:
+    pool = f"wake-{name}"
+    engine.put_runner_config(pool)
+    if name == "python":
+        return PyRuntime(engine, pool, scratch, scratch / "py-storage")
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("node is required for the official runtime (or: --runtimes python)")
+    return TsRuntime(engine, pool, scratch, node, ts_modules("bench/engine/wake_by_size.py"))
+
+
+async def _wakes(
+    engine: Engine, runtime: Runtime, mib: int, reps: int
+) -> tuple[int, dict[str, list[float]]]:
+    """Grow a new actor to ``mib`` MiB, then time ``reps`` wakes by each first action;
+    (rows, milliseconds by action)."""
+    async with Client(engine.endpoint, pool_name=runtime.pool) as client:
+        handle = client.get_or_create("counter", [uuid.uuid4().hex])
+        rows = mib * (1 << 20) // ROW
+        for start in range(0, rows, FILL_BATCH):
+            batch = min(FILL_BATCH, rows - start)
+            await asyncio.gather(*(handle.action("note_add", "x" * ROW) for _ in range(batch)))
+        actor_id = await handle.resolve()
+        timings: dict[str, list[float]] = {action: [] for action in FIRST_ACTIONS}
+        notes = rows
+        for _ in range(reps):
+            for action, args in FIRST_ACTIONS.items():
+                await handle.action("go_to_sleep")
+                await wait_actor(engine, actor_id, lambda a: a.get("sleep_ts") is not None, 60)
+                await asyncio.sleep(0.2)  # the runtime is done with the stop well before
+                started = time.perf_counter()
+                result = await handle.action(action, *args)
+                timings[action].append((time.perf_counter() - started) * 1000)
+                if action == "note_add":
+                    notes += 1
+                    if result != notes:
+                        raise AssertionError(f"{runtime.name}: {result} notes, not {notes}")
+        return rows, timings
+
+
+async def measure(sizes: list[int], reps: int, names: list[str]) -> None:
     with (tempfile.TemporaryDirectory(prefix="wake-by-size-") as scratch,
           Engine(Path(scratch) / "engine", binary=engine_binary()) as engine):
-        tmp = Path(scratch)
-        engine.put_runner_config("wake-by-size")
-        registry = rivetkit.setup(notes, storage_path=tmp / "data")
-        registry.use_engine(EngineConfig(endpoint=engine.endpoint, pool="wake-by-size"))
-        await registry.start()
-        await registry.driver.wait_ready(10)
-        client = Client(engine.endpoint, pool_name="wake-by-size")
+        runtimes = [_runtime(name, engine, Path(scratch)) for name in names]
         try:
-            print("| database | rows | wake + first action p50 | min | max |")
-            print("|---|---|---|---|---|")
+            for runtime in runtimes:
+                await asyncio.to_thread(runtime.start)
+            print("| database | rows | runtime | first action | wake + action p50 | min | max |")
+            print("|---|---|---|---|---|---|---|")
             for mib in sizes:
-                handle = client.get_or_create("notes", [uuid.uuid4().hex])
-                rows = mib * (1 << 20) // ROW
-                for start in range(0, rows, 8):
-                    await asyncio.gather(
-                        *(handle.add("x" * ROW) for _ in range(min(8, rows - start)))
-                    )
-                timings = []
-                for rep in range(reps):
-                    await handle.go_to_sleep_notes()
-                    await asyncio.sleep(1.0)  # the stop is done well before
-                    started = time.perf_counter()
-                    assert await handle.add("y") == rows + rep + 1
-                    timings.append((time.perf_counter() - started) * 1000)
-                print(f"| {mib} MiB | {rows} | {statistics.median(timings):.1f} ms "
-                      f"| {min(timings):.1f} | {max(timings):.1f} |", flush=True)
+                for runtime in runtimes:
+                    rows, by_action = await _wakes(engine, runtime, mib, reps)
+                    for action, timings in by_action.items():
+                        print(f"| {mib} MiB | {rows} | {runtime.name} | {FIRST_ACTIONS_SHOWN[action]} "
+                              f"| {statistics.median(timings):.1f} ms "
+                              f"| {min(timings):.1f} | {max(timings):.1f} |", flush=True)
         finally:
-            await client.aclose()
-            await registry.stop()
+            for runtime in runtimes:
+                try:
+                    await asyncio.to_thread(runtime.stop)
+                finally:
+                    runtime.kill()
 
 
 def main() -> None:
@@ -73,8 +112,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 1, 8, 32, 64],
                         help="database sizes in MiB")
     parser.add_argument("--reps", type=int, default=5, help="wakes per size")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES),
+                        help="comma list of python,typescript")
     args = parser.parse_args()
-    asyncio.run(measure(args.sizes, args.reps))
+    names = [n for n in args.runtimes.split(",") if n]
+    unknown = set(names) - set(RUNTIMES)
+    if unknown or not names:
+        parser.error(f"--runtimes: unknown {sorted(unknown)}; choose from {RUNTIMES}")
+    asyncio.run(measure(args.sizes, args.reps, names))
 
 
 if __name__ == "__main__":

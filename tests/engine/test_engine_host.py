@@ -200,23 +200,33 @@ async def test_requests_arriving_while_the_actor_goes_to_sleep_are_answered(
     assert registry.driver.awake[actor_id].generation > first  # it did sleep in between
 
 
+@pytest.mark.parametrize("cache", ["fetched", "kept"])
 async def test_an_actor_whose_database_outgrew_the_first_fetch_wakes_with_it(
-    hosted: Any,
+    hosted: Any, cache: str
 ) -> None:
     """A start fetches the first 128 pages, then the rest in batches. The engine adds to its
     answers the overflow pages of the leaf pages asked for, wherever they are (a prefetch);
     taking those for a protocol error left every actor with a database past 128 pages and
-    rows spilling over a page unable to start again."""
+    rows spilling over a page unable to start again. ``kept``: the cache the sleeping
+    generation left is used as is (nothing changed the database meanwhile), then written on;
+    ``fetched``: this process dropped it, so the wake fetches everything."""
     registry, client = hosted
     handle = client.get_or_create("notes", [uuid.uuid4().hex])
     bodies = [f"{i:03d}" + chr(97 + i % 26) * 60_000 for i in range(12)]
     for body in bodies:
         await handle.add(body)
     (actor_id,) = registry.driver.awake
-    await handle.go_to_sleep_notes()
-    await until(lambda: actor_id not in registry.driver._hosted)
-    assert await handle.bodies() == bodies
-    assert registry.driver.awake[actor_id].store._page_log.size_pages > 128
+    for round in range(2):
+        await handle.go_to_sleep_notes()
+        await until(lambda: actor_id not in registry.driver._hosted)
+        if cache == "fetched":
+            assert registry.driver.caches.take(actor_id) is not None
+        assert await handle.bodies() == bodies
+        store = registry.driver.awake[actor_id].store
+        assert store._page_log.size_pages > 128
+        assert store.reused_cache is (cache == "kept")
+        bodies.append(f"after wake {round}")
+        assert await handle.add(bodies[-1]) == len(bodies)
 
 
 async def test_engine_api_delete_runs_the_destroy(hosted: Any, engine: Engine) -> None:

@@ -556,6 +556,128 @@ async def test_growth_merged_with_truncation_ships_the_final_size(tmp_path: Path
     store.close()
 
 
+async def _kept_notes(depot: PageDepot, cache: Path, rows: int) -> int:
+    """A store of ``rows`` notes of ~4 KB (past the first fetch), kept: its head txid."""
+    store = await _open(depot, cache)
+
+    def fill(conn: apsw.Connection) -> None:
+        with conn:
+            conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body BLOB)")
+            for _ in range(rows):
+                conn.execute("INSERT INTO notes (body) VALUES (?)", (os.urandom(4000),))
+
+    await store.run(fill)
+    head = store.keep()
+    assert head is not None and head == depot.head_txid
+    assert cache.read_bytes() == depot.path.read_bytes()
+    return head
+
+
+async def test_a_kept_cache_is_used_only_while_the_engine_is_at_its_head(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    head = await _kept_notes(depot, cache, 300)
+
+    # Nothing changed: one fetch (the first pages, compared with the cache), no more.
+    depot.generation = 2
+    depot.requests.clear()
+    store = await DepotStore.open(
+        depot, actor_id=ACTOR_ID, generation=2, cache_path=cache, input=None, kept_head=head
+    )
+    assert store.reused_cache
+    assert depot.kinds() == ["SqliteGetPagesRequest"]
+    await store.run(_insert("DELETE FROM notes WHERE id > 10"))  # fenced on the kept head
+    await store.flush()
+    assert depot.commit_requests()[0].expected_head_txid == head
+    head = store.keep()
+    assert head == depot.head_txid
+    assert cache.read_bytes() == depot.path.read_bytes()
+    assert len(_dump(cache)["notes"]) == 10
+
+    # Another writer committed since: the engine's head moved on, everything is fetched again.
+    other = apsw.Connection(str(depot.path))
+    other.execute("INSERT INTO notes (body) VALUES (x'00')")
+    other.close()
+    depot.head_txid = head + 1
+    depot.generation = 3
+    store = await DepotStore.open(
+        depot, actor_id=ACTOR_ID, generation=3, cache_path=cache, input=None, kept_head=head
+    )
+    assert not store.reused_cache
+    assert cache.read_bytes() == depot.path.read_bytes()
+    rows = await store.run(lambda conn: conn.execute("SELECT count(*) FROM notes").fetchall())
+    assert rows == [(11,)]
+    head = store.keep()
+    assert head == depot.head_txid
+
+    # Same head, but the cache's first pages differ from the engine's (not ours any more):
+    # fetched again too.
+    data = bytearray(cache.read_bytes())
+    data[PAGE_SIZE + 100 : PAGE_SIZE + 108] = b"\xff" * 8
+    cache.write_bytes(data)
+    depot.generation = 4
+    store = await DepotStore.open(
+        depot, actor_id=ACTOR_ID, generation=4, cache_path=cache, input=None, kept_head=head
+    )
+    assert not store.reused_cache
+    assert cache.read_bytes() == depot.path.read_bytes()
+    store.delete()
+
+    # No file left (removed meanwhile): fetched.
+    depot.generation = 5
+    store = await DepotStore.open(
+        depot, actor_id=ACTOR_ID, generation=5, cache_path=cache, input=None, kept_head=head
+    )
+    assert not store.reused_cache
+    assert cache.read_bytes() == depot.path.read_bytes()
+    store.delete()
+
+
+async def test_a_cache_is_not_kept_unless_the_engine_has_all_of_it(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    store = await _open(depot, cache)
+    await store.flush()
+
+    # A commit not acknowledged yet.
+    depot.hold_commits = asyncio.Event()
+    store.conn.execute("CREATE TABLE t (x)")
+    await _ticks()
+    assert store.keep() is None
+    assert not cache.exists()
+    depot.hold_commits.set()
+    await _ticks()
+
+    # A failed store.
+    depot.hold_commits = None
+    depot.generation = 2
+    store = await _open(depot, cache)
+    depot.fail_next = lambda request: _error("head_fence_mismatch", "another writer")
+    store.conn.execute("CREATE TABLE u (x)")
+    with pytest.raises(errors.RivetError):
+        await store.flush()
+    assert store.keep() is None
+    assert not cache.exists()
+
+    # A transaction left open that wrote pages early (spilled): the rollback at close puts
+    # them back, but the cache is not trusted.
+    depot.generation = 3
+    store = await _open(depot, cache)
+    store.conn.execute("BEGIN")
+    for _ in range(800):  # ~3 MB, more than the page cache holds
+        store.conn.execute("INSERT INTO t VALUES (?)", (os.urandom(4000),))
+    assert store.keep() is None
+    assert not cache.exists()
+
+    # Without early writes the open transaction leaves the cache as the engine has it.
+    depot.generation = 4
+    store = await _open(depot, cache)
+    store.conn.execute("BEGIN")
+    store.conn.execute("INSERT INTO t VALUES (1)")
+    assert store.keep() == depot.head_txid
+    assert cache.read_bytes() == depot.path.read_bytes()
+
+
 async def test_an_evicted_store_reopens_its_cache(tmp_path: Path) -> None:
     depot = PageDepot(tmp_path / "depot.db")
     cache = tmp_path / "a.db"

@@ -34,6 +34,7 @@ from ..._runtime.storage import StorePool
 from ...config import EngineConfig, RegistryConfig
 from ...definition import ActorDefinition
 from ..local import ActorRecord
+from .cache import CacheDir
 from .envoy import Envoy, EnvoyError, destroy_actor
 from .legacy_import import import_legacy_kv
 from .sqlite import DepotStore
@@ -96,7 +97,8 @@ class EngineDriver:
         self.queue_completions = CompletionWaiters()
         self.wakes_actors = False  # only the engine starts actors
         self.pool = StorePool(config.max_open_databases)
-        self.cache_dir = Path(config.storage_path) / "engine-cache"
+        self._cache_root = Path(config.storage_path) / "engine-cache"
+        self.caches: CacheDir | None = None  # this process's actor caches, made by open()
         self.envoy: Envoy | None = None
         self.tunnel: Tunnel | None = None
         self._client: Any = None
@@ -113,7 +115,7 @@ class EngineDriver:
             return
         from ... import __version__
 
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.caches = CacheDir.claim(self._cache_root, keep_bytes=self.engine.keep_cache_bytes)
         names = {name: p.ActorName(metadata="{}") for name in sorted(self.definitions)}
         self.envoy = Envoy(
             self.engine,
@@ -220,6 +222,9 @@ class EngineDriver:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.envoy = None
+        if self.caches is not None:
+            caches, self.caches = self.caches, None
+            caches.close()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -320,14 +325,15 @@ class EngineDriver:
         if previous is not None and previous.stopping is not None:
             await asyncio.shield(previous.stopping)  # two generations never share the cache
         self._hosted[actor_id] = hosted
-        assert self.envoy is not None
+        assert self.envoy is not None and self.caches is not None
         try:
             store = await DepotStore.open(
                 self.envoy,
                 actor_id=actor_id,
                 generation=generation,
-                cache_path=self.cache_dir / f"{actor_id}.db",
+                cache_path=self.caches.file_for(actor_id),
                 input=config.input,
+                kept_head=self.caches.take(actor_id),
                 pool=self.pool,
                 on_failure=lambda error: self._storage_failed(hosted, error),
             )
@@ -497,7 +503,8 @@ class EngineDriver:
             destroy_after = instance is not None and instance._destroy_after_sleep
             if reason == "destroy" or destroy_after:
                 self.queue_completions.drop_actor(hosted.record.actor_id, errors.actor_not_found())
-            self._finish(hosted, _stopped(p.StopCode.OK, None))
+            sleeps = reason != "destroy" and not destroy_after
+            self._finish(hosted, _stopped(p.StopCode.OK, None), keep_cache=sleeps)
             if destroy_after and reason != "destroy":
                 await self._destroy_through_api(hosted.record.actor_id)
         else:
@@ -518,7 +525,9 @@ class EngineDriver:
             return
         log.info("actor destroyed after its sleep began actor_id=%s", actor_id)
 
-    def _finish(self, hosted: _Hosted, event: p.Event) -> None:
+    def _finish(self, hosted: _Hosted, event: p.Event, *, keep_cache: bool = False) -> None:
+        """Report the generation stopped and forget it; its cache is kept for the next
+        generation (``keep_cache``: a clean sleep) or removed."""
         record = hosted.record
         self._event(record.actor_id, record.generation, event, final=True)
         if self._hosted.get(record.actor_id) is hosted:
@@ -532,9 +541,20 @@ class EngineDriver:
             self.envoy.forget_generation(record.actor_id, record.generation)
         if hosted.instance is not None:
             try:
-                hosted.instance.store.delete()  # the local cache only; the engine keeps the data
+                self._release_cache(record.actor_id, hosted.instance.store, keep_cache)
             except Exception:
                 log.exception("actor cache not removed actor_id=%s", record.actor_id)
+
+    def _release_cache(self, actor_id: str, store: Any, keep: bool) -> None:
+        """Close the generation's store; keep its cache file for the next generation when it
+        is exactly the engine's database, else remove it (the engine keeps the data)."""
+        caches = self.caches
+        if keep and caches is not None and caches.keep_bytes and isinstance(store, DepotStore):
+            head = store.keep()
+            if head is not None:
+                caches.keep(actor_id, head)
+            return
+        store.delete()
 
     def _event(self, actor_id: str, generation: int, event: p.Event, *, final: bool = False) -> None:
         if self.envoy is None:

@@ -88,6 +88,7 @@ FETCH_CONCURRENCY = 4  # GetPages requests in flight while a start fetches the r
 VFS_NAME = "rivetkit-depot"
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_ZERO_PAGE = bytes(PAGE_SIZE)  # a page the engine never had (reads as zeros)
 _DATABASE_NOT_FOUND = ("depot", "database_not_found")
 
 log = storage_logger
@@ -354,6 +355,7 @@ class DepotStore(ActorStore):
         "_worker",
         "actor_id",
         "generation",
+        "reused_cache",
     )
 
     records_state_seq = False  # no journal in engine mode: one page less per state commit
@@ -386,6 +388,7 @@ class DepotStore(ActorStore):
         self._shipping = False  # a commit (plain or staged) is in flight
         self._ship_handle: asyncio.Handle | None = None  # queued commits go at the tick's end
         self._failure: errors.RivetError | None = None
+        self.reused_cache = False  # opened on the cache its previous generation kept (keep())
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -398,10 +401,16 @@ class DepotStore(ActorStore):
         generation: int,
         cache_path: Path,
         input: bytes | None,
+        kept_head: int | None = None,
         pool: StorePool = UNBOUNDED_POOL,
         on_failure: Callable[[errors.RivetError], None] | None = None,
     ) -> DepotStore:
         """Fetch the actor's database from the engine into ``cache_path`` and open it.
+
+        With ``kept_head``, ``cache_path`` is what the actor's previous generation left there
+        (:meth:`keep`) at that head txid. When the engine's head is still that txid and the
+        first pages it sends are the cache's, nothing more is fetched (``reused_cache``); else
+        the cache is fetched again, as without it.
 
         A database the engine does not have yet (``depot.database_not_found``) is created with
         the internal schema, ``input`` as the creation input and no state; its first commit,
@@ -414,6 +423,7 @@ class DepotStore(ActorStore):
             generation: the generation being started (``expectedGeneration`` of every request).
             cache_path: the local cache file; overwritten (a previous cache is never reused).
             input: CBOR creation input, stored only when the database is created here.
+            kept_head: the head txid :meth:`keep` returned for ``cache_path``, if any.
             pool: bounds open connections (an evicted store reopens its cache on next use).
             on_failure: called once if the store fails later (a commit refused or lost), so the
                 host can stop the actor at once rather than at its next database call.
@@ -451,7 +461,21 @@ class DepotStore(ActorStore):
             else:
                 assert isinstance(first, p.SqliteGetPagesOk)
                 store._head_txid = first.head_txid
-                await store._fill_cache(first, page1)
+                size_pages = store._size_in_header(page1)
+                if (
+                    kept_head is not None
+                    and first.head_txid == kept_head
+                    and store._cache_matches(first, size_pages)
+                ):
+                    store._page_log.size_pages = size_pages
+                    store.reused_cache = True
+                else:
+                    if kept_head is not None:
+                        log.info(
+                            "kept actor cache out of date actor_id=%s kept_head=%s head=%s",
+                            actor_id, kept_head, first.head_txid,
+                        )
+                    await store._fill_cache(first, size_pages)
                 store._connect()  # opens the cache and checks the schema version
         except BaseException:
             store.close()
@@ -460,11 +484,12 @@ class DepotStore(ActorStore):
             raise
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "depot store opened actor_id=%s generation=%s head_txid=%s pages=%s",
+                "depot store opened actor_id=%s generation=%s head_txid=%s pages=%s reused=%s",
                 actor_id,
                 generation,
                 store._head_txid,
                 store._page_log.size_pages,
+                store.reused_cache,
             )
         return store
 
@@ -518,7 +543,9 @@ class DepotStore(ActorStore):
                 )
         return response
 
-    async def _fill_cache(self, first: p.SqliteGetPagesOk, page1: bytes) -> None:
+    def _size_in_header(self, page1: bytes) -> int:
+        """The database size in pages, from page 1 (checked to be a 4096-byte-page SQLite
+        header)."""
         if page1[:16] != _SQLITE_MAGIC:
             raise _error(
                 "unsupported_database",
@@ -537,7 +564,30 @@ class DepotStore(ActorStore):
             )
         # The in-header size, as the official runtime reads it (SQLite keeps it current).
         (size_pages,) = struct.unpack(">I", page1[28:32])
-        size_pages = max(size_pages, 1)
+        return max(int(size_pages), 1)
+
+    def _cache_matches(self, first: p.SqliteGetPagesOk, size_pages: int) -> bool:
+        """The cache file has the database's size and every page of the engine's first answer
+        (the header, the schema, usually the internal tables' pages): a check on top of the
+        equal head txid, which alone proves it."""
+        try:
+            fd = os.open(self._key, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            if os.fstat(fd).st_size != size_pages * PAGE_SIZE:
+                return False
+            for page in first.pages:
+                if page.pgno > size_pages:
+                    continue
+                stored = os.pread(fd, PAGE_SIZE, (page.pgno - 1) * PAGE_SIZE)
+                if stored != (page.bytes if page.bytes is not None else _ZERO_PAGE):
+                    return False
+            return True
+        finally:
+            os.close(fd)
+
+    async def _fill_cache(self, first: p.SqliteGetPagesOk, size_pages: int) -> None:
         fd = os.open(self._key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             self._write_pages(fd, first, size_pages)
@@ -649,6 +699,26 @@ class DepotStore(ActorStore):
         vfs = _vfs
         if vfs is not None and vfs.logs.get(self._key) is self._page_log:
             del vfs.logs[self._key]
+
+    def keep(self) -> int | None:
+        """Close the store, leaving the cache file for the actor's next generation in this
+        process: the head txid the cache is exactly the engine's database at, to pass to
+        :meth:`open` as ``kept_head``. ``None`` (and the file removed) when it may not be: the
+        store failed, a commit is not acknowledged, or pages were written after the last
+        commit point (a transaction left open)."""
+        settled = (
+            self._failure is None
+            and self._acked_seq == self._local_seq
+            and not self._pending
+            and not self._shipping
+            and self._ship_handle is None
+            and self._head_txid is not None
+        )
+        self.close()  # (rolls back a transaction left open: its pages show up as dirty)
+        if settled and not self._page_log.dirty:
+            return self._head_txid
+        self.delete()
+        return None
 
     def compact(self) -> None:
         """Nothing to fold: the journal lives in memory and the engine holds the data."""
