@@ -28,7 +28,7 @@ from rivetkit.config import EngineConfig
 from rivetkit.errors import ActorError
 from tests.engine.engine_app import make_registry
 from tests.engine.engine_proc import Engine
-from tests.engine.helpers import until
+from tests.engine.helpers import envoys, until, until_registered
 
 pytestmark = pytest.mark.anyio
 
@@ -227,6 +227,39 @@ async def test_an_actor_whose_database_outgrew_the_first_fetch_wakes_with_it(
         assert store.reused_cache is (cache == "kept")
         bodies.append(f"after wake {round}")
         assert await handle.add(bodies[-1]) == len(bodies)
+
+
+async def test_a_kept_cache_is_not_used_after_another_runtime_wrote(
+    hosted: Any, engine: Engine, pool: str, tmp_path: Path
+) -> None:
+    """Our process keeps a sleeping actor's cache. Meanwhile another runtime (a higher
+    deployment version, so the engine places the actor there) wakes it and writes. When the
+    actor comes back here, the engine's head has moved on: the kept cache is not used, the
+    database is fetched again and the other runtime's write is there."""
+    registry, client = hosted
+    handle = client.get_or_create("notes", [uuid.uuid4().hex])
+    await handle.add("from the first runtime")
+    (actor_id,) = registry.driver.awake
+    await handle.go_to_sleep_notes()
+    await until(lambda: actor_id not in registry.driver._hosted)
+    assert registry.driver.caches.kept_bytes > 0
+
+    newer = make_registry(storage_path=tmp_path / "newer")
+    newer.use_engine(EngineConfig(endpoint=engine.endpoint, pool=pool, version=2))
+    await newer.start()
+    try:
+        await newer.driver.wait_ready(10)
+        await until_registered(engine, newer.driver.envoy.envoy_key)
+        assert await handle.add("from the newer runtime") == 2
+        assert actor_id in newer.driver.awake
+        await handle.go_to_sleep_notes()
+        await until(lambda: actor_id not in newer.driver._hosted)
+    finally:
+        await newer.stop()
+    await until(lambda: len([e for e in envoys(engine, pool) if e.get("stop_ts") is None]) == 1)
+
+    assert await handle.bodies() == ["from the first runtime", "from the newer runtime"]
+    assert not registry.driver.awake[actor_id].store.reused_cache
 
 
 async def test_engine_api_delete_runs_the_destroy(hosted: Any, engine: Engine) -> None:
