@@ -1,17 +1,20 @@
 """Wake time of an engine-hosted actor by the size of its database, ours and the official runtime.
 
-Every start of an actor in engine mode fetches its whole database from the engine (the first
-128 pages, then 1 MiB batches, 4 in flight) into a local cache file, so our wake grows with the
-database; the official runtime (npm ``rivetkit`` 2.3.19) reads pages from the engine as SQLite
-asks for them. This script starts the pinned ``rivet-engine`` on free loopback ports and both
-runtimes as processes, each in its own pool, hosting the same ``counter`` actor
+Our runtime runs an engine-hosted actor on a local copy of its database. A start in the process
+the actor slept in uses the copy it kept, when the engine's head is still the one it was kept
+at (``python``); otherwise the whole database is fetched (the first 128 pages, then 1 MiB
+batches, 4 in flight), so that wake grows with the database (``python-fetch``: the same runtime
+keeping no copy, as when the engine starts the actor in another process). The official runtime
+(npm ``rivetkit`` 2.3.19, ``typescript``) reads pages from the engine as SQLite asks for them.
+This script starts the pinned ``rivet-engine`` on free loopback ports and the runtimes as
+processes, each in its own pool, hosting the same ``counter`` actor
 (``tests/engine/compat_counter_app.py`` and its twin ``ts_runtime/ts_host.mjs``). For each size
 and runtime it grows one actor's ``notes`` table to about that many MiB (rows of 60,000 bytes,
 so they spill over pages), then ``--reps`` times: puts it to sleep, waits until the engine has
 it asleep, and times the next action through the engine's gateway: ``get`` (reads the state
 only), then, after another sleep, ``note_add`` (one insert and a ``count(*)`` of the notes).
 
-    .venv/bin/python bench/engine/wake_by_size.py                  # 0, 1, 8, 32, 64 MiB, both
+    .venv/bin/python bench/engine/wake_by_size.py                  # 0, 1, 8, 32, 64 MiB, all
     .venv/bin/python bench/engine/wake_by_size.py --sizes 0 16 --reps 9 --runtimes python
 """
 
@@ -37,7 +40,9 @@ from tests.engine.runtimes import PyRuntime, Runtime, TsRuntime, ts_modules
 
 ROW = 60_000  # below the default 64 KiB action body limit of both runtimes
 FILL_BATCH = 8  # inserts in flight while growing a database
-RUNTIMES = ("python", "typescript")
+# python-fetch: ours keeping no cache of a sleeping actor, i.e. every wake fetches the database,
+# as when the engine starts the actor in another process than the one it slept in.
+RUNTIMES = ("python", "python-fetch", "typescript")
 # The actions timed after a wake: one reading only the state, one using the notes table.
 FIRST_ACTIONS: dict[str, tuple[object, ...]] = {"get": (), "note_add": ("y",)}
 FIRST_ACTIONS_SHOWN = {"get": "`get` (state)", "note_add": "`note_add` (insert + count)"}
@@ -46,8 +51,12 @@ FIRST_ACTIONS_SHOWN = {"get": "`get` (state)", "note_add": "`note_add` (insert +
 def _runtime(name: str, engine: Engine, scratch: Path) -> Runtime:
     pool = f"wake-{name}"
     engine.put_runner_config(pool)
-    if name == "python":
-        return PyRuntime(engine, pool, scratch, scratch / "py-storage")
+    if name.startswith("python"):
+        runtime = PyRuntime(engine, pool, scratch, scratch / f"{name}-storage")
+        runtime.name = name
+        if name == "python-fetch":
+            runtime.env["RIVETKIT_ENGINE_KEEP_CACHE_BYTES"] = "0"
+        return runtime
     node = shutil.which("node")
     if node is None:
         raise SystemExit("node is required for the official runtime (or: --runtimes python)")
@@ -113,7 +122,7 @@ def main() -> None:
                         help="database sizes in MiB")
     parser.add_argument("--reps", type=int, default=5, help="wakes per size")
     parser.add_argument("--runtimes", default=",".join(RUNTIMES),
-                        help="comma list of python,typescript")
+                        help="comma list of " + ",".join(RUNTIMES))
     args = parser.parse_args()
     names = [n for n in args.runtimes.split(",") if n]
     unknown = set(names) - set(RUNTIMES)

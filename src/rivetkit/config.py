@@ -209,6 +209,16 @@ ENVOY_PROTOCOL_VERSIONS = (6, 8)
 """Envoy protocol versions ``EngineConfig.protocol_version`` accepts."""
 
 
+def _env_keep_cache_bytes() -> int:
+    raw = os.environ.get("RIVETKIT_ENGINE_KEEP_CACHE_BYTES", str(1 << 30))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"RIVETKIT_ENGINE_KEEP_CACHE_BYTES must be a number of bytes, got {raw!r}"
+        ) from None
+
+
 def _env_protocol_version() -> int:
     raw = os.environ.get("RIVET_ENVOY_PROTOCOL_VERSION", "8")
     try:
@@ -242,7 +252,8 @@ class EngineConfig:
         drain_timeout: longest a graceful shutdown waits for actors to stop (seconds).
         keep_cache_bytes: disk space for the local database copies of actors that went to
             sleep in this process (1 GiB), so that the engine starting one here again costs
-            no fetch of its database when nothing changed it meanwhile; 0 keeps none.
+            no fetch of its database when nothing changed it meanwhile; 0 keeps none;
+            ``RIVETKIT_ENGINE_KEEP_CACHE_BYTES``.
         serverless: serverless mode (:class:`ServerlessConfig`): the engine starts actors by
             calling this process's HTTP server instead of the process connecting up front.
     """
@@ -261,7 +272,7 @@ class EngineConfig:
     protocol_version: int = dataclasses.field(default_factory=lambda: _env_protocol_version())
     envoy_key: str | None = None
     drain_timeout: float = 60.0
-    keep_cache_bytes: int = 1 << 30
+    keep_cache_bytes: int = dataclasses.field(default_factory=lambda: _env_keep_cache_bytes())
     serverless: ServerlessConfig | None = None
 
     def __post_init__(self) -> None:

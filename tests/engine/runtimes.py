@@ -54,6 +54,7 @@ class Runtime:
     def __init__(self, engine: Engine, pool: str, log_dir: Path) -> None:
         self.engine = engine
         self.pool = pool
+        self.env: dict[str, str] = {}  # added to the process's environment
         self.log_dir = log_dir
         self.starts = 0
         self.log_path = log_dir / f"{self.name}-0.log"
@@ -70,7 +71,7 @@ class Runtime:
         self.starts += 1
         self.log_path = self.log_dir / f"{self.name}-{self.starts}.log"  # one per process
         self.proc = ServerProcess(
-            self.argv(), port=0, log_path=self.log_path, env=child_env(), cwd=ROOT
+            self.argv(), port=0, log_path=self.log_path, env=child_env() | self.env, cwd=ROOT
         )
         self.proc.start()
         self._wait(

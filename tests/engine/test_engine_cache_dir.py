@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from rivetkit.config import EngineConfig
 from rivetkit.drivers.engine.cache import CacheDir
 
 _HOLDER = """
@@ -86,3 +89,16 @@ def test_kept_caches_stay_within_their_budget(tmp_path: Path) -> None:
         assert caches.take("gone") is None
     finally:
         caches.close()
+
+
+def test_the_keep_budget_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert EngineConfig().keep_cache_bytes == 1 << 30
+    assert EngineConfig(keep_cache_bytes=0).keep_cache_bytes == 0
+    for bad in (-1, 1.5, "1"):
+        with pytest.raises(ValueError, match="keep_cache_bytes must be an int >= 0"):
+            EngineConfig(keep_cache_bytes=bad)  # type: ignore[arg-type]
+    monkeypatch.setenv("RIVETKIT_ENGINE_KEEP_CACHE_BYTES", "0")
+    assert EngineConfig().keep_cache_bytes == 0
+    monkeypatch.setenv("RIVETKIT_ENGINE_KEEP_CACHE_BYTES", "a lot")
+    with pytest.raises(ValueError, match="RIVETKIT_ENGINE_KEEP_CACHE_BYTES must be"):
+        EngineConfig()
