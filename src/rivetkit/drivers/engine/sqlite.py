@@ -6,7 +6,9 @@ SQL on an apsw connection:
 
 * at start, every page is fetched (``SqliteGetPages``) into a local *cache file*; SQLite reads
   and writes that file through the ``rivetkit-depot`` VFS, so reads never leave the process and
-  an awake actor's data lives on disk, not in Python memory;
+  an awake actor's data lives on disk, not in Python memory. A cache the previous generation
+  left (:meth:`DepotStore.keep`) is used as is while the engine's head txid is still the one it
+  was kept at (only the first pages are fetched, and compared with it);
 * the VFS records which pages a transaction writes (``locking_mode=EXCLUSIVE``,
   ``journal_mode=MEMORY``: a commit writes its pages, a rollback without a cache spill writes
   nothing, pages a spill wrote early are final only at the commit). At the commit point, the
