@@ -573,17 +573,30 @@ async def _kept_notes(depot: PageDepot, cache: Path, rows: int) -> int:
     return head
 
 
+async def _next_generation(depot: PageDepot, cache: Path, kept_head: int) -> DepotStore:
+    """The actor's next generation opening with the head txid its cache was kept at; the cache
+    is the engine's database afterwards, reused or fetched."""
+    depot.generation += 1
+    depot.requests.clear()
+    store = await DepotStore.open(
+        depot,
+        actor_id=ACTOR_ID,
+        generation=depot.generation,
+        cache_path=cache,
+        input=None,
+        kept_head=kept_head,
+    )
+    assert cache.read_bytes() == depot.path.read_bytes()
+    return store
+
+
 async def test_a_kept_cache_is_used_only_while_the_engine_is_at_its_head(tmp_path: Path) -> None:
     depot = PageDepot(tmp_path / "depot.db")
     cache = tmp_path / "a.db"
     head = await _kept_notes(depot, cache, 300)
 
     # Nothing changed: one fetch (the first pages, compared with the cache), no more.
-    depot.generation = 2
-    depot.requests.clear()
-    store = await DepotStore.open(
-        depot, actor_id=ACTOR_ID, generation=2, cache_path=cache, input=None, kept_head=head
-    )
+    store = await _next_generation(depot, cache, head)
     assert store.reused_cache
     assert depot.kinds() == ["SqliteGetPagesRequest"]
     await store.run(_insert("DELETE FROM notes WHERE id > 10"))  # fenced on the kept head
@@ -599,12 +612,8 @@ async def test_a_kept_cache_is_used_only_while_the_engine_is_at_its_head(tmp_pat
     other.execute("INSERT INTO notes (body) VALUES (x'00')")
     other.close()
     depot.head_txid = head + 1
-    depot.generation = 3
-    store = await DepotStore.open(
-        depot, actor_id=ACTOR_ID, generation=3, cache_path=cache, input=None, kept_head=head
-    )
+    store = await _next_generation(depot, cache, head)
     assert not store.reused_cache
-    assert cache.read_bytes() == depot.path.read_bytes()
     rows = await store.run(lambda conn: conn.execute("SELECT count(*) FROM notes").fetchall())
     assert rows == [(11,)]
     head = store.keep()
@@ -615,21 +624,13 @@ async def test_a_kept_cache_is_used_only_while_the_engine_is_at_its_head(tmp_pat
     data = bytearray(cache.read_bytes())
     data[PAGE_SIZE + 100 : PAGE_SIZE + 108] = b"\xff" * 8
     cache.write_bytes(data)
-    depot.generation = 4
-    store = await DepotStore.open(
-        depot, actor_id=ACTOR_ID, generation=4, cache_path=cache, input=None, kept_head=head
-    )
+    store = await _next_generation(depot, cache, head)
     assert not store.reused_cache
-    assert cache.read_bytes() == depot.path.read_bytes()
     store.delete()
 
     # No file left (removed meanwhile): fetched.
-    depot.generation = 5
-    store = await DepotStore.open(
-        depot, actor_id=ACTOR_ID, generation=5, cache_path=cache, input=None, kept_head=head
-    )
+    store = await _next_generation(depot, cache, head)
     assert not store.reused_cache
-    assert cache.read_bytes() == depot.path.read_bytes()
     store.delete()
 
 
