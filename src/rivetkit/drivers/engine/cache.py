@@ -38,7 +38,6 @@ class CacheDir:
     """
 
     def __init__(self, root: Path, name: str, lock_fd: int, keep_bytes: int) -> None:
-        self.root = root
         self.path = root / name
         self._lock_path = root / (name + _LOCK_SUFFIX)
         self._lock_fd: int | None = lock_fd

@@ -423,7 +423,7 @@ class DepotStore(ActorStore):
             transport: the envoy connection's depot calls.
             actor_id: the engine's actor id.
             generation: the generation being started (``expectedGeneration`` of every request).
-            cache_path: the local cache file; overwritten (a previous cache is never reused).
+            cache_path: the local cache file; overwritten unless reused (``kept_head``).
             input: CBOR creation input, stored only when the database is created here.
             kept_head: the head txid :meth:`keep` returned for ``cache_path``, if any.
             pool: bounds open connections (an evicted store reopens its cache on next use).
