@@ -21,6 +21,7 @@ import pytest
 
 from rivetkit import actor, errors
 from rivetkit._protocol import envoy as p
+from rivetkit._runtime.db import ActorDb, migrate
 from rivetkit._runtime.instance import ActorInstance
 from rivetkit.drivers.engine.sqlite import (
     MAX_COMMIT_DIRTY_PAGES,
@@ -79,6 +80,9 @@ class PageDepot:
         # The engine adds the overflow pages of the leaves asked for, wherever they are: here
         # page 2 and the page before the first one asked for stand in for those.
         self.adds_unasked_pages = False
+        # GetPages asking for this page wait until `reads_released` is set (a slow engine).
+        self.hold_reads_of: int | None = None
+        self.reads_released = asyncio.Event()
 
     # -- helpers for tests -----------------------------------------------------------------
 
@@ -156,6 +160,8 @@ class PageDepot:
         hooked = await self._answer(request)
         if hooked is not None:
             return hooked  # type: ignore[no-any-return]
+        if self.hold_reads_of in request.pgnos:
+            await self.reads_released.wait()
         refused = self._check_generation(request)
         if refused is not None:
             return refused
@@ -255,9 +261,17 @@ class PageDepot:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-async def _open(depot: PageDepot, cache: Path, input: bytes | None = None) -> DepotStore:
+async def _open(
+    depot: PageDepot, cache: Path, input: bytes | None = None, *, lazy_from_pages: int = 10**9
+) -> DepotStore:
+    """Open the store (every page fetched before it opens, unless ``lazy_from_pages``)."""
     return await DepotStore.open(
-        depot, actor_id=ACTOR_ID, generation=depot.generation, cache_path=cache, input=input
+        depot,
+        actor_id=ACTOR_ID,
+        generation=depot.generation,
+        cache_path=cache,
+        input=input,
+        lazy_from_pages=lazy_from_pages,
     )
 
 
@@ -677,6 +691,192 @@ async def test_a_cache_is_not_kept_unless_the_engine_has_all_of_it(tmp_path: Pat
     store.conn.execute("INSERT INTO t VALUES (1)")
     assert store.keep() == depot.head_txid
     assert cache.read_bytes() == depot.path.read_bytes()
+
+
+async def _notes_then_tail(depot: PageDepot, cache: Path) -> int:
+    """A database of ~1,000 pages: the internal tables first, then ``notes`` (100 rows of ~3 KB
+    and 20 of 10 KB, on overflow pages), then ``tail`` (1,500 rows of ~2 KB) up to the end;
+    stored on the depot only. Its size in pages."""
+    store = await _open(depot, cache)
+    store.initialize(cbor_count(7))
+
+    def fill(conn: apsw.Connection) -> None:
+        with conn:
+            conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body BLOB)")
+            for i in range(120):
+                size = 10_000 if i % 6 == 0 else 3000
+                conn.execute("INSERT INTO notes (body) VALUES (?)", (bytes([i]) * size,))
+            conn.execute("CREATE TABLE tail (id INTEGER PRIMARY KEY, body BLOB)")
+            for _ in range(1500):
+                conn.execute("INSERT INTO tail (body) VALUES (?)", (os.urandom(2000),))
+
+    await store.run(fill)
+    await store.flush()
+    store.delete()
+    return depot.size_pages
+
+
+async def _lazy_generation(depot: PageDepot, cache: Path) -> DepotStore:
+    """The next generation, opened lazily (above 128 pages) with the reads of the database's
+    last page held: the loader cannot finish until ``depot.reads_released`` is set."""
+    depot.generation += 1
+    depot.requests.clear()
+    depot.hold_reads_of = depot.size_pages
+    store = await _open(depot, cache, lazy_from_pages=128)
+    assert store.loading
+    return store
+
+
+def _notes_body(i: int) -> bytes:
+    return bytes([i]) * (10_000 if i % 6 == 0 else 3000)
+
+
+async def test_a_big_database_opens_before_the_rest_is_local(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    size = await _notes_then_tail(depot, cache)
+    assert size > 900
+
+    store = await _lazy_generation(depot, cache)
+    # Opened on the first 128 pages (the internal tables, the schema): no other request
+    # waited for, and the state reads without a fetch.
+    (first, *rest) = depot.requests
+    assert first.pgnos == list(range(1, 129))
+    assert all(isinstance(r, p.SqliteGetPagesRequest) for r in rest)
+    assert store.load() == (True, None, cbor_count(7), 0)
+    store.save_state(cbor_count(8), 1)
+
+    # A statement reading pages not local yet fails, names them, and once they are loaded
+    # runs again (here by hand; c.db does it itself).
+    rows = None
+    for _ in range(50):
+        try:
+            rows = store.conn.execute("SELECT id, body FROM notes ORDER BY id").fetchall()
+            break
+        except apsw.IOError:
+            missed = store.take_missed()
+            assert missed and all(pgno > 128 for pgno in missed)
+            await store.load_pages(missed)
+    assert rows == [(i + 1, _notes_body(i)) for i in range(120)]
+    assert store.loading and not depot.reads_released.is_set()
+
+    # Writing while the rest loads: the loader never puts the engine's older copy of a page
+    # over one written here.
+    def change(conn: apsw.Connection) -> None:
+        with conn:
+            conn.execute("DELETE FROM notes WHERE id % 2 = 0")
+            conn.execute("INSERT INTO notes (body) VALUES (?)", (b"new" * 1000,))
+
+    for _ in range(50):
+        try:
+            await store.run(change)
+            break
+        except apsw.IOError:
+            await store.load_pages(store.take_missed())
+    assert store.keep() is None  # (not loaded: the cache cannot be kept) ...
+    store = await _lazy_generation(depot, cache)  # ... so this one fetches again
+    depot.reads_released.set()
+    await store.load_pages()
+    assert not store.loading
+    await store.flush()
+    assert cache.read_bytes() == depot.path.read_bytes()
+    content = _dump(depot.path)
+    assert [row[0] for row in content["notes"]] == [*range(1, 121, 2), 120]  # (max id + 1)
+    assert len(content["tail"]) == 1500
+    assert content["_rivet_actor_state"] == [(1, cbor_count(8))]
+    head = store.keep()  # loaded and settled: kept
+    assert head == depot.head_txid
+
+
+async def test_sql_of_a_loading_database_runs_again_once_its_pages_are_loaded(
+    tmp_path: Path,
+) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    await _notes_then_tail(depot, cache)
+    store = await _lazy_generation(depot, cache)
+    db = ActorDb(store)
+
+    rows = await db.execute("SELECT count(*) AS n, sum(length(body)) AS size FROM notes")
+    assert rows == [{"n": 120, "size": sum(len(_notes_body(i)) for i in range(120))}]
+    assert store.loading
+    # A string of statements goes on from the one that failed (the third: the first two
+    # write pages new to the file), so those before it ran once.
+    before = len(depot.requests)
+    rows = await db.execute(
+        "CREATE TABLE marks (n INTEGER); INSERT INTO marks VALUES (1); "
+        "SELECT count(*) AS n FROM tail WHERE id < 400; SELECT count(*) AS m FROM marks"
+    )
+    assert rows == [{"m": 1}]
+    assert len(depot.requests) > before  # (the third statement did wait for pages)
+
+    # A transaction waits for the whole database (a miss inside would roll it back).
+    entered = asyncio.Event()
+
+    async def transfer() -> None:
+        async with db.transaction() as tx:
+            entered.set()
+            await tx.execute("UPDATE tail SET body = 'y' WHERE id = 300")
+
+    task = asyncio.create_task(transfer())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not entered.is_set() and store.loading
+    depot.reads_released.set()
+    await task
+    assert not store.loading
+    assert (await db.execute("SELECT body FROM tail WHERE id = 300")) == [{"body": "y"}]
+    await store.flush()
+    assert cache.read_bytes() == depot.path.read_bytes()
+    store.delete()
+
+
+async def test_a_migration_reading_a_loading_database_runs_again(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    await _notes_then_tail(depot, cache)
+    store = await _lazy_generation(depot, cache)
+    db = ActorDb(store)
+    runs: list[str] = []
+
+    async def on_migrate(c: object, is_new: bool) -> None:
+        await db.execute("CREATE TABLE IF NOT EXISTS marks (n INTEGER)")
+        await db.execute("INSERT INTO marks VALUES (1)")
+        try:  # (a hook swallowing the error does not commit half a migration)
+            rows = await db.execute("SELECT count(*) AS n FROM tail")
+        except errors.RivetError as exc:
+            runs.append(exc.code)
+            depot.reads_released.set()
+            with pytest.raises(errors.RivetError):
+                await db.execute("INSERT INTO marks VALUES (2)")
+            return
+        runs.append(f"tail {rows[0]['n']}")
+
+    await migrate(None, on_migrate, db=db, is_new=False, timeout=30)
+    assert runs == ["pages_not_loaded", "tail 1500"]
+    assert (await db.execute("SELECT n FROM marks")) == [{"n": 1}]
+    store.delete()
+
+
+async def test_a_failed_load_fails_the_store(tmp_path: Path) -> None:
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    await _notes_then_tail(depot, cache)
+    failures: list[errors.RivetError] = []
+    depot.generation += 1
+    depot.hold_reads_of = depot.size_pages
+    store = await DepotStore.open(
+        depot, actor_id=ACTOR_ID, generation=depot.generation, cache_path=cache, input=None,
+        lazy_from_pages=128, on_failure=failures.append,
+    )
+    depot.generation += 1  # another generation took the actor: the held read is refused
+    depot.reads_released.set()
+    with pytest.raises(errors.RivetError) as caught:
+        await store.load_pages()
+    assert caught.value.code == "open_failed"  # (the engine's refusal, as for any fetch)
+    assert [f.code for f in failures] == ["open_failed"]
+    assert store.failure is not None
+    assert store.keep() is None and not cache.exists()
 
 
 async def test_an_evicted_store_reopens_its_cache(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ import apsw
 
 from .. import errors
 from .clock import REAL_CLOCK, Clock
-from .sql_guard import check_bindings, query_failed, run_user_sql, sqlite_error
+from .sql_guard import SqlProgress, check_bindings, query_failed, run_user_sql, sqlite_error
 
 if TYPE_CHECKING:
     from .storage import ActorStore
@@ -50,6 +50,9 @@ __all__ = [
 T = TypeVar("T")
 
 DEFAULT_TRANSACTION_TIMEOUT = 60.0  # seconds, RivetKit DEFAULT_TRANSACTION_TIMEOUT
+# A statement failing on pages not loaded yet loads them and runs again; after this many
+# times it waits for the whole database instead.
+_LOAD_PAGES_TRIES = 8
 MIGRATION_SAVEPOINT = "__rivet_on_migrate"  # RivetKit's savepoint name (common/database/mod.ts)
 
 _log = logging.getLogger("rivetkit.actor")
@@ -64,12 +67,39 @@ _MANUAL_TRANSACTION = re.compile(r"\s*(?:BEGIN|SAVEPOINT|COMMIT|END|ROLLBACK)\b"
 class _Scope:
     """An open transaction or migration savepoint and the task it belongs to."""
 
-    __slots__ = ("active", "store", "task")
+    __slots__ = ("active", "broken", "store", "task")
 
     def __init__(self, store: ActorStore, task: asyncio.Task[Any] | None) -> None:
         self.store = store
         self.task = task
         self.active = True
+        self.broken = False  # a statement read a page not loaded yet: SQLite rolled it all back
+
+
+def _scoped_sql(scope: _Scope, sql: str, bindings: Any) -> list[dict[str, Any]]:
+    """A statement inside an open transaction or migration. One that reads a page of a
+    database still loading (engine mode) ends the scope: SQLite rolled the whole transaction
+    back, so this and every later statement of it fail with ``sqlite.pages_not_loaded`` (a
+    migration then runs again once the database is loaded)."""
+    store = scope.store
+    if scope.broken:
+        raise _not_loaded()
+    try:
+        return run_user_sql(store.conn, sql, bindings, scoped=True)
+    except errors.RivetError:
+        if store.take_missed():
+            scope.broken = True
+            raise _not_loaded() from None
+        raise
+
+
+def _not_loaded() -> errors.RivetError:
+    return sqlite_error(
+        "pages_not_loaded",
+        "The transaction read part of the actor's database that was still loading from the "
+        "engine and was rolled back.",
+        status=503,
+    )
 
 
 _scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar(
@@ -99,7 +129,10 @@ def owns_transaction(store: ActorStore) -> bool:
 async def run_sql(store: ActorStore, fn: Callable[[apsw.Connection], T]) -> T:
     """Run synchronous ``fn(conn)`` on ``store``: inside the current task's open transaction
     or migration if it has one, else through ``store.run`` (FIFO behind the gate)."""
-    if _owned_scope(store) is not None:
+    scope = _owned_scope(store)
+    if scope is not None:
+        if scope.broken:  # (rolled back: running it would commit outside the transaction)
+            raise _not_loaded()
         return fn(store.conn)
     return await store.run(fn)
 
@@ -202,8 +235,9 @@ class ActorDb:
             raise sqlite_error("invalid_argument", f"SQL must be a str, got {type(sql).__name__}.")
         bindings = check_bindings(args, named)
         store = self._store
-        if _owned_scope(store) is not None:
-            return run_user_sql(store.conn, sql, bindings, scoped=True)
+        scope = _owned_scope(store)
+        if scope is not None:
+            return _scoped_sql(scope, sql, bindings)
         if self._warn_manual and not self._warned and _MANUAL_TRANSACTION.match(sql):
             self._warned = True
             self._log.warning(
@@ -211,7 +245,9 @@ class ActorDb:
                 "use `async with c.db.transaction()` for coordinated transactions sql=%.40r",
                 sql,
             )
-        return await store.run(lambda conn: run_user_sql(conn, sql, bindings, scoped=False))
+        if not store.loading:
+            return await store.run(lambda conn: run_user_sql(conn, sql, bindings, scoped=False))
+        return await _run_while_loading(store, sql, bindings)
 
     def transaction(self, *, timeout: float = DEFAULT_TRANSACTION_TIMEOUT) -> Transaction:
         """An async context manager running its block as one transaction.
@@ -271,7 +307,7 @@ class Transaction:
             )
         if not isinstance(sql, str):
             raise sqlite_error("invalid_argument", f"SQL must be a str, got {type(sql).__name__}.")
-        return run_user_sql(scope.store.conn, sql, check_bindings(args, named), scoped=True)
+        return _scoped_sql(scope, sql, check_bindings(args, named))
 
     async def __aenter__(self) -> Self:
         if self._state != "new":
@@ -295,6 +331,25 @@ class Transaction:
         return await cm.__aexit__(exc_type, exc, tb)
 
 
+async def _run_while_loading(store: ActorStore, sql: str, bindings: Any) -> list[dict[str, Any]]:
+    """Run autocommit user SQL while the database loads (engine mode): a statement that reads a
+    page not local yet fails and is rolled back; load the pages and run it again (a string of
+    statements goes on from the one that failed: those before it are committed)."""
+    progress = SqlProgress()
+    tries = 0
+    while True:
+        try:
+            return await store.run(
+                lambda conn: run_user_sql(conn, sql, bindings, scoped=False, progress=progress)
+            )
+        except errors.RivetError:
+            missed = store.take_missed()
+            if not missed or progress.offset < 0:
+                raise
+        tries += 1
+        await store.load_pages(missed if tries < _LOAD_PAGES_TRIES else None)
+
+
 def _rollback(conn: apsw.Connection) -> None:
     if not conn.in_transaction:
         return
@@ -315,6 +370,8 @@ async def _transaction(tx: Transaction) -> AsyncIterator[None]:
             "c.db.transaction() inside a transaction of the same task would wait for itself; "
             "use the open transaction (or a SAVEPOINT) instead.",
         )
+    if store.loading:  # (a read of a page not loaded yet would roll the block back)
+        await store.load_pages()
     async with store.gate.hold():
         conn = store.conn
         try:
@@ -390,6 +447,23 @@ async def migrate(
         return
     store = db._store
     clock = clock if clock is not None else db._clock
+    if await _migrate_once(ctx, hook, store, is_new, timeout, clock):
+        _log.info("on_migrate read part of the database still loading: it runs again")
+        await store.load_pages()
+        if await _migrate_once(ctx, hook, store, is_new, timeout, clock):
+            raise _not_loaded()  # (cannot happen: everything is loaded)
+
+
+async def _migrate_once(
+    ctx: Any,
+    hook: Callable[[Any, bool], Any],
+    store: ActorStore,
+    is_new: bool,
+    timeout: float,
+    clock: Clock,
+) -> bool:
+    """Run the hook in its savepoint; True when it must run again (it read a page of the
+    database that was not loaded yet, and SQLite rolled everything back)."""
     async with store.gate.hold():
         conn = store.conn
         conn.execute(f"SAVEPOINT {MIGRATION_SAVEPOINT}")
@@ -408,8 +482,13 @@ async def migrate(
                 raise
             if deadline.expired():
                 raise _migrate_timed_out(timeout)
+            if scope.broken:
+                return True
             conn.execute(f"RELEASE {MIGRATION_SAVEPOINT}")
-        except BaseException:
+        except BaseException as exc:
+            if scope.broken and not isinstance(exc, asyncio.CancelledError):
+                _rollback(conn)
+                return True
             try:
                 if conn.in_transaction:
                     conn.execute(f"ROLLBACK TO {MIGRATION_SAVEPOINT}")
@@ -421,6 +500,7 @@ async def migrate(
         finally:
             scope.active = False
             _scope.reset(token)
+    return False
 
 
 def _migrate_timed_out(timeout: float) -> errors.RivetError:

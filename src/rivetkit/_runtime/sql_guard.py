@@ -24,7 +24,7 @@ import apsw
 
 from .. import errors
 
-__all__ = ["check_bindings", "query_failed", "run_user_sql", "sqlite_error"]
+__all__ = ["SqlProgress", "check_bindings", "query_failed", "run_user_sql", "sqlite_error"]
 
 # `ALTER TABLE ... RENAME TO _rivet_...`: the authorizer is told the old name only.
 _SQL_GAP = r"(?>\s+|/\*.*?\*/|--[^\n]*\n)++"  # atomic: no backtracking
@@ -242,30 +242,64 @@ class _Authorizer:
         return apsw.SQLITE_OK
 
 
+class SqlProgress:
+    """How far :func:`run_user_sql` got in a string of statements, to go on from the one that
+    failed (the ones before it are committed): where it starts in the string (``-1``: not
+    found, no going on) and the result rows of the statements before it."""
+
+    __slots__ = ("columns", "offset", "rows")
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.columns: list[str] = []
+        self.rows: list[tuple[Any, ...]] = []
+
+
 def run_user_sql(
-    conn: apsw.Connection, sql: str, bindings: Any, *, scoped: bool
+    conn: apsw.Connection,
+    sql: str,
+    bindings: Any,
+    *,
+    scoped: bool,
+    progress: SqlProgress | None = None,
 ) -> list[dict[str, Any]]:
     """Run user SQL synchronously and return the rows of its last statement that has columns.
 
     Without arguments, a string may hold several statements (RivetKit runs them all and
     returns the rows of the last one that returned rows). With arguments it must hold one.
+    With ``progress``, the run starts at ``progress.offset`` and records there the statement
+    it is at (for a run again from it, when it failed on a page not loaded yet).
     """
-    authorizer = _Authorizer(sql, scoped)
+    base = 0
     columns: list[str] = []
     rows: list[tuple[Any, ...]] = []
+    if progress is not None:
+        base = progress.offset
+        columns, rows = progress.columns, progress.rows
+    text = sql[base:] if base else sql
+    authorizer = _Authorizer(text, scoped)
     statements = 0
+    searched = 0
 
     def trace(cursor: apsw.Cursor, statement: str, _bindings: Any) -> bool:
-        nonlocal columns, rows, statements
+        nonlocal columns, rows, statements, searched
         statements += 1
         if statements == 1 and bindings is not None:
-            at = sql.find(statement)
-            if at < 0 or not _is_blank(sql[at + len(statement) :]):
+            at = text.find(statement)
+            if at < 0 or not _is_blank(text[at + len(statement) :]):
                 raise sqlite_error(
                     "invalid_argument",
                     "c.db.execute() with arguments runs a single statement; run the other "
                     "statements in separate calls.",
                 )
+        if progress is not None:
+            at = text.find(statement, searched)
+            if at < 0:
+                progress.offset = -1
+            else:
+                searched = at + len(statement)
+                progress.offset = base + at
+                progress.columns, progress.rows = columns, rows
         description = cursor.get_description()
         if description:
             columns = [column[0] for column in description]
@@ -277,7 +311,7 @@ def run_user_sql(
         cursor = conn.cursor()
         cursor.exec_trace = trace
         try:
-            for row in cursor.execute(sql, bindings, can_cache=False):
+            for row in cursor.execute(text, bindings, can_cache=False):
                 rows.append(row)  # noqa: PERF402 - `trace` swaps `rows` at each statement
         finally:
             cursor.close()

@@ -342,6 +342,23 @@ class ActorStore:
         (the runtime calls it after the state save, its last commit of a tick). A local file's
         commits are durable already: nothing to do here."""
 
+    # -- databases read lazily (engine mode) ---------------------------------------------------
+
+    @property
+    def loading(self) -> bool:
+        """Some pages of the database are not local yet: a statement reading one fails (and
+        :meth:`take_missed` names them). A local file never is."""
+        return False
+
+    def take_missed(self) -> list[int]:
+        """The pages statements failed to read since the last call (they were not local yet),
+        and forget them. A failed statement with some is safe to run again once they are
+        loaded: SQLite rolled it back (and the transaction around it)."""
+        return []
+
+    async def load_pages(self, pages: list[int] | None = None) -> None:
+        """Return once ``pages`` (``None``: every page) are local. A local file's are."""
+
     # -- reads -----------------------------------------------------------------------------
 
     def load(self) -> tuple[bool, bytes | None, bytes | None, int]:

@@ -87,10 +87,21 @@ MAX_STAGED_COMMIT_PAGES = 32_768
 INITIAL_FETCH_PAGES = 128  # what the official runtime fetches at every start
 FETCH_BATCH_PAGES = 256  # 1 MiB per GetPages response, far below the 20 MiB envoy limit
 FETCH_CONCURRENCY = 4  # GetPages requests in flight while a start fetches the rest (2 cores: 8 no better)
+# A database of more pages starts before all of it is local (the rest loads behind: lazy reads).
+LAZY_FROM_PAGES = 1024
 VFS_NAME = "rivetkit-depot"
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _ZERO_PAGE = bytes(PAGE_SIZE)  # a page the engine never had (reads as zeros)
+# What a lazy start walks: b-tree pages (their children and overflow chains follow) and chains
+# whose every page starts with the next one's number (overflow pages, freelist trunks).
+_BTREE = 0
+_CHAIN = 1
+# The internal tables and indexes, all local before a lazy start opens the database.
+_INTERNAL_ROOTS = (
+    "SELECT rootpage FROM sqlite_schema WHERE rootpage > 0 AND "
+    "(tbl_name LIKE '\\_rivet\\_%' ESCAPE '\\' OR tbl_name LIKE 'sqlite\\_%' ESCAPE '\\')"
+)
 _DATABASE_NOT_FOUND = ("depot", "database_not_found")
 
 log = storage_logger
@@ -194,7 +205,9 @@ _COMMIT_PHASETWO: int = apsw.SQLITE_FCNTL_COMMIT_PHASETWO
 class _PageLog:
     """Pages of one actor's cache file written since its last commit point."""
 
-    __slots__ = ("dirty", "failed", "file_size", "on_commit", "on_error", "size_pages")
+    __slots__ = (
+        "dirty", "failed", "file_size", "missed", "missing", "on_commit", "on_error", "size_pages"
+    )
 
     def __init__(
         self,
@@ -208,6 +221,10 @@ class _PageLog:
         self.size_pages = 0  # the database size at the last commit point
         self.file_size = 0  # bytes of the open cache file, kept by its writes and truncations
         self.failed = False  # the store failed: refuse every further write
+        # While a lazy start loads the rest: pages not local yet (a read fails), and the pages
+        # reads failed on since the store last took them.
+        self.missing: set[int] | None = None
+        self.missed: set[int] = set()
 
 
 class _CacheFile(apsw.VFSFile):
@@ -227,11 +244,16 @@ class _CacheFile(apsw.VFSFile):
         if end > page_log.file_size:
             page_log.file_size = end
         if len(data) == PAGE_SIZE and not offset % PAGE_SIZE and type(data) is bytes:
-            page_log.dirty[offset // PAGE_SIZE + 1] = data  # the pager writes whole pages
+            pgno = offset // PAGE_SIZE + 1
+            page_log.dirty[pgno] = data  # the pager writes whole pages
+            if page_log.missing:
+                page_log.missing.discard(pgno)  # written here: never to be fetched
         else:
             first = offset // PAGE_SIZE + 1
             last = (offset + len(data) - 1) // PAGE_SIZE + 1
             page_log.dirty.update(dict.fromkeys(range(first, last + 1)))
+            if page_log.missing:
+                page_log.missing.difference_update(range(first, last + 1))
 
     def xTruncate(self, newsize: int) -> None:
         super().xTruncate(newsize)
@@ -240,6 +262,9 @@ class _CacheFile(apsw.VFSFile):
         page_log.file_size = newsize
         if any(pgno > limit for pgno in page_log.dirty):
             page_log.dirty = {pgno: v for pgno, v in page_log.dirty.items() if pgno <= limit}
+        missing = page_log.missing
+        if missing:  # pages past the end are gone: a later growth writes them anew
+            missing.difference_update([pgno for pgno in missing if pgno > limit])
 
     def xSync(self, flags: int) -> None:
         # Not called (``synchronous=OFF``): after a crash the cache is fetched again from the
@@ -292,6 +317,24 @@ class _CacheFile(apsw.VFSFile):
         return int(super().xDeviceCharacteristics()) & ~apsw.SQLITE_IOCAP_BATCH_ATOMIC
 
 
+class _LazyCacheFile(_CacheFile):
+    """A cache file some pages of which are still being fetched: reading one fails with
+    ``SQLITE_IOERR`` (SQLite rolls the statement's transaction back) and records it, so the
+    caller can load it and run the statement again (:meth:`DepotStore.take_missed`)."""
+
+    def xRead(self, amount: int, offset: int) -> bytes:
+        page_log = self._page_log
+        missing = page_log.missing
+        if missing:
+            first = offset // PAGE_SIZE + 1
+            last = (offset + max(amount, 1) - 1) // PAGE_SIZE + 1
+            absent = [pgno for pgno in range(first, last + 1) if pgno in missing]
+            if absent:
+                page_log.missed.update(absent)
+                raise apsw.IOError(f"page {absent[0]} of the actor's database is not loaded yet")
+        return super().xRead(amount, offset)  # type: ignore[no-any-return]
+
+
 class _DepotVfs(apsw.VFS):
     """One per process. Main database files must be registered (by their full path) by the
     store that owns them; journals and temporary files are the base VFS's own."""
@@ -306,6 +349,8 @@ class _DepotVfs(apsw.VFS):
             page_log = self.logs.get(path)
             if page_log is None:
                 raise apsw.CantOpenError(f"{path} is not the cache file of an open depot store")
+            if page_log.missing:
+                return _LazyCacheFile(name, flags, page_log)
             return _CacheFile(name, flags, page_log)
         return super().xOpen(name, flags)
 
@@ -345,6 +390,9 @@ class DepotStore(ActorStore):
         "_failure",
         "_head_txid",
         "_key",
+        "_load_fd",
+        "_loaded",
+        "_loader",
         "_local_seq",
         "_loop",
         "_on_failure",
@@ -391,6 +439,10 @@ class DepotStore(ActorStore):
         self._ship_handle: asyncio.Handle | None = None  # queued commits go at the tick's end
         self._failure: errors.RivetError | None = None
         self.reused_cache = False  # opened on the cache its previous generation kept (keep())
+        # A lazy start: the file the rest is written to, the task loading it, done when loaded.
+        self._load_fd: int | None = None
+        self._loader: asyncio.Task[None] | None = None
+        self._loaded: asyncio.Future[None] | None = None
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -406,6 +458,7 @@ class DepotStore(ActorStore):
         kept_head: int | None = None,
         pool: StorePool = UNBOUNDED_POOL,
         on_failure: Callable[[errors.RivetError], None] | None = None,
+        lazy_from_pages: int = LAZY_FROM_PAGES,
     ) -> DepotStore:
         """Fetch the actor's database from the engine into ``cache_path`` and open it.
 
@@ -413,6 +466,11 @@ class DepotStore(ActorStore):
         (:meth:`keep`) at that head txid. When the engine's head is still that txid and the
         first pages it sends are the cache's, nothing more is fetched (``reused_cache``); else
         the cache is fetched again, as without it.
+
+        A database of more than ``lazy_from_pages`` pages opens *lazily*: once the pages of the
+        schema, of the internal ``_rivet_*`` tables and of the freelist's trunk are local, the
+        rest loads behind (:attr:`loading`); a statement reading a page not local yet fails and
+        may run again after :meth:`load_pages` (see :meth:`take_missed`).
 
         A database the engine does not have yet (``depot.database_not_found``) is created with
         the internal schema, ``input`` as the creation input and no state; its first commit,
@@ -429,6 +487,7 @@ class DepotStore(ActorStore):
             pool: bounds open connections (an evicted store reopens its cache on next use).
             on_failure: called once if the store fails later (a commit refused or lost), so the
                 host can stop the actor at once rather than at its next database call.
+            lazy_from_pages: database size in pages above which the open is lazy.
 
         Raises:
             RivetError: ``sqlite.depot_unavailable`` (connection lost), ``sqlite.open_failed``
@@ -477,9 +536,13 @@ class DepotStore(ActorStore):
                             "kept actor cache out of date actor_id=%s kept_head=%s head=%s",
                             actor_id, kept_head, first.head_txid,
                         )
-                    await store._fill_cache(first, size_pages)
+                    if size_pages > lazy_from_pages and page1[52:56] == bytes(4):
+                        await store._open_lazily(first, page1, size_pages)
+                    else:  # (auto-vacuum files have pointer-map pages: fetched whole)
+                        await store._fill_cache(first, size_pages)
                 store._connect()  # opens the cache and checks the schema version
         except BaseException:
+            store._stop_loading()
             store.close()
             with contextlib.suppress(OSError):
                 os.unlink(cache_path)
@@ -618,6 +681,201 @@ class DepotStore(ActorStore):
             os.close(fd)
         self._page_log.size_pages = size_pages
 
+    # -- lazy opening ----------------------------------------------------------------------
+
+    async def _open_lazily(self, first: p.SqliteGetPagesOk, page1: bytes, size_pages: int) -> None:
+        """Write the first answer, fetch what the runtime reads without a retry (the schema,
+        the internal tables and indexes, the freelist's trunk pages), then load the rest in a
+        task. A walk that finds something it does not understand loads everything first."""
+        fd = os.open(self._key, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._load_fd = fd
+        os.ftruncate(fd, size_pages * PAGE_SIZE)  # pages not written yet read as zeros
+        page_log = self._page_log
+        page_log.size_pages = size_pages
+        missing = set(range(1, size_pages + 1))
+        page_log.missing = missing
+        self._store_fetched(first)
+        self._loaded = self._loop.create_future()
+        try:
+            await self._walk([(1, _BTREE)], page1)
+            (trunk,) = struct.unpack(">I", page1[32:36])
+            if trunk:
+                await self._walk([(trunk, _CHAIN)], page1)
+            self._register()
+            conn = apsw.Connection(self._key, flags=apsw.SQLITE_OPEN_READONLY, vfs=VFS_NAME)
+            try:
+                roots = [int(row[0]) for row in conn.execute(_INTERNAL_ROOTS)]
+            finally:
+                conn.close()
+            await self._walk([(root, _BTREE) for root in roots], page1)
+        except (ValueError, IndexError, struct.error, apsw.Error) as exc:
+            log.warning(
+                "lazy open fell back to loading everything actor_id=%s error=%s",
+                self.actor_id, exc,
+            )
+            self._loader = self._loop.create_task(self._load_rest())
+            await asyncio.shield(self._loaded)
+            return
+        page_log.missed.clear()
+        self._loader = self._loop.create_task(self._load_rest())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "depot store opens lazily actor_id=%s pages=%s still_missing=%s",
+                self.actor_id, size_pages, len(missing),
+            )
+
+    async def _walk(self, frontier: list[tuple[int, int]], page1: bytes) -> None:
+        """Make every page reachable from ``frontier`` local, a level of the trees at a time
+        (one request per level)."""
+        size_pages = self._page_log.size_pages
+        usable = PAGE_SIZE - page1[20]
+        fd = self._load_fd
+        assert fd is not None
+        seen: set[int] = set()
+        while frontier:
+            missing = self._page_log.missing
+            need = sorted({pgno for pgno, _ in frontier if missing and pgno in missing})
+            if need:
+                await self._fetch_missing(need)
+            following: list[tuple[int, int]] = []
+            for pgno, kind in frontier:
+                if not 1 <= pgno <= size_pages:
+                    raise ValueError(f"page {pgno} is outside the database ({size_pages} pages)")
+                if pgno in seen:
+                    continue
+                seen.add(pgno)
+                data = os.pread(fd, PAGE_SIZE, (pgno - 1) * PAGE_SIZE)
+                if kind == _CHAIN:
+                    (following_pgno,) = struct.unpack_from(">I", data, 0)
+                    if following_pgno:
+                        following.append((following_pgno, _CHAIN))
+                else:
+                    following.extend(_btree_links(data, pgno, usable))
+            frontier = following
+
+    async def _fetch_missing(self, pgnos: list[int]) -> None:
+        """Fetch pages (at the engine's current head: a page still missing here was never
+        written by this generation, so it is what it was at the start) into the cache."""
+        response = await self._get_pages(pgnos, None)
+        if response is None:
+            raise _unexpected(self.actor_id, "fetching pages", "the database is gone")
+        self._store_fetched(response)
+
+    def _store_fetched(self, response: p.SqliteGetPagesOk) -> None:
+        """Write the pages of an answer that are still missing (a page written here since is
+        newer than the engine's copy of it)."""
+        missing = self._page_log.missing
+        fd = self._load_fd
+        if not missing or fd is None:
+            return
+        for page in response.pages:
+            pgno = page.pgno
+            if pgno in missing:
+                if page.bytes is not None:
+                    os.pwrite(fd, page.bytes, (pgno - 1) * PAGE_SIZE)
+                missing.discard(pgno)
+
+    async def _load_rest(self) -> None:
+        """The loader task: fetch every page still missing, in order, a batch per request and
+        :data:`FETCH_CONCURRENCY` requests at a time. A failure fails the store."""
+        missing = self._page_log.missing
+        assert missing is not None
+        pages = iter(sorted(missing))
+
+        async def fetch_batches() -> None:
+            while True:
+                batch: list[int] = []
+                for pgno in pages:  # shared: each page is taken by one fetcher
+                    if pgno in missing:
+                        batch.append(pgno)
+                        if len(batch) == FETCH_BATCH_PAGES:
+                            break
+                if not batch:
+                    return
+                await self._fetch_missing(batch)
+
+        try:
+            try:
+                async with asyncio.TaskGroup() as fetchers:
+                    for _ in range(FETCH_CONCURRENCY):
+                        fetchers.create_task(fetch_batches())
+            except BaseExceptionGroup as failed:
+                raise failed.exceptions[0] from None
+            if missing:
+                raise _unexpected(self.actor_id, "loading pages", f"{len(missing)} never came")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = exc if isinstance(exc, errors.RivetError) else _error(
+                "load_failed", f"loading the actor's database failed: {exc!r}"
+            )
+            self._loader = None  # (finishing: not to be cancelled by _fail)
+            self._fail(error)
+            return
+        self._page_log.missing = None
+        self._loader = None
+        self._close_load_fd()
+        loaded = self._loaded
+        if loaded is not None and not loaded.done():
+            loaded.set_result(None)
+        log.debug("depot store loaded actor_id=%s", self.actor_id)
+
+    def _stop_loading(self) -> None:
+        loader, self._loader = self._loader, None
+        if loader is not None and loader is not asyncio.current_task():
+            loader.cancel()
+        self._close_load_fd()
+        loaded = self._loaded
+        if loaded is not None and not loaded.done():
+            loaded.set_exception(
+                _copy(self._failure) if self._failure is not None else _error(
+                    "store_closed", "the actor's database was closed before it was loaded",
+                    status=503,
+                )
+            )
+            loaded.exception()  # (retrieved: nobody may be waiting)
+
+    def _close_load_fd(self) -> None:
+        fd, self._load_fd = self._load_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    @property
+    def loading(self) -> bool:
+        return bool(self._page_log.missing)
+
+    def take_missed(self) -> list[int]:
+        missed = self._page_log.missed
+        if not missed:
+            return []
+        pages = sorted(missed)
+        missed.clear()
+        return pages
+
+    async def load_pages(self, pages: list[int] | None = None) -> None:
+        """Return once ``pages`` (``None``: all) are local: fetched at once with the missing
+        pages of the batch of pages starting at the first (tables are mostly read in page
+        order), ahead of the loader.
+
+        Raises:
+            RivetError: the store's failure, or the fetch's error.
+        """
+        if self._failure is not None:
+            raise _copy(self._failure)
+        missing = self._page_log.missing
+        if not missing:
+            return
+        if pages is None:
+            assert self._loaded is not None
+            await asyncio.shield(self._loaded)
+            return
+        want = sorted({pgno for pgno in pages if pgno in missing})
+        if not want:
+            return
+        end = min(want[0] + FETCH_BATCH_PAGES, self._page_log.size_pages + 1)
+        wanted = set(want).union(pgno for pgno in range(want[0] + 1, end) if pgno in missing)
+        await self._fetch_missing(sorted(wanted))
+
     @staticmethod
     def _write_pages(fd: int, response: p.SqliteGetPagesOk, size_pages: int) -> None:
         for page in response.pages:
@@ -657,12 +915,17 @@ class DepotStore(ActorStore):
             conn = self._connect()
         return conn
 
-    def _connect(self) -> apsw.Connection:
+    def _register(self) -> _DepotVfs:
+        """Make the cache file this store's for the VFS."""
         vfs = _the_vfs()
         other = vfs.logs.get(self._key)
         if other is not None and other is not self._page_log:
             raise RuntimeError(f"the cache file {self._key} is used by another depot store")
         vfs.logs[self._key] = self._page_log
+        return vfs
+
+    def _connect(self) -> apsw.Connection:
+        vfs = self._register()
         try:
             conn = apsw.Connection(self._key, flags=apsw.SQLITE_OPEN_READWRITE, vfs=VFS_NAME)
         except apsw.CantOpenError:
@@ -715,7 +978,9 @@ class DepotStore(ActorStore):
             and not self._shipping
             and self._ship_handle is None
             and self._head_txid is not None
+            and not self.loading
         )
+        self._stop_loading()
         self.close()  # (rolls back a transaction left open: its pages show up as dirty)
         if settled and not self._page_log.dirty:
             return self._head_txid
@@ -730,6 +995,7 @@ class DepotStore(ActorStore):
 
         Call after :meth:`flush`: commits not acknowledged by then keep shipping from memory.
         """
+        self._stop_loading()
         self.close()
         with contextlib.suppress(OSError):
             os.unlink(self._key)
@@ -997,6 +1263,7 @@ class DepotStore(ActorStore):
         self._failure = error
         self._page_log.failed = True
         self._pending.clear()  # drop the copies: they will never be sent
+        self._stop_loading()
         log.error(
             "depot store failed actor_id=%s generation=%s code=%s error=%s",
             self.actor_id,
@@ -1013,6 +1280,62 @@ class DepotStore(ActorStore):
                 self._on_failure(_copy(error))
             except Exception:
                 log.exception("depot store on_failure callback raised actor_id=%s", self.actor_id)
+
+
+def _varint(page: bytes, pos: int) -> tuple[int, int]:
+    """A SQLite varint (big-endian, 7 bits a byte, the ninth byte whole) and the position after
+    it."""
+    value = 0
+    for index in range(8):
+        byte = page[pos + index]
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, pos + index + 1
+    return (value << 8) | page[pos + 8], pos + 9
+
+
+def _btree_links(page: bytes, pgno: int, usable: int) -> list[tuple[int, int]]:
+    """The pages a b-tree page points to: its children, and the first overflow page of each
+    cell whose payload does not fit (file format §1.6).
+
+    Raises:
+        ValueError: not a b-tree page, or a cell that does not fit in it.
+    """
+    header = 100 if pgno == 1 else 0
+    kind = page[header]
+    if kind not in (2, 5, 10, 13):
+        raise ValueError(f"page {pgno} is not a b-tree page (type {kind})")
+    interior = kind in (2, 5)
+    (cells,) = struct.unpack_from(">H", page, header + 3)
+    pointers = header + (12 if interior else 8)
+    if pointers + 2 * cells > usable:
+        raise ValueError(f"page {pgno} has {cells} cells, more than fit")
+    links: list[tuple[int, int]] = []
+    if interior:
+        links.append((struct.unpack_from(">I", page, header + 8)[0], _BTREE))
+    # Largest payload kept on the page, and the least (file format §1.6).
+    most = usable - 35 if kind == 13 else (usable - 12) * 64 // 255 - 23
+    least = (usable - 12) * 32 // 255 - 23
+    for index in range(cells):
+        (cell,) = struct.unpack_from(">H", page, pointers + 2 * index)
+        if not pointers + 2 * cells <= cell < usable:
+            raise ValueError(f"page {pgno} cell {index} starts at {cell}")
+        if interior:
+            links.append((struct.unpack_from(">I", page, cell)[0], _BTREE))
+            if kind == 5:
+                continue  # an interior table cell: a child and a key, no payload
+            cell += 4
+        payload, cell = _varint(page, cell)
+        if kind == 13:
+            _, cell = _varint(page, cell)  # the rowid
+        if payload > most:
+            kept = least + (payload - least) % (usable - 4)
+            if kept > most:
+                kept = least
+            if cell + kept + 4 > usable:
+                raise ValueError(f"page {pgno} cell {index} overflows the page")
+            links.append((struct.unpack_from(">I", page, cell + kept)[0], _CHAIN))
+    return links
 
 
 def _segments(dirty: list[p.SqliteDirtyPage]) -> list[tuple[int, list[p.SqliteDirtyPage]]]:
