@@ -95,6 +95,20 @@ async def bodies(c: ActionContext) -> list[str]:
 
 
 @notes.action
+async def note(c: ActionContext, id: int) -> str | None:
+    rows = await c.db.execute("SELECT body FROM notes WHERE id = ?", id)
+    return str(rows[0]["body"]) if rows else None
+
+
+@notes.action
+async def outline(c: ActionContext) -> list[list[object]]:
+    """Each note's id, length and first 4 characters (the bodies may be megabytes)."""
+    rows = await c.db.execute("SELECT id, length(body) AS n, substr(body, 1, 4) AS head "
+                              "FROM notes ORDER BY id")
+    return [[row["id"], row["n"], row["head"]] for row in rows]
+
+
+@notes.action
 def go_to_sleep_notes(c: ActionContext) -> None:
     c.sleep()
 

@@ -200,7 +200,7 @@ async def test_requests_arriving_while_the_actor_goes_to_sleep_are_answered(
     assert registry.driver.awake[actor_id].generation > first  # it did sleep in between
 
 
-@pytest.mark.parametrize("cache", ["fetched", "kept"])
+@pytest.mark.parametrize("cache", ["fetched", "kept", "lazy"])
 async def test_an_actor_whose_database_outgrew_the_first_fetch_wakes_with_it(
     hosted: Any, cache: str
 ) -> None:
@@ -209,20 +209,27 @@ async def test_an_actor_whose_database_outgrew_the_first_fetch_wakes_with_it(
     taking those for a protocol error left every actor with a database past 128 pages and
     rows spilling over a page unable to start again. ``kept``: the cache the sleeping
     generation left is used as is (nothing changed the database meanwhile), then written on;
-    ``fetched``: this process dropped it, so the wake fetches everything."""
+    ``fetched``: this process dropped it, so the wake fetches everything; ``lazy``: the same
+    past 4 MiB, so the actor starts once its internal tables are local, and its SQL loads the
+    pages it reads (the migration, a point read, a scan, an insert) while the rest loads."""
     registry, client = hosted
     handle = client.get_or_create("notes", [uuid.uuid4().hex])
-    bodies = [f"{i:03d}" + chr(97 + i % 26) * 60_000 for i in range(12)]
+    count = 72 if cache == "lazy" else 12  # rows of 60 KB: 4.3 MB or 720 KB
+    bodies = [f"{i:03d}" + chr(97 + i % 26) * 60_000 for i in range(count)]
     for body in bodies:
         await handle.add(body)
     (actor_id,) = registry.driver.awake
     for round in range(2):
         await handle.go_to_sleep_notes()
         await until(lambda: actor_id not in registry.driver._hosted)
-        if cache == "fetched":
-            assert registry.driver.caches.take(actor_id) is not None
-        assert await handle.bodies() == bodies
+        if cache != "kept":
+            registry.driver.caches.take(actor_id)  # as if it slept in another process
+        assert await handle.note(count // 2 + 1) == bodies[count // 2]
         store = registry.driver.awake[actor_id].store
+        assert store.opened_lazily is (cache == "lazy")
+        assert await handle.outline() == [
+            [i + 1, len(body), body[:4]] for i, body in enumerate(bodies)
+        ]
         assert store._page_log.size_pages > 128
         assert store.reused_cache is (cache == "kept")
         bodies.append(f"after wake {round}")

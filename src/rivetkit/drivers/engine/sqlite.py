@@ -405,6 +405,7 @@ class DepotStore(ActorStore):
         "_worker",
         "actor_id",
         "generation",
+        "opened_lazily",
         "reused_cache",
     )
 
@@ -439,6 +440,7 @@ class DepotStore(ActorStore):
         self._ship_handle: asyncio.Handle | None = None  # queued commits go at the tick's end
         self._failure: errors.RivetError | None = None
         self.reused_cache = False  # opened on the cache its previous generation kept (keep())
+        self.opened_lazily = False  # opened before all of it was local (the rest loads behind)
         # A lazy start: the file the rest is written to, the task loading it, done when loaded.
         self._load_fd: int | None = None
         self._loader: asyncio.Task[None] | None = None
@@ -549,12 +551,14 @@ class DepotStore(ActorStore):
             raise
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "depot store opened actor_id=%s generation=%s head_txid=%s pages=%s reused=%s",
+                "depot store opened actor_id=%s generation=%s head_txid=%s pages=%s reused=%s "
+                "lazily=%s",
                 actor_id,
                 generation,
                 store._head_txid,
                 store._page_log.size_pages,
                 store.reused_cache,
+                store.opened_lazily,
             )
         return store
 
@@ -717,6 +721,7 @@ class DepotStore(ActorStore):
             await asyncio.shield(self._loaded)
             return
         page_log.missed.clear()
+        self.opened_lazily = True
         self._loader = self._loop.create_task(self._load_rest())
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
