@@ -2,9 +2,10 @@
 
 Our runtime runs an engine-hosted actor on a local copy of its database. A start in the process
 the actor slept in uses the copy it kept, when the engine's head is still the one it was kept
-at (``python``); otherwise the whole database is fetched (the first 128 pages, then 1 MiB
-batches, 4 in flight), so that wake grows with the database (``python-fetch``: the same runtime
-keeping no copy, as when the engine starts the actor in another process). The official runtime
+at (``python``); otherwise (``python-fetch``: the same runtime keeping no copy, as when the
+engine starts the actor in another process) a database up to 4 MiB is fetched whole (the first
+128 pages, then 1 MiB batches, 4 in flight), a bigger one opens lazily (the internal tables
+first; the rest loads behind while SQL loads the pages it reads). The official runtime
 (npm ``rivetkit`` 2.3.19, ``typescript``) reads pages from the engine as SQLite asks for them.
 This script starts the pinned ``rivet-engine`` on free loopback ports and the runtimes as
 processes, each in its own pool, hosting the same ``counter`` actor

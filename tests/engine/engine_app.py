@@ -95,7 +95,7 @@ async def bodies(c: ActionContext) -> list[str]:
 
 
 @notes.action
-async def note(c: ActionContext, id: int) -> str | None:
+async def note_body(c: ActionContext, id: int) -> str | None:
     rows = await c.db.execute("SELECT body FROM notes WHERE id = ?", id)
     return str(rows[0]["body"]) if rows else None
 

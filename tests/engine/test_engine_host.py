@@ -224,7 +224,7 @@ async def test_an_actor_whose_database_outgrew_the_first_fetch_wakes_with_it(
         await until(lambda: actor_id not in registry.driver._hosted)
         if cache != "kept":
             registry.driver.caches.take(actor_id)  # as if it slept in another process
-        assert await handle.note(count // 2 + 1) == bodies[count // 2]
+        assert await handle.note_body(count // 2 + 1) == bodies[count // 2]
         store = registry.driver.awake[actor_id].store
         assert store.opened_lazily is (cache == "lazy")
         assert await handle.outline() == [

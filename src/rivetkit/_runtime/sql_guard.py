@@ -312,7 +312,7 @@ def run_user_sql(
         cursor.exec_trace = trace
         try:
             for row in cursor.execute(text, bindings, can_cache=False):
-                rows.append(row)  # noqa: PERF402 - `trace` swaps `rows` at each statement
+                rows.append(row)  # (`trace` swaps `rows` at each statement)
         finally:
             cursor.close()
     except errors.RivetError:

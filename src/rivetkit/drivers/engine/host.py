@@ -352,7 +352,7 @@ class EngineDriver:
                 self._finish(hosted, _stopped(p.StopCode.ERROR, f"legacy KV import failed: {exc}"))
             return
         if hosted.stopping is not None:  # stopped while its database was loading
-            store.close()
+            store.delete()  # (and stops a lazy load: the engine keeps the data)
             return
         instance = ActorInstance(
             definition,

@@ -8,7 +8,15 @@ SQL on an apsw connection:
   and writes that file through the ``rivetkit-depot`` VFS, so reads never leave the process and
   an awake actor's data lives on disk, not in Python memory. A cache the previous generation
   left (:meth:`DepotStore.keep`) is used as is while the engine's head txid is still the one it
-  was kept at (only the first pages are fetched, and compared with it);
+  was kept at (only the first pages are fetched, and compared with it). A database above
+  :data:`LAZY_FROM_PAGES` opens *lazily*: once the pages the runtime reads synchronously are
+  local (the schema, the internal ``_rivet_*`` tables and their indexes, the freelist's trunk
+  pages: the b-trees are walked a level per request), the actor starts and a task loads the
+  rest. Until then, reading a page that is not local fails the statement with
+  ``SQLITE_IOERR`` (SQLite rolls its transaction back) and records the page; ``c.db`` loads it
+  (and the missing pages of the batch after it) and runs the statement again, a transaction
+  or a migration waits for the whole database (a migration that read such a page runs again).
+  A page written locally is never overwritten by a fetched copy;
 * the VFS records which pages a transaction writes (``locking_mode=EXCLUSIVE``,
   ``journal_mode=MEMORY``: a commit writes its pages, a rollback without a cache spill writes
   nothing, pages a spill wrote early are final only at the commit). At the commit point, the
@@ -332,7 +340,7 @@ class _LazyCacheFile(_CacheFile):
             if absent:
                 page_log.missed.update(absent)
                 raise apsw.IOError(f"page {absent[0]} of the actor's database is not loaded yet")
-        return super().xRead(amount, offset)  # type: ignore[no-any-return]
+        return super().xRead(amount, offset)
 
 
 class _DepotVfs(apsw.VFS):
@@ -810,7 +818,7 @@ class DepotStore(ActorStore):
                 raise _unexpected(self.actor_id, "loading pages", f"{len(missing)} never came")
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of the load fails the store
             error = exc if isinstance(exc, errors.RivetError) else _error(
                 "load_failed", f"loading the actor's database failed: {exc!r}"
             )
