@@ -262,7 +262,12 @@ class PageDepot:
 
 
 async def _open(
-    depot: PageDepot, cache: Path, input: bytes | None = None, *, lazy_from_pages: int = 10**9
+    depot: PageDepot,
+    cache: Path,
+    input: bytes | None = None,
+    *,
+    lazy_from_pages: int = 10**9,
+    kept_head: int | None = None,
 ) -> DepotStore:
     """Open the store (every page fetched before it opens, unless ``lazy_from_pages``)."""
     return await DepotStore.open(
@@ -272,6 +277,7 @@ async def _open(
         cache_path=cache,
         input=input,
         lazy_from_pages=lazy_from_pages,
+        kept_head=kept_head,
     )
 
 
@@ -592,14 +598,7 @@ async def _next_generation(depot: PageDepot, cache: Path, kept_head: int) -> Dep
     is the engine's database afterwards, reused or fetched."""
     depot.generation += 1
     depot.requests.clear()
-    store = await DepotStore.open(
-        depot,
-        actor_id=ACTOR_ID,
-        generation=depot.generation,
-        cache_path=cache,
-        input=None,
-        kept_head=kept_head,
-    )
+    store = await _open(depot, cache, kept_head=kept_head)
     assert cache.read_bytes() == depot.path.read_bytes()
     return store
 

@@ -52,7 +52,7 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -681,13 +681,8 @@ class DepotStore(ActorStore):
                     self._write_pages(fd, batch, size_pages)
 
             # A failed batch cancels the others before the file is closed; its error is the
-            # open's error (the first, when several failed).
-            try:
-                async with asyncio.TaskGroup() as fetchers:
-                    for _ in range(FETCH_CONCURRENCY):
-                        fetchers.create_task(fetch_batches())
-            except BaseExceptionGroup as failed:
-                raise failed.exceptions[0] from None
+            # open's error.
+            await _fetchers(fetch_batches)
             os.ftruncate(fd, size_pages * PAGE_SIZE)  # pages the engine never had read as zeros
         finally:
             os.close(fd)
@@ -808,12 +803,7 @@ class DepotStore(ActorStore):
                 await self._fetch_missing(batch)
 
         try:
-            try:
-                async with asyncio.TaskGroup() as fetchers:
-                    for _ in range(FETCH_CONCURRENCY):
-                        fetchers.create_task(fetch_batches())
-            except BaseExceptionGroup as failed:
-                raise failed.exceptions[0] from None
+            await _fetchers(fetch_batches)
             if missing:
                 raise _unexpected(self.actor_id, "loading pages", f"{len(missing)} never came")
         except asyncio.CancelledError:
@@ -1293,6 +1283,17 @@ class DepotStore(ActorStore):
                 self._on_failure(_copy(error))
             except Exception:
                 log.exception("depot store on_failure callback raised actor_id=%s", self.actor_id)
+
+
+async def _fetchers(fetch: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run :data:`FETCH_CONCURRENCY` copies of ``fetch`` (sharing their work list); the first
+    to fail cancels the others, and its error is raised."""
+    try:
+        async with asyncio.TaskGroup() as fetchers:
+            for _ in range(FETCH_CONCURRENCY):
+                fetchers.create_task(fetch())
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 def _varint(page: bytes, pos: int) -> tuple[int, int]:
