@@ -787,6 +787,58 @@ async def test_a_big_database_opens_before_the_rest_is_local(tmp_path: Path) -> 
     assert head == depot.head_txid
 
 
+async def test_a_lazy_open_walks_the_internal_tables_wherever_they_are(tmp_path: Path) -> None:
+    """The runtime's own SQL is never run again: every page of the internal tables (a state on
+    overflow pages, a WITHOUT ROWID table of large rows) and the freelist's trunk must be
+    local when the open returns, even far past the first 128 pages."""
+    depot = PageDepot(tmp_path / "depot.db")
+    cache = tmp_path / "a.db"
+    store = await _open(depot, cache)
+    store.initialize(cbor_count(1))
+    state = os.urandom(200_000)
+
+    def fill(conn: apsw.Connection) -> None:
+        with conn:
+            conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body BLOB)")
+            for _ in range(300):
+                conn.execute("INSERT INTO notes (body) VALUES (?)", (os.urandom(3000),))
+        store.save_state(state, 1)
+        with conn:
+            for i in range(400):
+                conn.execute(
+                    "INSERT INTO _rivet_user_kv (key, value) VALUES (?, ?)",
+                    (b"k%04d" % i, os.urandom(1500)),
+                )
+        with conn:  # ~150 pages to the freelist, its trunk past the first fetch
+            conn.execute("DELETE FROM notes WHERE id > 150")
+
+    await store.run(fill)
+    await store.flush()
+    store.delete()
+    (trunk,) = struct.unpack(">I", depot.path.read_bytes()[32:36])
+    assert trunk > 128
+    kv = _dump(depot.path)["_rivet_user_kv"]
+
+    depot.generation += 1
+    depot.requests.clear()
+    store = await _open(depot, cache, lazy_from_pages=128)
+    assert len(depot.requests) > 1  # the walk fetched pages past the first 128
+    # (Synchronous from here: the loader has not fetched anything yet.)
+    assert store.load() == (True, None, state, 0)
+    assert store.conn.execute("SELECT key, value FROM _rivet_user_kv ORDER BY key").fetchall() == kv
+    with store.conn:  # pages taken from the freelist
+        for i in range(50):
+            store.conn.execute(
+                "INSERT INTO _rivet_user_kv (key, value) VALUES (?, ?)", (b"n%04d" % i, b"v" * 3000)
+            )
+    assert store.loading and not store.take_missed()
+    await store.load_pages()
+    await store.flush()
+    assert cache.read_bytes() == depot.path.read_bytes()
+    assert len(_dump(depot.path)["_rivet_user_kv"]) == 450
+    store.delete()
+
+
 async def test_sql_of_a_loading_database_runs_again_once_its_pages_are_loaded(
     tmp_path: Path,
 ) -> None:
