@@ -347,6 +347,8 @@ async def _run_while_loading(store: ActorStore, sql: str, bindings: Any) -> list
             if not missed or progress.offset < 0:
                 raise
         tries += 1
+        _log.debug("sql read pages not loaded yet pages=%d first=%d tries=%d",
+                   len(missed), missed[0], tries)
         await store.load_pages(missed if tries < _LOAD_PAGES_TRIES else None)
 
 
